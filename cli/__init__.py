@@ -1,0 +1,1 @@
+"""agentgov.cli: the `agentgov` command, a thin layer over agentgov.engine."""

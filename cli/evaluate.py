@@ -1,0 +1,75 @@
+"""`agentgov eval PATH --input FILE`: one decision, as JSON, from the chosen engine."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Any
+
+import click
+import yaml
+
+from agentgov.cli.output import EXIT_ERROR, report_problems
+from agentgov.engine.backends.base import DecisionBackend
+from agentgov.engine.backends.opa_remote import RemoteOpaBackend
+from agentgov.engine.backends.rego import DEFAULT_RULE
+from agentgov.engine.policy.library import build_backends
+from agentgov.engine.policy.problems import PolicyLoadError
+from agentgov.engine.policy.sources import discover
+from agentgov.engine.policy_input import normalize_input
+
+
+@click.command("eval")
+@click.argument("paths", nargs=-1, type=click.Path())
+@click.option("--input", "-i", "input_file", required=True, type=click.Path(dir_okay=False, allow_dash=True),
+              help="Policy input (JSON or YAML; '-' for stdin). Missing fields get their defaults.")
+@click.option("--engine", type=click.Choice(["rego", "cedar", "opa"]), default=None,
+              help="Default: rego if the path has Rego policies, else cedar.")
+@click.option("--rule", default=DEFAULT_RULE, show_default=True, help="Rego decision rule.")
+@click.option("--opa-url", envvar="AGENTGOV_OPA_URL", help="Remote OPA server for --engine opa.")
+@click.option("--explain", is_flag=True, help="Also show which rules/policies produced the decision.")
+def eval_command(paths: tuple[str, ...], input_file: str, engine: str | None, rule: str,
+                 opa_url: str | None, explain: bool) -> None:
+    """Evaluate one policy input and print the decision JSON."""
+    try:
+        raw = click.open_file(input_file).read()
+        policy_input = normalize_input(yaml.safe_load(raw) if not raw.lstrip().startswith("{") else json.loads(raw))
+    except (OSError, ValueError, yaml.YAMLError) as exc:
+        click.echo(f"{input_file}: {exc}", err=True)
+        raise SystemExit(EXIT_ERROR) from None
+    try:
+        backend = _backend(paths, engine, rule, opa_url)
+    except PolicyLoadError as exc:
+        report_problems(exc, "pretty")
+        raise SystemExit(EXIT_ERROR) from None
+    except click.UsageError as exc:
+        click.echo(f"error: {exc.message}", err=True)
+        raise SystemExit(EXIT_ERROR) from None
+    out = asyncio.run(_run(backend, policy_input, explain))
+    click.echo(json.dumps(out, indent=2))
+
+
+async def _run(backend: DecisionBackend, policy_input: dict[str, Any], explain: bool) -> dict[str, Any]:
+    try:
+        if explain:
+            explanation = await backend.explain(policy_input)
+            return {**explanation.decision.to_dict(), "engine": backend.name, "explain": explanation.lines}
+        decision = await backend.evaluate(policy_input)
+        return {**decision.to_dict(), "engine": backend.name}
+    finally:
+        await backend.close()
+
+
+def _backend(paths: tuple[str, ...], engine: str | None, rule: str, opa_url: str | None) -> DecisionBackend:
+    if engine == "opa":
+        if not opa_url:
+            raise click.UsageError("--engine opa needs --opa-url (or AGENTGOV_OPA_URL)")
+        return RemoteOpaBackend(opa_url, rule)
+    if not paths:
+        raise click.UsageError("give the policy PATH(s) to evaluate")
+    backends = build_backends(discover([Path(p) for p in paths]), rule=rule)
+    chosen = engine or next(iter(backends), None)
+    if chosen is None or chosen not in backends:
+        raise click.UsageError(f"no {chosen or 'Rego or Cedar'} policies under {', '.join(paths)}")
+    return backends[chosen]

@@ -1,0 +1,141 @@
+"""The one interface every decision backend implements, and the shared result reader.
+
+A backend owns its SDK and the SDK's errors: `evaluate` never raises, and any failure becomes a
+deny whose reason names the error (DESIGN §3, fail closed).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+from agentgov.engine.model import (
+    STATUS_ERROR,
+    STATUS_FORBIDDEN,
+    STATUS_OK,
+    Decision,
+    Obligations,
+)
+
+REASON_ENGINE_ERROR = "engine_error"
+REASON_UNDEFINED = "decision_undefined"
+REASON_INVALID_RESULT = "invalid_decision"
+REASON_DEFAULT_DENY = "default_deny"
+
+
+@dataclass(frozen=True)
+class Explanation:
+    """Why a decision came out as it did: the rules/policies that produced it, for humans."""
+
+    decision: Decision
+    lines: list[str] = field(default_factory=list)
+
+
+@runtime_checkable
+class DecisionBackend(Protocol):
+    """`evaluate(input) -> Decision`, async so a remote backend fits the same shape."""
+
+    name: str
+
+    async def evaluate(self, policy_input: Mapping[str, Any]) -> Decision: ...
+
+    async def explain(self, policy_input: Mapping[str, Any]) -> Explanation: ...
+
+    async def close(self) -> None: ...
+
+
+def engine_error(engine: str, message: str) -> Decision:
+    """A deny for an engine failure. Status 403, not 503: the policy could not grant, so it did not."""
+    return Decision.deny(REASON_ENGINE_ERROR, engine=engine, error=first_line(message))
+
+
+def first_line(message: str) -> str:
+    """Engine errors carry Rust backtraces and source excerpts; keep only the meaningful line."""
+    text = message.split("Stack backtrace:")[0].strip()
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    for ln in lines:
+        if ln.startswith("error:"):
+            location = next((x[4:].strip() for x in lines if x.startswith("--> ")), "")
+            msg = ln[len("error:"):].strip()
+            return f"{location}: {msg}" if location else msg
+    return lines[0] if lines else "unknown engine error"
+
+
+def decision_from_document(result: Any, *, engine: str) -> Decision:
+    """Read a policy result into a `Decision`, strictly: anything unexpected is a deny.
+
+    Accepted shapes: a boolean (plain `allow` rule) or `{allow, reasons[], status?, obligations?}`.
+    """
+    if result is None:
+        return Decision.deny(REASON_UNDEFINED, engine=engine, error="the decision rule is undefined")
+    if isinstance(result, bool):
+        if result:
+            return Decision(allow=True, reasons=(), status=STATUS_OK, engine=engine)
+        return Decision(allow=False, reasons=(REASON_DEFAULT_DENY,), status=STATUS_FORBIDDEN, engine=engine)
+    if not isinstance(result, Mapping):
+        return _invalid(engine, f"expected an object or boolean, got {type(result).__name__}")
+    allow = result.get("allow")
+    if not isinstance(allow, bool):
+        return _invalid(engine, "`allow` must be a boolean")
+    reasons = result.get("reasons", [])
+    if not isinstance(reasons, list | tuple | set | frozenset) or not all(isinstance(r, str) for r in reasons):
+        return _invalid(engine, "`reasons` must be a list or set of strings")
+    if isinstance(reasons, set | frozenset):  # a Rego set: give it a stable order
+        reasons = sorted(reasons)
+    status = result.get("status")
+    if status is None:
+        status = STATUS_OK if allow else STATUS_FORBIDDEN
+    if isinstance(status, bool) or not isinstance(status, int) or not 100 <= status <= 599:
+        return _invalid(engine, "`status` must be an HTTP status code")
+    if not allow and status < 400:
+        return _invalid(engine, f"a deny cannot carry status {status}")
+    obligations = _read_obligations(result.get("obligations", {}))
+    if isinstance(obligations, str):
+        return _invalid(engine, obligations)
+    if not allow and not reasons:
+        reasons = [REASON_DEFAULT_DENY]
+    return Decision(
+        allow=allow,
+        reasons=tuple(reasons),
+        status=status if not allow else STATUS_OK,
+        obligations=obligations if allow else Obligations(),
+        engine=engine,
+    )
+
+
+def _read_obligations(raw: Any) -> Obligations | str:
+    if raw is None:
+        return Obligations()
+    if not isinstance(raw, Mapping):
+        return "`obligations` must be an object"
+    unknown = set(raw) - {"redact", "headers"}
+    if unknown:
+        # An obligation we do not understand cannot be enforced; allowing without it would be fail-open.
+        return f"unknown obligation(s): {', '.join(sorted(unknown))}"
+    redact = raw.get("redact", [])
+    if not isinstance(redact, list | tuple | set | frozenset) or not all(isinstance(r, str) for r in redact):
+        return "`obligations.redact` must be a list of strings"
+    headers = raw.get("headers", {})
+    if not isinstance(headers, Mapping) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in headers.items()
+    ):
+        return "`obligations.headers` must map strings to strings"
+    return Obligations(redact=tuple(sorted(set(redact))), headers=dict(headers))
+
+
+def _invalid(engine: str, why: str) -> Decision:
+    return Decision.deny(REASON_INVALID_RESULT, engine=engine, error=f"invalid decision document: {why}")
+
+
+__all__ = [
+    "REASON_DEFAULT_DENY",
+    "REASON_ENGINE_ERROR",
+    "REASON_INVALID_RESULT",
+    "REASON_UNDEFINED",
+    "STATUS_ERROR",
+    "DecisionBackend",
+    "Explanation",
+    "decision_from_document",
+    "engine_error",
+]

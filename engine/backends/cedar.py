@@ -1,0 +1,145 @@
+"""Cedar through cedarpy, with parsed PolicySet/Entities/Schema handles kept between calls.
+
+Cedar skips a policy whose evaluation errors; for a forbid that would be fail-open, so any
+evaluation error is a deny here. Annotations carry what Cedar's boolean answer cannot:
+`@id` names the reason, `@status("429")` on a forbid sets the deny status, and `@obligation`
+policies (see policy.cedar_source) add obligations after an allow.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Mapping
+from typing import Any
+
+import cedarpy
+
+from agentgov.engine.backends.base import REASON_DEFAULT_DENY, Explanation, engine_error
+from agentgov.engine.backends.cedar_mapping import build_request, catalog_entities, entities_json
+from agentgov.engine.backends.rego import is_fatal
+from agentgov.engine.model import (
+    STATUS_FORBIDDEN,
+    STATUS_OK,
+    STATUS_RATE_LIMITED,
+    STATUS_UNAUTHENTICATED,
+    Decision,
+    Obligations,
+)
+from agentgov.engine.policy.cedar_source import CedarPolicies, load_cedar, parse_schema
+from agentgov.engine.policy.problems import PolicyLoadError, Problem
+
+DEFAULT_CATALOG_PATH = ("agentgov", "catalog")
+# When several forbids apply, the most fundamental one names the status: an unknown caller (401)
+# before a forbidden action (403) before a budget that would reset (429).
+_STATUS_PRECEDENCE = (STATUS_UNAUTHENTICATED, STATUS_FORBIDDEN, STATUS_RATE_LIMITED)
+
+
+class CedarBackend:
+    name = "cedar"
+
+    def __init__(self, files: list[tuple[str, str]], schema: tuple[str, str] | None = None,
+                 data: Mapping[str, Any] | None = None,
+                 catalog_path: tuple[str, ...] = DEFAULT_CATALOG_PATH) -> None:
+        self.policies: CedarPolicies = load_cedar(files, schema)
+        self._schema = parse_schema(*schema) if schema else None
+        self._authz = cedarpy.PolicySet.from_str(self.policies.authorization)
+        # Display id (@id, else Cedar's policyN) → annotations / source location, for reasons and status.
+        self._annotations = {ann.get("id", pid): ann for pid, ann in self.policies.annotations.items()}
+        self._locations = {self.policies.annotations[pid].get("id", pid): st
+                           for pid, st in self.policies.locations.items()}
+        self.applied: Counter[str] = Counter()  # display id → times it applied (policy coverage)
+        self._oblig = cedarpy.PolicySet.from_str(self.policies.obligations) if self.policies.obligations else None
+        catalog: Any = data or {}
+        for key in catalog_path:
+            catalog = catalog.get(key, {}) if isinstance(catalog, Mapping) else {}
+        entities = catalog_entities(catalog if isinstance(catalog, Mapping) else {})
+        self._known = {(e["uid"]["type"], e["uid"]["id"]) for e in entities}
+        try:
+            self._entities = cedarpy.Entities.from_json_str(entities_json(entities), self._schema)
+        except ValueError as exc:
+            where = schema[0] if schema else "data"
+            raise PolicyLoadError([Problem(where, 1, 1, f"catalog entities do not match the Cedar schema: {exc}",
+                                           "cedar_schema_error")]) from None
+
+    def _authorize(self, policy_input: Mapping[str, Any]) -> tuple[Decision, Any | None]:
+        try:
+            request, principal = build_request(policy_input)
+            delta = [principal]
+            res = request["resource"]
+            if (res["type"], res["id"]) not in self._known:
+                delta.append({"uid": res, "attrs": {}, "parents": []})
+            entities = self._entities.with_added_json_str(entities_json(delta))
+            result = cedarpy.is_authorized(request, self._authz, entities)
+            if result.diagnostics.errors:
+                return engine_error(self.name, "; ".join(result.diagnostics.errors)), result
+            ids = sorted(self.policies.authorization_ids.get(p, p) for p in result.diagnostics.reasons)
+            self.applied.update(ids)
+            if not result.allowed:
+                return Decision(allow=False, reasons=tuple(ids) or (REASON_DEFAULT_DENY,),
+                                status=self._deny_status(result.diagnostics.reasons), engine=self.name), result
+            obligations = self._obligations(request, entities, policy_input)
+            return Decision(allow=True, reasons=tuple(ids), status=STATUS_OK,
+                            obligations=obligations, engine=self.name), result
+        except BaseException as exc:
+            if is_fatal(exc):
+                raise
+            return engine_error(self.name, f"{type(exc).__name__}: {exc}"), None
+
+    def evaluate_sync(self, policy_input: Mapping[str, Any]) -> Decision:
+        return self._authorize(policy_input)[0]
+
+    async def evaluate(self, policy_input: Mapping[str, Any]) -> Decision:
+        return self.evaluate_sync(policy_input)
+
+    async def explain(self, policy_input: Mapping[str, Any]) -> Explanation:
+        decision, result = self._authorize(policy_input)
+        lines: list[str] = []
+        if result is not None:
+            for pid in result.diagnostics.reasons:
+                display = self.policies.authorization_ids.get(pid, pid)
+                st = self._locations.get(display)
+                where = f" ({st.file}:{st.line})" if st else ""
+                lines.append(f"determining policy {display}{where}")
+            lines.extend(f"error: {e}" for e in result.diagnostics.errors)
+            if not result.diagnostics.reasons and not result.diagnostics.errors:
+                lines.append("no policy applied: default deny")
+        return Explanation(decision, lines)
+
+    def _deny_status(self, policy_ids: list[str]) -> int:
+        statuses = set()
+        for pid in policy_ids:
+            display = self.policies.authorization_ids.get(pid, pid)
+            ann = self._annotations.get(display, {})
+            raw = ann.get("status", str(STATUS_FORBIDDEN))
+            statuses.add(int(raw) if raw.isdigit() else STATUS_FORBIDDEN)
+        for status in _STATUS_PRECEDENCE:
+            if status in statuses:
+                return status
+        return min(statuses) if statuses else STATUS_FORBIDDEN
+
+    def _obligations(self, request: dict[str, Any], entities: Any, policy_input: Mapping[str, Any]) -> Obligations:
+        if self._oblig is None:
+            return Obligations()
+        result = cedarpy.is_authorized(request, self._oblig, entities)
+        if result.diagnostics.errors:
+            # An obligation we could not evaluate cannot be enforced: refuse rather than allow without it.
+            raise RuntimeError("obligation policy error: " + "; ".join(result.diagnostics.errors))
+        redact: set[str] = set()
+        headers: dict[str, str] = {}
+        for pid in result.diagnostics.reasons:
+            display = self.policies.obligation_ids.get(pid, pid)
+            self.applied[display] += 1
+            ann = self._annotations[display]
+            value = ann["obligation"]
+            if value == "redact":
+                redact.update(policy_input.get("pii", {}).get("types", []))
+            else:
+                name, _, header_value = value.removeprefix("header:").partition("=")
+                headers[name.strip().lower()] = header_value.strip()
+        return Obligations(redact=tuple(sorted(redact)), headers=headers)
+
+    def policy_ids(self) -> list[str]:
+        return list(self._annotations)
+
+    async def close(self) -> None:
+        return None

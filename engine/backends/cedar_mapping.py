@@ -1,0 +1,114 @@
+"""The policy input contract, seen through Cedar's eyes (documented in docs/input.md).
+
+- principal: `User::"<subject.id>"` with `roles` (Set<String>), `tenant` (when set), `authenticated`.
+- action: `Action::"<action.kind>"`, e.g. `Action::"tool.call"`.
+- resource: `<Type>::"<resource.id>"` where Type is resource.type capitalised (`tool` → `Tool`);
+  its attributes come from the resource catalog in data (default `data.agentgov.catalog.<type>.<id>`).
+- context: `arguments`, `pii` {types, secrets, count}, `budget`, `justification`, `agent`,
+  `source_ip`, `http` {method, path, host}, `action_name`, `server`.
+
+Cedar has no null and no floats: nulls are dropped, floats become `decimal` (4 places) when they fit,
+and other values that do not fit (huge integers) become strings.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
+from typing import Any
+
+_LONG_MIN, _LONG_MAX = -(2**63), 2**63 - 1
+_DECIMAL_LIMIT = Decimal("922337203685477.5807")
+_FOUR_PLACES = Decimal("0.0001")
+
+
+def entity_type(resource_type: str) -> str:
+    return "".join(part.capitalize() for part in resource_type.split("_")) or "Resource"
+
+
+def to_cedar(value: Any) -> Any:
+    """Convert a JSON value to Cedar's JSON value encoding; None means 'omit'."""
+    if value is None:
+        return None
+    if isinstance(value, bool | str):
+        return value
+    if isinstance(value, int):
+        return value if _LONG_MIN <= value <= _LONG_MAX else str(value)
+    if isinstance(value, float):
+        return _decimal(value)
+    if isinstance(value, Mapping):
+        return {str(k): c for k, v in value.items() if (c := to_cedar(v)) is not None}
+    if isinstance(value, list | tuple):
+        return [c for v in value if (c := to_cedar(v)) is not None]
+    return str(value)
+
+
+def _decimal(value: float) -> Any:
+    try:
+        d = Decimal(repr(value)).quantize(_FOUR_PLACES, rounding=ROUND_HALF_EVEN)
+    except InvalidOperation:
+        return repr(value)
+    if not d.is_finite() or abs(d) > _DECIMAL_LIMIT:
+        return repr(value)
+    return {"__extn": {"fn": "decimal", "arg": f"{d:f}"}}
+
+
+def catalog_entities(catalog: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """One entity per catalog entry: `{tool: {crm.query: {...}}}` → `Tool::"crm.query"`."""
+    out: list[dict[str, Any]] = []
+    for rtype, entries in sorted(catalog.items()):
+        if not isinstance(entries, Mapping):
+            continue
+        for rid, attrs in sorted(entries.items()):
+            out.append({
+                "uid": {"type": entity_type(rtype), "id": str(rid)},
+                "attrs": to_cedar(attrs) if isinstance(attrs, Mapping) else {},
+                "parents": [],
+            })
+    return out
+
+
+def build_request(policy_input: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Return (Cedar request, principal entity) for one policy input document."""
+    subject = policy_input.get("subject", {})
+    action = policy_input.get("action", {})
+    resource = policy_input.get("resource", {})
+    pii = policy_input.get("pii", {})
+    ctx = policy_input.get("context", {})
+    http = policy_input.get("http", {})
+    principal = {
+        "uid": {"type": "User", "id": str(subject.get("id", "anonymous"))},
+        "attrs": to_cedar({
+            "roles": list(subject.get("roles", [])),
+            "tenant": subject.get("tenant"),
+            "authenticated": bool(subject.get("authenticated", False)),
+        }),
+        "parents": [],
+    }
+    context = to_cedar({
+        "arguments": policy_input.get("arguments", {}),
+        "pii": {
+            "types": list(pii.get("types", [])),
+            "secrets": list(pii.get("secrets", [])),
+            "count": sum(int(f.get("count", 0)) for f in pii.get("findings", [])),
+        },
+        "budget": policy_input.get("budget", {}),
+        "justification": ctx.get("justification", ""),
+        "agent": ctx.get("agent", ""),
+        "source_ip": ctx.get("source_ip", ""),
+        "http": {k: http.get(k, "") for k in ("method", "path", "host")},
+        "action_name": action.get("name", ""),
+        "server": resource.get("server") or "",
+    })
+    request = {
+        "principal": principal["uid"],
+        "action": {"type": "Action", "id": str(action.get("kind", ""))},
+        "resource": {"type": entity_type(str(resource.get("type", "resource"))), "id": str(resource.get("id", ""))},
+        "context": context,
+    }
+    return request, principal
+
+
+def entities_json(entities: list[dict[str, Any]]) -> str:
+    return json.dumps(entities, separators=(",", ":"))

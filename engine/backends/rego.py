@@ -1,0 +1,140 @@
+"""Embedded Rego through regorus (PyPI `gordon-to-regorus`), the default backend.
+
+Policies are checked statically before they load (see policy.rego_check); at run time any engine
+error, a Rust panic included (`pyo3_runtime.PanicException` derives from BaseException), is a deny.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+import regorus
+
+from agentgov.engine.backends.base import Explanation, decision_from_document, engine_error
+from agentgov.engine.model import Decision
+from agentgov.engine.policy.problems import PolicyLoadError
+from agentgov.engine.policy.rego_check import check_modules, parse_problem, ref_parts
+
+DEFAULT_RULE = "data.agentgov.decision"
+
+
+def build_engine(modules: list[tuple[str, str]], data: Mapping[str, Any]) -> regorus.Engine:
+    """Check, parse and load modules and data into a fresh engine. Raises PolicyLoadError."""
+    problems = check_modules(modules)
+    if problems:
+        raise PolicyLoadError(problems)
+    engine = regorus.Engine()
+    for file, source in modules:
+        try:
+            engine.add_policy(file, source)
+        except BaseException as exc:
+            if isinstance(exc, KeyboardInterrupt | SystemExit):
+                raise
+            raise PolicyLoadError([parse_problem(file, str(exc))]) from None
+    engine.add_data_json(json.dumps(dict(data)))
+    return engine
+
+
+def is_fatal(exc: BaseException) -> bool:
+    """Interpreter-level exceptions pass through; everything an engine raises becomes a deny."""
+    return isinstance(exc, KeyboardInterrupt | SystemExit | GeneratorExit)
+
+
+class RegoBackend:
+    name = "rego"
+
+    def __init__(self, modules: list[tuple[str, str]], data: Mapping[str, Any] | None = None,
+                 rule: str = DEFAULT_RULE) -> None:
+        if not modules:
+            raise PolicyLoadError([])
+        self.rule = rule
+        self._engine = build_engine(modules, data or {})
+        self._modules = modules
+
+    def evaluate_sync(self, policy_input: Mapping[str, Any]) -> Decision:
+        try:
+            self._engine.set_input_json(json.dumps(policy_input))
+            result = self._engine.eval_rule(self.rule)
+        except BaseException as exc:
+            if is_fatal(exc):
+                raise
+            return engine_error(self.name, f"{type(exc).__name__}: {exc}")
+        return decision_from_document(result, engine=self.name)
+
+    async def evaluate(self, policy_input: Mapping[str, Any]) -> Decision:
+        return self.evaluate_sync(policy_input)
+
+    async def explain(self, policy_input: Mapping[str, Any]) -> Explanation:
+        """The decision plus the value of every rule in the decision's package, and the lines evaluated."""
+        decision = self.evaluate_sync(policy_input)
+        engine = self._engine.clone()
+        engine.set_enable_coverage(True)
+        engine.clear_coverage_data()
+        lines: list[str] = []
+        package = self.rule.rsplit(".", 1)[0]
+        try:
+            engine.set_input_json(json.dumps(policy_input))
+            engine.eval_rule(self.rule)
+            for rule in self._package_rules(package):
+                try:
+                    value = engine.eval_rule(f"{package}.{rule}")
+                except BaseException as exc:
+                    if is_fatal(exc):
+                        raise
+                    value = f"<error: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}>"
+                shown = "undefined" if value is None else json.dumps(value, sort_keys=True, default=_set_as_list)
+                lines.append(f"{package}.{rule} = {shown}")
+            report = json.loads(engine.get_coverage_report_as_json())
+        except BaseException as exc:
+            if is_fatal(exc):
+                raise
+            return Explanation(decision, [*lines, f"explain stopped: {type(exc).__name__}"])
+        for entry in report.get("files", []):
+            if entry["covered"]:
+                lines.append(f"evaluated {entry['path']} lines {_ranges(entry['covered'])}")
+        return Explanation(decision, lines)
+
+    def _package_rules(self, package: str) -> list[str]:
+        names: list[str] = []
+        for entry in json.loads(self._engine.get_ast_as_json()):
+            ast = entry["ast"]
+            if "data." + ".".join(ref_parts(ast["package"]["refr"])) != package:
+                continue
+            for rule in ast.get("rules", []):
+                head = rule.get("Spec", {}).get("head", {})
+                ref = (rule.get("Default") or head.get("Compr") or head.get("Set") or {}).get("refr")
+                if ref and "Var" in ref and ref["Var"]["value"] not in names:
+                    names.append(ref["Var"]["value"])
+        return names
+
+    def enable_coverage(self) -> None:
+        self._engine.set_enable_coverage(True)
+
+    def coverage_report(self) -> list[dict[str, Any]]:
+        files: list[dict[str, Any]] = json.loads(self._engine.get_coverage_report_as_json()).get("files", [])
+        return files
+
+    async def close(self) -> None:
+        return None
+
+
+def _set_as_list(value: Any) -> Any:
+    """regorus returns Rego sets as Python sets; show them as Rego would, sorted."""
+    if isinstance(value, set | frozenset):
+        return sorted(value, key=lambda v: json.dumps(v, sort_keys=True, default=str))
+    return str(value)
+
+
+def _ranges(numbers: list[int]) -> str:
+    out: list[str] = []
+    start = prev = numbers[0]
+    for n in [*numbers[1:], None]:
+        if n is not None and n == prev + 1:
+            prev = n
+            continue
+        out.append(f"{start}" if start == prev else f"{start}-{prev}")
+        if n is not None:
+            start = prev = n
+    return ",".join(out)

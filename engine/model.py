@@ -1,0 +1,152 @@
+"""The small frozen types every stage speaks: who asks, what for, and what was decided.
+
+Adapters build an `AgentRequest`; hooks enrich it; a backend turns its policy input into a
+`Decision`. Nothing here knows about Envoy, gRPC or the CLI.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+ActionKind = Literal[
+    "llm.chat", "tool.call", "tool.list", "resource.read", "prompt.get", "mcp.session", "http"
+]
+ACTION_KINDS: tuple[str, ...] = (
+    "llm.chat", "tool.call", "tool.list", "resource.read", "prompt.get", "mcp.session", "http",
+)
+FindingCategory = Literal["pii", "secret"]
+
+@dataclass(frozen=True, slots=True)
+class Subject:
+    """A caller whose identity a hook has verified (or not: `authenticated` says which)."""
+
+    id: str
+    roles: tuple[str, ...] = ()
+    tenant: str | None = None
+    claims: Mapping[str, Any] = field(default_factory=dict)
+    authenticated: bool = False
+
+    def to_input(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "roles": list(self.roles),
+            "tenant": self.tenant,
+            "claims": dict(self.claims),
+            "authenticated": self.authenticated,
+        }
+
+
+ANONYMOUS = Subject(id="anonymous")
+
+
+@dataclass(frozen=True, slots=True)
+class Action:
+    kind: str
+    name: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Resource:
+    type: str
+    id: str
+    server: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    """A detector hit, by type and count only: raw values never leave the detector."""
+
+    type: str
+    count: int
+    path: str
+    category: FindingCategory = "pii"
+
+    def to_input(self) -> dict[str, Any]:
+        return {"type": self.type, "count": self.count, "path": self.path, "category": self.category}
+
+
+@dataclass(frozen=True, slots=True)
+class AgentRequest:
+    """One agent action, protocol-independent. `to_input()` is the policy input contract."""
+
+    subject: Subject
+    action: Action
+    resource: Resource
+    arguments: Mapping[str, Any] = field(default_factory=dict)
+    findings: tuple[Finding, ...] = ()
+    budget: Mapping[str, Any] = field(default_factory=dict)
+    context: Mapping[str, Any] = field(default_factory=dict)
+    http: Mapping[str, Any] = field(default_factory=dict)
+
+    def to_input(self) -> dict[str, Any]:
+        findings = [f.to_input() for f in self.findings]
+        return {
+            "subject": self.subject.to_input(),
+            "action": {"kind": self.action.kind, "name": self.action.name},
+            "resource": {"type": self.resource.type, "id": self.resource.id, "server": self.resource.server},
+            "arguments": dict(self.arguments),
+            "pii": summarize_findings(findings),
+            "budget": dict(self.budget),
+            "context": dict(self.context),
+            "http": dict(self.http),
+        }
+
+
+def summarize_findings(findings: list[dict[str, Any]]) -> dict[str, Any]:
+    """Findings plus the per-category type sets that policies (Cedar in particular) test directly."""
+    types = sorted({f["type"] for f in findings if f.get("category", "pii") == "pii"})
+    secrets = sorted({f["type"] for f in findings if f.get("category") == "secret"})
+    return {"findings": findings, "types": types, "secrets": secrets}
+
+
+@dataclass(frozen=True, slots=True)
+class Obligations:
+    """What an allow obliges the enforcement point to do: redact these PII types, set these headers."""
+
+    redact: tuple[str, ...] = ()
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"redact": list(self.redact), "headers": dict(self.headers)}
+
+
+STATUS_OK = 200
+STATUS_UNAUTHENTICATED = 401
+STATUS_FORBIDDEN = 403
+STATUS_RATE_LIMITED = 429
+STATUS_ERROR = 503
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """The answer. A deny always carries at least one reason and an HTTP-ish status."""
+
+    allow: bool
+    reasons: tuple[str, ...] = ()
+    status: int = STATUS_FORBIDDEN
+    obligations: Obligations = field(default_factory=Obligations)
+    engine: str = ""
+    errors: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "allow": self.allow,
+            "reasons": list(self.reasons),
+            "status": self.status,
+            "obligations": self.obligations.to_dict(),
+        }
+        if self.errors:
+            out["errors"] = list(self.errors)
+        return out
+
+    @staticmethod
+    def deny(reason: str, *, status: int = STATUS_FORBIDDEN, engine: str = "", error: str | None = None) -> Decision:
+        return Decision(
+            allow=False,
+            reasons=(reason,),
+            status=status,
+            engine=engine,
+            errors=(error,) if error else (),
+        )

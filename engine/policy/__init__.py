@@ -1,0 +1,1 @@
+"""Policy sources: finding, reading and statically checking policy files before any engine runs them."""

@@ -1,0 +1,38 @@
+"""Turn discovered policy sources into ready decision backends, one per engine that has policies."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from agentgov.engine.backends.base import DecisionBackend
+from agentgov.engine.backends.cedar import CedarBackend
+from agentgov.engine.backends.rego import DEFAULT_RULE, RegoBackend
+from agentgov.engine.policy.problems import PolicyLoadError, Problem
+from agentgov.engine.policy.rego_check import check_modules
+from agentgov.engine.policy.sources import PolicySources
+
+ENGINES = ("rego", "cedar")
+
+
+def check_sources(sources: PolicySources) -> list[Problem]:
+    """Everything `agentgov check` verifies; an empty list means every engine would load."""
+    problems = check_modules(sources.rego + sources.rego_tests)
+    if sources.cedar or sources.cedar_schema:
+        try:
+            CedarBackend(sources.cedar, sources.cedar_schema, sources.data)
+        except PolicyLoadError as exc:
+            problems.extend(exc.problems)
+    return problems
+
+
+def build_backends(sources: PolicySources, *, rule: str = DEFAULT_RULE,
+                   data: Mapping[str, Any] | None = None) -> dict[str, DecisionBackend]:
+    """Backends for every engine with policies. `data` replaces the discovered data when given."""
+    effective = sources.data if data is None else data
+    backends: dict[str, DecisionBackend] = {}
+    if sources.rego:
+        backends["rego"] = RegoBackend(sources.rego, effective, rule)
+    if sources.cedar:
+        backends["cedar"] = CedarBackend(sources.cedar, sources.cedar_schema, effective)
+    return backends

@@ -1,0 +1,130 @@
+"""Find policy files under the paths a user names and sort them by role.
+
+Layout rules (documented in docs/policies.md):
+- `*.rego`: Rego modules; `*_test.rego`: Rego unit tests.
+- `*.cedar`: Cedar policies; `*.cedarschema` (Cedar syntax) or `*.cedarschema.json`: the Cedar schema.
+- `*.json` / `*.yaml` / `*.yml` inside a folder named `data`: data documents, deep-merged at the data root.
+- `*.yaml` / `*.yml` anywhere else with a top-level `cases:` key: decision cases for `agentgov test`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from agentgov.engine.policy.problems import PolicyLoadError, Problem
+
+_SKIP_DIRS = {".git", "__pycache__", ".venv", "node_modules"}
+
+
+@dataclass
+class PolicySources:
+    rego: list[tuple[str, str]] = field(default_factory=list)
+    rego_tests: list[tuple[str, str]] = field(default_factory=list)
+    cedar: list[tuple[str, str]] = field(default_factory=list)
+    cedar_schema: tuple[str, str] | None = None
+    data: dict[str, Any] = field(default_factory=dict)
+    case_files: list[Path] = field(default_factory=list)
+
+    @property
+    def empty(self) -> bool:
+        return not (self.rego or self.rego_tests or self.cedar)
+
+
+def discover(paths: Iterable[str | Path]) -> PolicySources:
+    """Read every policy file below `paths`. Raises PolicyLoadError listing all problems found."""
+    found = PolicySources()
+    problems: list[Problem] = []
+    for root in paths:
+        root = Path(root)
+        if not root.exists():
+            problems.append(Problem(str(root), 0, 0, "no such file or directory", "load_error"))
+            continue
+        files = [root] if root.is_file() else sorted(_walk(root))
+        for path in files:
+            _classify(path, found, problems)
+    if problems:
+        raise PolicyLoadError(problems)
+    return found
+
+
+def _walk(root: Path) -> Iterable[Path]:
+    for path in root.rglob("*"):
+        if path.is_file() and not any(part in _SKIP_DIRS for part in path.parts):
+            yield path
+
+
+def _classify(path: Path, found: PolicySources, problems: list[Problem]) -> None:
+    name = path.name
+    if name.endswith(".rego"):
+        target = found.rego_tests if name.endswith("_test.rego") else found.rego
+        target.append((str(path), _read(path)))
+    elif name.endswith(".cedar"):
+        found.cedar.append((str(path), _read(path)))
+    elif name.endswith((".cedarschema", ".cedarschema.json")):
+        if found.cedar_schema is not None:
+            problems.append(Problem(str(path), 1, 1, f"second Cedar schema (first: {found.cedar_schema[0]})",
+                                    "load_error"))
+        else:
+            found.cedar_schema = (str(path), _read(path))
+    elif path.suffix in (".json", ".yaml", ".yml"):
+        if "data" in path.parent.parts:
+            doc = _parse_data(path, problems)
+            if doc is not None:
+                _merge(found.data, doc, str(path), [], problems)
+        elif path.suffix in (".yaml", ".yml") and _is_case_file(path, problems):
+            found.case_files.append(path)
+
+
+def _read(path: Path) -> str:
+    return path.read_text(encoding="utf-8")
+
+
+def _parse_data(path: Path, problems: list[Problem]) -> dict[str, Any] | None:
+    text = _read(path)
+    try:
+        doc = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    except json.JSONDecodeError as exc:
+        problems.append(Problem(str(path), exc.lineno, exc.colno, f"invalid JSON: {exc.msg}", "load_error"))
+        return None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
+        problems.append(Problem(str(path), line, col, f"invalid YAML: {getattr(exc, 'problem', exc)}",
+                                "load_error"))
+        return None
+    if not isinstance(doc, dict):
+        problems.append(Problem(str(path), 1, 1, "a data document must be an object", "load_error"))
+        return None
+    return doc
+
+
+def _merge(into: dict[str, Any], doc: Mapping[str, Any], file: str, at: list[str],
+           problems: list[Problem]) -> None:
+    """Deep-merge objects; two files setting the same non-object key is an error, never last-wins."""
+    for key, value in doc.items():
+        if key in into and isinstance(into[key], dict) and isinstance(value, dict):
+            _merge(into[key], value, file, [*at, key], problems)
+        elif key in into:
+            where = ".".join([*at, key])
+            problems.append(Problem(file, 1, 1, f"data conflict: data.{where} is already set by another file",
+                                    "load_error"))
+        else:
+            into[key] = value
+
+
+def _is_case_file(path: Path, problems: list[Problem]) -> bool:
+    try:
+        doc = yaml.safe_load(_read(path))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
+        problems.append(Problem(str(path), line, col, f"invalid YAML: {getattr(exc, 'problem', exc)}",
+                                "load_error"))
+        return False
+    return isinstance(doc, dict) and "cases" in doc

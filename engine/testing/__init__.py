@@ -1,0 +1,1 @@
+"""Policy testing: Rego unit tests and engine-independent YAML decision cases."""

@@ -1,0 +1,140 @@
+# agentgov shipped policy library (Rego). The same semantics live in ../cedar/agentgov.cedar and
+# are checked against each other by the shared cases in ../tests/.
+#
+# Deny by default. A request is allowed when at least one grant applies and no denial does.
+# The result is data.agentgov.decision: {allow, reasons[], status, obligations{redact[], headers{}}}.
+package agentgov
+
+import rego.v1
+
+catalog := object.get(data, ["agentgov", "catalog"], {})
+
+# The catalog entry of the resource being acted on (undefined when it is not catalogued).
+entry := catalog[input.resource.type][input.resource.id]
+
+roles := {r | some r in input.subject.roles}
+
+pii_present if count(input.pii.types) > 0
+
+justified if {
+	is_string(input.context.justification)
+	input.context.justification != ""
+}
+
+role_granted if {
+	some r in entry.roles
+	r in roles
+}
+
+# ---- grants: what can allow a request ----
+
+grants contains "tool_granted" if {
+	input.action.kind == "tool.call"
+	input.resource.type == "tool"
+	role_granted
+}
+
+grants contains "model_granted" if {
+	input.action.kind == "llm.chat"
+	input.resource.type == "model"
+	role_granted
+}
+
+grants contains "resource_granted" if {
+	input.action.kind in {"resource.read", "prompt.get"}
+	input.resource.type in {"resource", "prompt"}
+	role_granted
+}
+
+grants contains "session_allowed" if {
+	input.action.kind in {"tool.list", "mcp.session"}
+	input.subject.authenticated == true
+}
+
+# Break-glass: any action, but only with a justification, and always flagged (see headers).
+grants contains "break_glass" if {
+	"break_glass" in roles
+	justified
+}
+
+# ---- denials: what refuses a request whatever grants it ----
+
+deny contains "unauthenticated" if not input.subject.authenticated
+
+deny contains "secret_detected" if count(input.pii.secrets) > 0
+
+deny contains "pii_blocked" if {
+	pii_present
+	entry.pii == "deny"
+}
+
+deny contains "pii_blocked_for_role" if {
+	pii_present
+	"contractor" in roles
+}
+
+deny contains "tenant_argument_missing" if {
+	entry.tenant_scoped == true
+	not input.arguments.tenant_id
+}
+
+deny contains "tenant_mismatch" if {
+	entry.tenant_scoped == true
+	input.arguments.tenant_id != input.subject.tenant
+}
+
+deny contains "max_tokens_exceeded" if input.arguments.max_tokens > entry.max_tokens
+
+deny contains "break_glass_justification_required" if {
+	"break_glass" in roles
+	not justified
+}
+
+deny contains "budget_exhausted" if input.budget.exhausted == true
+
+deny contains "budget_insufficient" if input.budget.estimated_tokens > input.budget.remaining_tokens
+
+budget_reasons := {"budget_exhausted", "budget_insufficient"}
+
+# ---- the decision ----
+
+default allow := false
+
+allow if {
+	count(grants) > 0
+	count(deny) == 0
+}
+
+reasons := sort(grants) if allow
+else := sort(deny) if count(deny) > 0
+else := ["default_deny"]
+
+# 401 before 403 before 429: an unknown caller, then a forbidden action, then a budget that resets.
+status := 200 if allow
+else := 401 if "unauthenticated" in deny
+else := 429 if {
+	count(deny) > 0
+	count(deny - budget_reasons) == 0
+}
+else := 403
+
+redact := sort(input.pii.types) if {
+	allow
+	pii_present
+	entry.pii == "redact"
+	not "pii_reader" in roles
+}
+else := []
+
+headers := {"x-agentgov-break-glass": "true"} if {
+	allow
+	"break_glass" in grants
+}
+else := {}
+
+decision := {
+	"allow": allow,
+	"reasons": reasons,
+	"status": status,
+	"obligations": {"redact": redact, "headers": headers},
+}

@@ -1,0 +1,158 @@
+"""Decision backends and the result reader: fail-closed behaviour, property-based."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from agentgov.engine.backends.base import decision_from_document
+from agentgov.engine.backends.cedar import CedarBackend
+from agentgov.engine.backends.cedar_mapping import to_cedar
+from agentgov.engine.backends.rego import RegoBackend
+from agentgov.engine.policy.cedar_source import split_statements
+from agentgov.engine.policy.problems import PolicyLoadError
+from agentgov.engine.policy_input import InputError, normalize_input
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True) | st.text(max_size=8),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4),
+    max_leaves=20,
+)
+
+
+@given(json_values)
+def test_result_reader_never_raises_and_never_allows_garbage(value: Any) -> None:
+    decision = decision_from_document(value, engine="t")
+    if decision.allow:
+        assert value is True or (isinstance(value, dict) and value.get("allow") is True)
+    else:
+        assert decision.reasons, "a deny always says why"
+        assert decision.status >= 400
+
+
+@given(st.dictionaries(st.sampled_from(["reasons", "status", "obligations", "x"]), json_values, max_size=4))
+def test_result_reader_allow_requires_valid_fields(extra: dict[str, Any]) -> None:
+    decision = decision_from_document({"allow": True, **extra}, engine="t")
+    if decision.allow:
+        assert all(isinstance(r, str) for r in decision.reasons)
+        assert decision.status == 200
+
+
+@pytest.mark.parametrize(("doc", "reason"), [
+    (None, "decision_undefined"),
+    ({"allow": "yes"}, "invalid_decision"),
+    ({"allow": True, "obligations": {"encrypt": True}}, "invalid_decision"),
+    ({"allow": False, "status": 200}, "invalid_decision"),
+    ({"allow": True, "obligations": {"headers": {"a": 1}}}, "invalid_decision"),
+    ({"allow": False}, "default_deny"),
+    (False, "default_deny"),
+])
+def test_result_reader_denies(doc: Any, reason: str) -> None:
+    decision = decision_from_document(doc, engine="t")
+    assert not decision.allow
+    assert decision.reasons == (reason,)
+
+
+def test_result_reader_accepts_rego_sets() -> None:
+    decision = decision_from_document({"allow": False, "reasons": {"b", "a"}, "status": 429}, engine="t")
+    assert decision.reasons == ("a", "b")
+    assert decision.status == 429
+
+
+@given(json_values)
+def test_cedar_value_conversion_is_total_and_cedar_typed(value: Any) -> None:
+    def check(v: Any) -> None:
+        assert v is not None
+        assert not isinstance(v, float)
+        if isinstance(v, int) and not isinstance(v, bool):
+            assert -(2**63) <= v < 2**63
+        if isinstance(v, dict) and "__extn" not in v:
+            for item in v.values():
+                check(item)
+        if isinstance(v, list):
+            for item in v:
+                check(item)
+
+    converted = to_cedar(value)
+    if converted is not None:
+        check(converted)
+        json.dumps(converted)
+
+
+def test_cedar_decimal_encoding() -> None:
+    assert to_cedar(0.7) == {"__extn": {"fn": "decimal", "arg": "0.7000"}}
+    assert to_cedar(2**70) == str(2**70)
+    assert to_cedar(float("inf")) == "inf"
+    assert to_cedar({"a": None, "b": [1, None]}) == {"b": [1]}
+
+
+policy_texts = st.lists(
+    st.tuples(st.sampled_from(["permit", "forbid"]), st.text(alphabet="ab;/\\\"\n x", max_size=12)),
+    min_size=1, max_size=5,
+)
+
+
+@given(policy_texts)
+def test_statement_splitter_counts_policies(policies: list[tuple[str, str]]) -> None:
+    source = ""
+    for effect, s in policies:
+        escaped = s.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+        source += f'// c;"\n{effect} (principal, action, resource)\nwhen {{ context.s == "{escaped}" }};\n'
+    statements = split_statements("f.cedar", source)
+    assert len(statements) == len(policies)
+    for stmt, (effect, _) in zip(statements, policies, strict=True):
+        assert stmt.text.startswith(effect)
+        assert source.splitlines()[stmt.line - 1].startswith(effect)
+
+
+def test_cedar_runtime_error_is_a_deny_not_a_skipped_forbid() -> None:
+    backend = CedarBackend([("p.cedar",
+                             '@id("all")\npermit (principal, action, resource);\n'
+                             '@id("guard")\nforbid (principal, action, resource) when { principal.missing };\n')])
+    policy_input = normalize_input({"action": {"kind": "tool.call"}, "resource": {"type": "tool", "id": "x"}})
+    decision = asyncio.run(backend.evaluate(policy_input))
+    assert not decision.allow
+    assert decision.reasons == ("engine_error",)
+    assert "missing" in decision.errors[0]
+
+
+def test_cedar_obligation_policy_never_grants() -> None:
+    backend = CedarBackend([("p.cedar", '@id("o")\n@obligation("redact")\npermit (principal, action, resource);\n')])
+    policy_input = normalize_input({"action": {"kind": "tool.call"}, "resource": {"type": "tool", "id": "x"}})
+    decision = asyncio.run(backend.evaluate(policy_input))
+    assert not decision.allow
+    assert decision.reasons == ("default_deny",)
+
+
+def test_cedar_bad_obligation_annotation_is_a_load_error() -> None:
+    with pytest.raises(PolicyLoadError, match=r"p.cedar:1:1: @obligation\(\"encrypt\"\)"):
+        CedarBackend([("p.cedar", '@obligation("encrypt")\npermit (principal, action, resource);\n')])
+
+
+def test_rego_backend_undefined_and_type_errors_deny() -> None:
+    backend = RegoBackend([("p.rego", "package agentgov\nimport rego.v1\n"
+                            "decision := {\"allow\": true, \"reasons\": []} if input.arguments.n + 1 > 0\n")])
+    undefined = asyncio.run(backend.evaluate(normalize_input({"action": {"kind": "http"},
+                                                               "resource": {"type": "route", "id": "/"}})))
+    assert not undefined.allow
+    assert undefined.reasons == ("decision_undefined",)
+    type_error = asyncio.run(backend.evaluate(normalize_input({
+        "action": {"kind": "http"}, "resource": {"type": "route", "id": "/"}, "arguments": {"n": "x"}})))
+    assert not type_error.allow
+
+
+def test_normalize_input_rejects_bad_documents() -> None:
+    with pytest.raises(InputError, match="must be a JSON object"):
+        normalize_input([])
+    with pytest.raises(InputError, match="invalid policy input at action/kind"):
+        normalize_input({"action": {"kind": "teleport"}, "resource": {"type": "tool", "id": "x"}})
+    doc = normalize_input({"action": {"kind": "tool.call"}, "resource": {"type": "tool", "id": "x"},
+                           "pii": {"findings": [{"type": "EMAIL", "count": 1, "path": "a"},
+                                                {"type": "AWS_KEY", "count": 1, "path": "b", "category": "secret"}]}})
+    assert doc["pii"]["types"] == ["EMAIL"]
+    assert doc["pii"]["secrets"] == ["AWS_KEY"]
