@@ -4,7 +4,10 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: demo test lint typecheck policy-test unit clean
+.PHONY: demo decisions test lint typecheck policy-test unit clean
+
+decisions: $(STAMP)
+	$(BIN)/agentgov demo --policies policies
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -14,7 +17,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/agentgov demo --policies policies
+	$(BIN)/agentgov up --policies policies
 
 policy-test: $(STAMP)
 	$(BIN)/agentgov check policies/

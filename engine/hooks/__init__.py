@@ -1,0 +1,1 @@
+"""Decision hooks: identity (and, as they arrive, PII, budget, audit). Never import server/ or cli/."""

@@ -1,0 +1,196 @@
+"""Who is calling: verify a bearer JWT (pyjwt) against configured issuers and map it to a Subject.
+
+Rules that hold for every issuer: the algorithm must be in that issuer's allow-list and the key
+type must match the algorithm family (so `none`, and HS256 "signed" with an RSA public key, are
+always rejected); `exp` is required; `iss` and `aud` must match; `nbf`/`iat` are honoured with
+leeway. Verified tokens are cached by SHA-256 until they expire, bounded in size.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+import urllib.request
+from collections import OrderedDict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import jwt
+from jwt import PyJWK
+
+from agentgov.engine.model import Subject
+
+_ASYMMETRIC = {"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"}
+_KEY_TYPES = {"RS": "RSA", "PS": "RSA", "ES": "EC", "Ed": "OKP"}
+
+
+class IdentityError(Exception):
+    """Why a credential was refused. `reason` is a stable, client-safe code."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
+        self.detail = detail
+
+
+@dataclass(frozen=True)
+class ClaimMapping:
+    subject: str = "sub"
+    roles: str = "roles"
+    tenant: str = "tenant"
+
+
+@dataclass
+class Issuer:
+    issuer: str
+    audiences: tuple[str, ...]
+    algorithms: tuple[str, ...] = ("RS256",)
+    jwks_file: str | None = None
+    jwks_url: str | None = None
+    claims: ClaimMapping = field(default_factory=ClaimMapping)
+    refetch_interval_s: float = 30.0
+
+    def __post_init__(self) -> None:
+        bad = [a for a in self.algorithms if a not in _ASYMMETRIC]
+        if bad:
+            # Shared-secret algorithms invite key confusion with published keys; they are not offered.
+            raise ValueError(f"issuer {self.issuer}: algorithm(s) {bad} not allowed (asymmetric only)")
+        if not self.audiences:
+            raise ValueError(f"issuer {self.issuer}: at least one audience is required")
+        if bool(self.jwks_file) == bool(self.jwks_url):
+            raise ValueError(f"issuer {self.issuer}: give exactly one of jwks_file or jwks_url")
+
+
+class KeySet:
+    """A JWKS from a file or URL, reloaded on an unknown `kid` at most once per interval."""
+
+    def __init__(self, issuer: Issuer) -> None:
+        self._issuer = issuer
+        self._keys: dict[str, PyJWK] = {}
+        self._loaded_at = 0.0
+        self._load()
+
+    def _load(self) -> None:
+        cfg = self._issuer
+        if cfg.jwks_file:
+            raw = Path(cfg.jwks_file).read_text(encoding="utf-8")
+        else:
+            assert cfg.jwks_url is not None
+            with urllib.request.urlopen(cfg.jwks_url, timeout=5) as resp:  # noqa: S310 - configured URL
+                raw = resp.read(1024 * 1024).decode("utf-8")
+        doc = json.loads(raw)
+        keys: dict[str, PyJWK] = {}
+        for jwk in doc.get("keys", []):
+            if isinstance(jwk, dict) and jwk.get("kid"):
+                keys[jwk["kid"]] = PyJWK(jwk)
+        self._keys = keys
+        self._loaded_at = time.monotonic()
+
+    def get(self, kid: str) -> PyJWK | None:
+        key = self._keys.get(kid)
+        if key is None and time.monotonic() - self._loaded_at >= self._issuer.refetch_interval_s:
+            try:
+                self._load()
+            except (OSError, ValueError):
+                return None
+            key = self._keys.get(kid)
+        return key
+
+
+class IdentityVerifier:
+    def __init__(self, issuers: Sequence[Issuer], *, leeway_s: float = 30.0, cache_size: int = 10_000) -> None:
+        if not issuers:
+            raise ValueError("at least one issuer is required")
+        self._issuers = {i.issuer: i for i in issuers}
+        self._keys = {i.issuer: KeySet(i) for i in issuers}
+        self._leeway = leeway_s
+        self._cache: OrderedDict[str, tuple[float, Subject]] = OrderedDict()
+        self._cache_size = cache_size
+
+    def verify_header(self, authorization: str | None) -> Subject:
+        if not authorization:
+            raise IdentityError("missing_credentials", "no Authorization header")
+        scheme, _, token = authorization.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise IdentityError("invalid_credentials", "Authorization must be 'Bearer <token>'")
+        return self.verify(token.strip())
+
+    def verify(self, token: str) -> Subject:
+        digest = hashlib.sha256(token.encode()).hexdigest()
+        cached = self._cache.get(digest)
+        now = time.time()
+        if cached is not None and cached[0] > now:
+            self._cache.move_to_end(digest)
+            return cached[1]
+        subject, expires = self._verify_uncached(token)
+        self._cache[digest] = (expires, subject)
+        if len(self._cache) > self._cache_size:
+            self._cache.popitem(last=False)
+        return subject
+
+    def _verify_uncached(self, token: str) -> tuple[Subject, float]:
+        try:
+            header = jwt.get_unverified_header(token)
+            unverified = jwt.decode(token, options={"verify_signature": False})
+        except jwt.PyJWTError:
+            raise IdentityError("invalid_token", "token is not a well-formed JWT") from None
+        issuer = self._issuers.get(str(unverified.get("iss")))
+        if issuer is None:
+            raise IdentityError("invalid_issuer", "token issuer is not trusted")
+        alg = header.get("alg")
+        if alg not in issuer.algorithms:
+            raise IdentityError("invalid_algorithm", f"algorithm {alg!r} is not allowed for this issuer")
+        key = self._keys[issuer.issuer].get(str(header.get("kid", "")))
+        if key is None:
+            raise IdentityError("unknown_key", "token key id is not in the issuer's JWKS")
+        if key.key_type != _KEY_TYPES.get(str(alg)[:2]):
+            raise IdentityError("invalid_algorithm", "token algorithm does not match the key type")
+        try:
+            claims = jwt.decode(token, key=key.key, algorithms=[str(alg)], audience=list(issuer.audiences),
+                                issuer=issuer.issuer, leeway=self._leeway,
+                                options={"require": ["exp", "iss", "aud"]})
+        except jwt.ExpiredSignatureError:
+            raise IdentityError("token_expired", "token has expired") from None
+        except jwt.InvalidAudienceError:
+            raise IdentityError("invalid_audience", "token audience is not accepted") from None
+        except jwt.ImmatureSignatureError:
+            raise IdentityError("token_not_yet_valid", "token is not valid yet") from None
+        except jwt.PyJWTError as exc:
+            raise IdentityError("invalid_token", f"token rejected: {type(exc).__name__}") from None
+        return _subject(claims, issuer.claims), float(claims["exp"])
+
+
+def _subject(claims: Mapping[str, Any], mapping: ClaimMapping) -> Subject:
+    sub = claims.get(mapping.subject)
+    if not isinstance(sub, str) or not sub:
+        raise IdentityError("invalid_token", f"token has no `{mapping.subject}` claim")
+    roles_raw = claims.get(mapping.roles, [])
+    roles = [roles_raw] if isinstance(roles_raw, str) else roles_raw
+    if not isinstance(roles, list) or not all(isinstance(r, str) for r in roles):
+        raise IdentityError("invalid_token", f"`{mapping.roles}` claim must be a string or list of strings")
+    tenant = claims.get(mapping.tenant)
+    return Subject(id=sub, roles=tuple(dict.fromkeys(roles)), tenant=str(tenant) if tenant is not None else None,
+                   claims=dict(claims), authenticated=True)
+
+
+def issuers_from_config(doc: Any, base: Path) -> list[Issuer]:
+    """Build issuers from the `identity.issuers` list of agentgov.yaml (paths relative to the file)."""
+    if not isinstance(doc, list) or not doc:
+        raise ValueError("identity.issuers must be a non-empty list")
+    out: list[Issuer] = []
+    for i, item in enumerate(doc):
+        if not isinstance(item, dict):
+            raise ValueError(f"identity.issuers[{i}] must be a mapping")
+        unknown = set(item) - {"issuer", "audiences", "algorithms", "jwks_file", "jwks_url", "claims"}
+        if unknown:
+            raise ValueError(f"identity.issuers[{i}]: unknown key(s) {sorted(unknown)}")
+        jwks_file = item.get("jwks_file")
+        out.append(Issuer(
+            issuer=str(item["issuer"]), audiences=tuple(item.get("audiences", [])),
+            algorithms=tuple(item.get("algorithms", ["RS256"])),
+            jwks_file=str(base / jwks_file) if jwks_file else None, jwks_url=item.get("jwks_url"),
+            claims=ClaimMapping(**(item.get("claims") or {}))))
+    return out

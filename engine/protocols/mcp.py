@@ -1,0 +1,73 @@
+"""MCP JSON-RPC over Streamable HTTP: single messages and batches.
+
+A batch is decided as a whole: each message becomes its own action, and the request is allowed
+only if every one is (see server.ext_authz).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from agentgov.engine.protocols.errors import ProtocolError
+from agentgov.engine.protocols.jsonbody import decode_json, strings_in
+from agentgov.engine.protocols.parsed import ParsedAction
+
+_SESSION_METHODS = {"initialize", "ping"}
+
+
+def parse_mcp(body: bytes, server: str) -> list[ParsedAction]:
+    doc = decode_json(body)
+    messages = doc if isinstance(doc, list) else [doc]
+    if not messages:
+        raise ProtocolError("empty JSON-RPC batch")
+    return [parse_message(m, server) for m in messages]
+
+
+def parse_message(message: Any, server: str) -> ParsedAction:
+    if not isinstance(message, dict) or message.get("jsonrpc") != "2.0":
+        raise ProtocolError('not a JSON-RPC 2.0 message (expected an object with "jsonrpc": "2.0")')
+    if "method" not in message:
+        # A response from the client (to a server request, e.g. sampling): no action of its own.
+        if "result" in message or "error" in message:
+            return ParsedAction("mcp.session", "response", "server", server, protocol="mcp")
+        raise ProtocolError("JSON-RPC message has no method")
+    method = message["method"]
+    if not isinstance(method, str) or not method:
+        raise ProtocolError("JSON-RPC method must be a non-empty string")
+    params = message.get("params", {})
+    if params is None:
+        params = {}
+    if not isinstance(params, dict):
+        raise ProtocolError("JSON-RPC params must be an object")
+    if method == "tools/call":
+        name = params.get("name")
+        if not isinstance(name, str) or not name:
+            raise ProtocolError("tools/call needs params.name (the tool)")
+        arguments = params.get("arguments", {})
+        if arguments is None:
+            arguments = {}
+        if not isinstance(arguments, dict):
+            raise ProtocolError("tools/call params.arguments must be an object")
+        return ParsedAction("tool.call", name, "tool", name, arguments,
+                            tuple(strings_in(arguments, "arguments")), "mcp")
+    if method == "tools/list":
+        return ParsedAction("tool.list", method, "server", server, protocol="mcp")
+    if method == "resources/read":
+        uri = params.get("uri")
+        if not isinstance(uri, str) or not uri:
+            raise ProtocolError("resources/read needs params.uri")
+        return ParsedAction("resource.read", uri, "resource", uri, {"uri": uri}, protocol="mcp")
+    if method == "prompts/get":
+        name = params.get("name")
+        if not isinstance(name, str) or not name:
+            raise ProtocolError("prompts/get needs params.name")
+        arguments = params.get("arguments") or {}
+        if not isinstance(arguments, dict):
+            raise ProtocolError("prompts/get params.arguments must be an object")
+        return ParsedAction("prompt.get", name, "prompt", name, arguments,
+                            tuple(strings_in(arguments, "arguments")), "mcp")
+    if method in _SESSION_METHODS or method.startswith("notifications/"):
+        return ParsedAction("mcp.session", method, "server", server, protocol="mcp")
+    # Any other method (resources/list, prompts/list, completion/complete, …) is a session-level
+    # action named by its method: policy decides, nothing is allowed implicitly.
+    return ParsedAction("mcp.session", method, "server", server, protocol="mcp")

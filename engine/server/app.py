@@ -1,0 +1,71 @@
+"""One agentgov worker: ext_authz + health on its own port, metrics on another, drain on SIGTERM.
+
+Envoy keeps one HTTP/2 connection per endpoint, so SO_REUSEPORT would leave all but one worker
+idle (DESIGN §4): each worker gets its own port and is listed as its own cluster endpoint.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from dataclasses import dataclass
+
+import grpc
+from envoy.service.auth.v3 import external_auth_pb2_grpc as authz_grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from prometheus_client import start_http_server
+
+from agentgov.engine.governor import Governor
+from agentgov.engine.server.ext_authz import AuthorizationService
+
+log = logging.getLogger("agentgov.server")
+AUTHZ_SERVICE = "envoy.service.auth.v3.Authorization"
+
+
+@dataclass(frozen=True)
+class WorkerConfig:
+    host: str
+    port: int
+    metrics_port: int | None = None
+    drain_s: float = 5.0
+    tls_cert: bytes | None = None
+    tls_key: bytes | None = None
+    tls_client_ca: bytes | None = None
+
+
+async def run_worker(governor: Governor, cfg: WorkerConfig, ready: asyncio.Event | None = None,
+                     stop: asyncio.Event | None = None) -> None:
+    server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
+    authz_grpc.add_AuthorizationServicer_to_server(AuthorizationService(governor), server)
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    address = f"{cfg.host}:{cfg.port}"
+    if cfg.tls_cert and cfg.tls_key:
+        creds = grpc.ssl_server_credentials([(cfg.tls_key, cfg.tls_cert)], root_certificates=cfg.tls_client_ca,
+                                            require_client_auth=cfg.tls_client_ca is not None)
+        bound = server.add_secure_port(address, creds)
+    else:
+        bound = server.add_insecure_port(address)
+    if not bound:
+        raise OSError(f"cannot bind {address}")
+    if cfg.metrics_port:
+        start_http_server(cfg.metrics_port, addr=cfg.host)
+    await server.start()
+    for service in ("", AUTHZ_SERVICE):
+        await health_servicer.set(service, health_pb2.HealthCheckResponse.SERVING)
+    log.info("agentgov worker serving ext_authz on %s", address)
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+    if ready is not None:
+        ready.set()
+    await stop.wait()
+    # Drain: report NOT_SERVING so health checks move traffic, then finish in-flight checks.
+    await health_servicer.enter_graceful_shutdown()
+    await server.stop(cfg.drain_s)
+    await governor.backend.close()
+    log.info("agentgov worker on %s stopped", address)

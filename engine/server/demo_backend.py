@@ -1,0 +1,69 @@
+"""A fake LLM API and MCP tool server for the demo and the end-to-end tests.
+
+It answers instantly and echoes the x-agentgov-* headers it received, so a test can see exactly
+what crossed the trust boundary. It is the only fake in the stack: Envoy and agentgov are real.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+from aiohttp import web
+
+
+def _seen(request: web.Request) -> dict[str, str]:
+    return {k.lower(): v for k, v in request.headers.items() if k.lower().startswith("x-agentgov-")}
+
+
+async def mcp(request: web.Request) -> web.Response:
+    doc = json.loads(await request.read() or b"{}")
+    messages = doc if isinstance(doc, list) else [doc]
+    answers: list[dict[str, Any]] = []
+    for m in messages:
+        method = m.get("method")
+        if method == "tools/list":
+            result: dict[str, Any] = {"tools": [{"name": "crm.query"}, {"name": "web.search"}]}
+        elif method == "tools/call":
+            name = m.get("params", {}).get("name")
+            result = {"content": [{"type": "text", "text": f"{name} ok"}]}
+        else:
+            result = {}
+        answers.append({"jsonrpc": "2.0", "id": m.get("id"), "result": result})
+    body = answers if isinstance(doc, list) else answers[0]
+    return web.json_response(body, headers={"x-demo-seen": json.dumps(_seen(request))})
+
+
+async def chat(request: web.Request) -> web.Response:
+    doc = json.loads(await request.read() or b"{}")
+    return web.json_response({
+        "id": "chatcmpl-demo", "object": "chat.completion", "model": doc.get("model"),
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": "demo answer"}, "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": 5, "completion_tokens": 2, "total_tokens": 7},
+    }, headers={"x-demo-seen": json.dumps(_seen(request))})
+
+
+async def anything(request: web.Request) -> web.Response:
+    return web.json_response({"path": request.path}, headers={"x-demo-seen": json.dumps(_seen(request))})
+
+
+def create_app() -> web.Application:
+    app = web.Application()
+    app.router.add_post("/mcp", mcp)
+    app.router.add_post("/{server}/mcp", mcp)
+    app.router.add_post("/v1/chat/completions", chat)
+    app.router.add_route("*", "/{tail:.*}", anything)
+    return app
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="agentgov demo backend (fake LLM + MCP server)")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8081)
+    args = parser.parse_args()
+    web.run_app(create_app(), host=args.host, port=args.port, print=None)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,64 @@
+"""Envoy ext_authz (`envoy.service.auth.v3.Authorization/Check`) over the Governor.
+
+This is the only layer that turns an unexpected exception into a status: 503, fail closed, with a
+decision id the operator can find in the log. Raw tokens and bodies are never logged.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+
+import grpc
+from envoy.service.auth.v3 import external_auth_pb2 as authz
+from envoy.service.auth.v3 import external_auth_pb2_grpc as authz_grpc
+
+from agentgov.engine.governor import Envelope, Governor
+from agentgov.engine.server.metrics import DECISIONS, LATENCY
+from agentgov.engine.server.responses import deny_response, verdict_response
+
+log = logging.getLogger("agentgov.ext_authz")
+PARTIAL_BODY_HEADER = "x-envoy-auth-partial-body"
+
+
+def envelope_from_check(request: authz.CheckRequest) -> Envelope:
+    http = request.attributes.request.http
+    headers = {k.lower(): v for k, v in http.headers.items()}
+    body = http.raw_body if http.raw_body else http.body.encode("utf-8")
+    return Envelope(
+        method=http.method.upper(),
+        path=http.path,
+        host=http.host,
+        headers=headers,
+        body=body,
+        body_truncated=headers.get(PARTIAL_BODY_HEADER, "").lower() == "true",
+        source_ip=request.attributes.source.address.socket_address.address,
+        request_id=http.id,
+    )
+
+
+class AuthorizationService(authz_grpc.AuthorizationServicer):  # type: ignore[misc]
+    def __init__(self, governor: Governor) -> None:
+        self.governor = governor
+
+    async def Check(self, request: authz.CheckRequest, context: grpc.aio.ServicerContext) -> authz.CheckResponse:
+        started = time.perf_counter()
+        try:
+            env = envelope_from_check(request)
+            verdict = await self.governor.decide(env)
+            response = verdict_response(verdict, env.headers.keys())
+            outcome = "allow" if verdict.decision.allow else "deny"
+            reason = verdict.decision.reasons[0] if verdict.decision.reasons else ""
+            if verdict.decision.errors:
+                log.warning("decision %s: %s", verdict.decision_id, "; ".join(verdict.decision.errors))
+            log.info("decision %s %s subject=%s action=%s reasons=%s", verdict.decision_id, outcome,
+                     verdict.subject.id, verdict.inputs[-1]["action"] if verdict.inputs else "-",
+                     ",".join(verdict.decision.reasons))
+        except Exception:
+            decision_id = uuid.uuid4().hex
+            log.exception("internal error, decision %s denied with 503", decision_id)
+            response, outcome, reason = deny_response(503, ["internal_error"], decision_id), "error", "internal_error"
+        DECISIONS.labels(outcome=outcome, reason=reason).inc()
+        LATENCY.observe(time.perf_counter() - started)
+        return response

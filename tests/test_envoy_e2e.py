@@ -1,0 +1,153 @@
+"""End to end through the real Envoy binary: Envoy → agentgov ext_authz → demo backend."""
+
+from __future__ import annotations
+
+import base64
+import hmac
+import json
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from typing import Any
+
+import jwt
+import pytest
+
+from agentgov.cli.stack import DEMO_AUDIENCE, DEMO_ISSUER, DEMO_KID, LocalStack
+from tests.conftest import POLICIES
+
+pytestmark = pytest.mark.envoy
+
+CALL = {"jsonrpc": "2.0", "id": 7, "method": "tools/call",
+        "params": {"name": "crm.query", "arguments": {"tenant_id": "acme", "query": "deals"}}}
+
+
+@pytest.fixture(scope="module")
+def stack() -> Iterator[LocalStack]:
+    s = LocalStack(policies=POLICIES, workers=2)
+    try:
+        s.start()
+        yield s
+    finally:
+        s.stop()
+
+
+def send(stack: LocalStack, path: str, body: Any, headers: dict[str, str] | None = None,
+         raw: bytes | None = None) -> tuple[int, dict[str, str], Any]:
+    data = raw if raw is not None else json.dumps(body).encode()
+    req = urllib.request.Request(stack.url + path, data=data, method="POST",  # noqa: S310
+                                 headers={"content-type": "application/json", **(headers or {})})
+    try:
+        with urllib.request.urlopen(req, timeout=10) as resp:  # noqa: S310
+            return resp.status, {k.lower(): v for k, v in resp.headers.items()}, json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        text = exc.read()
+        return exc.code, {k.lower(): v for k, v in exc.headers.items()}, json.loads(text) if text else None
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"authorization": f"Bearer {token}"}
+
+
+def test_allowed_tool_call_carries_identity_and_drops_spoofed_headers(stack: LocalStack) -> None:
+    token = stack.keys.token("alice", ["analyst"], "acme")
+    status, headers, body = send(stack, "/mcp", CALL, {**bearer(token), "x-agentgov-subject": "mallory",
+                                                        "x-agentgov-roles": "admin", "x-agentgov-extra": "1"})
+    assert status == 200
+    assert body["result"]["content"][0]["text"] == "crm.query ok"
+    seen = json.loads(headers["x-demo-seen"])
+    assert seen["x-agentgov-subject"] == "alice"
+    assert seen["x-agentgov-roles"] == "analyst"
+    assert seen["x-agentgov-tenant"] == "acme"
+    assert len(seen["x-agentgov-decision-id"]) == 32
+    assert "x-agentgov-extra" not in seen
+
+
+def test_forbidden_tool_is_403_with_reasons_and_decision_id(stack: LocalStack) -> None:
+    token = stack.keys.token("dev1", ["developer"], "acme")
+    status, headers, body = send(stack, "/mcp", CALL, bearer(token))
+    assert status == 403
+    assert body["error"] == "forbidden"
+    assert body["reasons"] == ["default_deny"]
+    assert body["decision_id"] == headers["x-agentgov-decision-id"]
+    assert "x-demo-seen" not in headers
+
+
+def test_tenant_argument_outside_own_tenant_is_403(stack: LocalStack) -> None:
+    token = stack.keys.token("alice", ["analyst"], "acme")
+    other = {**CALL, "params": {"name": "crm.query", "arguments": {"tenant_id": "globex"}}}
+    status, _, body = send(stack, "/mcp", other, bearer(token))
+    assert (status, body["reasons"]) == (403, ["tenant_mismatch"])
+
+
+def _b64(doc: dict[str, Any]) -> str:
+    return base64.urlsafe_b64encode(json.dumps(doc).encode()).rstrip(b"=").decode()
+
+
+def _hs256(secret: bytes, claims: dict[str, Any]) -> str:
+    signing_input = f"{_b64({'alg': 'HS256', 'typ': 'JWT', 'kid': DEMO_KID})}.{_b64(claims)}"
+    mac = hmac.new(secret, signing_input.encode(), "sha256").digest()
+    return f"{signing_input}.{base64.urlsafe_b64encode(mac).rstrip(b'=').decode()}"
+
+
+def bad_tokens(stack: LocalStack) -> dict[str, str | None]:
+    now = int(time.time())
+    claims = {"iss": DEMO_ISSUER, "aud": DEMO_AUDIENCE, "sub": "alice", "roles": ["analyst"], "tenant": "acme",
+              "iat": now, "exp": now + 600}
+    return {
+        "missing": None,
+        "expired": stack.keys.token("alice", ["analyst"], "acme", exp=now - 3600, iat=now - 7200),
+        "wrong_audience": stack.keys.token("alice", ["analyst"], "acme", aud="someone-else"),
+        "wrong_issuer": stack.keys.token("alice", ["analyst"], "acme", iss="https://evil.example"),
+        "alg_none": f"{_b64({'alg': 'none', 'typ': 'JWT', 'kid': DEMO_KID})}.{_b64(claims)}.",
+        # HS256 keyed with the issuer's *public* key: the classic key-confusion attack.
+        "hs256_public_key": _hs256(stack.keys.public_pem(), claims),
+        "garbage": "not-a-jwt",
+        "unknown_kid": jwt.encode(claims, stack.keys.private_key, algorithm="RS256", headers={"kid": "other"}),
+    }
+
+
+@pytest.mark.parametrize("case", ["missing", "expired", "wrong_audience", "wrong_issuer", "alg_none",
+                                  "hs256_public_key", "garbage", "unknown_kid"])
+def test_bad_identity_is_401(stack: LocalStack, case: str) -> None:
+    token = bad_tokens(stack)[case]
+    status, headers, body = send(stack, "/mcp", CALL, bearer(token) if token else {})
+    assert status == 401, body
+    assert headers["www-authenticate"].startswith('Bearer realm="agentgov"')
+    assert body["error"] == "unauthenticated"
+    assert body["decision_id"]
+    assert "x-demo-seen" not in headers
+
+
+def test_malformed_json_is_400(stack: LocalStack) -> None:
+    token = stack.keys.token("alice", ["analyst"], "acme")
+    status, _, body = send(stack, "/mcp", None, bearer(token), raw=b'{"jsonrpc": "2.0", "method": ')
+    assert status == 400
+    assert body["reasons"] == ["malformed_request"]
+    assert "Traceback" not in json.dumps(body)
+
+
+def test_llm_call_by_model_grant(stack: LocalStack) -> None:
+    chat = {"model": "gpt-4o", "max_tokens": 64, "messages": [{"role": "user", "content": "hi"}]}
+    ok = send(stack, "/v1/chat/completions", chat, bearer(stack.keys.token("alice", ["analyst"], "acme")))
+    assert ok[0] == 200
+    denied = send(stack, "/v1/chat/completions", chat, bearer(stack.keys.token("s", ["support"], "acme")))
+    assert denied[0] == 403
+    too_big = send(stack, "/v1/chat/completions", {**chat, "max_tokens": 10**6},
+                   bearer(stack.keys.token("alice", ["analyst"], "acme")))
+    assert (too_big[0], too_big[2]["reasons"]) == (403, ["max_tokens_exceeded"])
+
+
+def test_agentgov_down_means_503_and_nothing_reaches_backend() -> None:
+    s = LocalStack(policies=POLICIES)
+    try:
+        s.start()
+        token = s.keys.token("alice", ["analyst"], "acme")
+        assert send(s, "/mcp", CALL, bearer(token))[0] == 200
+        s.stop_process("agentgov")
+        status, headers, _ = send(s, "/mcp", CALL, bearer(token))
+        assert status == 503
+        assert "x-demo-seen" not in headers
+    finally:
+        s.stop()

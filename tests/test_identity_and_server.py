@@ -1,0 +1,108 @@
+"""Identity hook configuration rules and the ext_authz server's fail-closed path (in-process gRPC)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+from envoy.service.auth.v3 import external_auth_pb2 as authz
+from envoy.service.auth.v3 import external_auth_pb2_grpc as authz_grpc
+
+from agentgov.cli.stack import DEMO_AUDIENCE, DEMO_ISSUER, DemoKeys, free_port
+from agentgov.engine.backends.base import Explanation
+from agentgov.engine.governor import Governor
+from agentgov.engine.hooks.identity import IdentityError, IdentityVerifier, Issuer
+from agentgov.engine.model import Decision
+from agentgov.engine.server.app import WorkerConfig, run_worker
+
+
+def verifier(tmp_path: Path, keys: DemoKeys) -> IdentityVerifier:
+    (tmp_path / "jwks.json").write_text(json.dumps(keys.jwks()))
+    return IdentityVerifier([Issuer(DEMO_ISSUER, (DEMO_AUDIENCE,), jwks_file=str(tmp_path / "jwks.json"))])
+
+
+def test_issuer_config_refuses_shared_secret_algorithms_and_ambiguous_keys(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="asymmetric only"):
+        Issuer("i", ("a",), algorithms=("HS256",), jwks_file="x")
+    with pytest.raises(ValueError, match="exactly one of jwks_file or jwks_url"):
+        Issuer("i", ("a",))
+    with pytest.raises(ValueError, match="audience"):
+        Issuer("i", (), jwks_file="x")
+
+
+def test_verified_subject_and_cache(tmp_path: Path) -> None:
+    keys = DemoKeys()
+    v = verifier(tmp_path, keys)
+    token = keys.token("alice", ["analyst", "analyst", "pii_reader"], "acme")
+    subject = v.verify_header(f"Bearer {token}")
+    assert (subject.id, subject.roles, subject.tenant, subject.authenticated) == \
+        ("alice", ("analyst", "pii_reader"), "acme", True)
+    assert v.verify(token) is subject  # cached by hash
+
+
+@pytest.mark.parametrize(("header", "reason"), [
+    (None, "missing_credentials"), ("Basic abc", "invalid_credentials"), ("Bearer ", "invalid_credentials"),
+])
+def test_header_errors(tmp_path: Path, header: str | None, reason: str) -> None:
+    with pytest.raises(IdentityError) as err:
+        verifier(tmp_path, DemoKeys()).verify_header(header)
+    assert err.value.reason == reason
+
+
+def test_bad_claims_are_refused(tmp_path: Path) -> None:
+    keys = DemoKeys()
+    v = verifier(tmp_path, keys)
+    with pytest.raises(IdentityError, match="roles"):
+        v.verify(keys.token("alice", [1], "acme"))  # type: ignore[list-item]
+    with pytest.raises(IdentityError, match="sub"):
+        v.verify(keys.token("", ["a"], "acme"))
+    with pytest.raises(IdentityError) as err:
+        v.verify(keys.token("a", ["a"], "acme", nbf=int(__import__("time").time()) + 3600))
+    assert err.value.reason == "token_not_yet_valid"
+
+
+class ExplodingBackend:
+    name = "boom"
+
+    async def evaluate(self, policy_input: Mapping[str, Any]) -> Decision:
+        raise RuntimeError("unexpected")
+
+    async def explain(self, policy_input: Mapping[str, Any]) -> Explanation:
+        raise RuntimeError("unexpected")
+
+    async def close(self) -> None:
+        return None
+
+
+def test_internal_error_is_503_json_without_internals(tmp_path: Path) -> None:
+    keys = DemoKeys()
+    governor = Governor(ExplodingBackend(), verifier(tmp_path, keys))
+    port = free_port()
+
+    async def scenario() -> authz.CheckResponse:
+        ready, stop = asyncio.Event(), asyncio.Event()
+        task = asyncio.create_task(run_worker(governor, WorkerConfig("127.0.0.1", port, drain_s=0.1), ready, stop))
+        await ready.wait()
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            request = authz.CheckRequest()
+            http = request.attributes.request.http
+            http.method, http.path, http.host = "POST", "/mcp", "demo"
+            http.headers["authorization"] = f"Bearer {keys.token('alice', ['analyst'], 'acme')}"
+            http.raw_body = b'{"jsonrpc":"2.0","id":1,"method":"tools/list"}'
+            response = await authz_grpc.AuthorizationStub(channel).Check(request)
+        stop.set()
+        await task
+        return response
+
+    response = asyncio.run(scenario())
+    denied = response.denied_response
+    assert denied.status.code == 503
+    body = json.loads(denied.body)
+    assert body["error"] == "unavailable"
+    assert body["reasons"] == ["internal_error"]
+    assert "unexpected" not in denied.body

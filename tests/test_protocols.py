@@ -1,0 +1,101 @@
+"""Protocol parsers: table tests and property-based fuzzing (they must only ever raise ProtocolError)."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from agentgov.engine.protocols import ProtocolError
+from agentgov.engine.protocols.classify import classify
+from agentgov.engine.protocols.llm import parse_llm
+from agentgov.engine.protocols.mcp import parse_mcp
+
+
+def test_mcp_tool_call_single_and_batch() -> None:
+    call = {"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "crm.query",
+                                                                          "arguments": {"q": "a@b.co", "n": [1, "x"]}}}
+    [action] = parse_mcp(json.dumps(call).encode(), "crm")
+    assert (action.kind, action.name, action.resource_type) == ("tool.call", "crm.query", "tool")
+    assert action.arguments == {"q": "a@b.co", "n": [1, "x"]}
+    assert ("arguments.q", "a@b.co") in action.texts
+    assert ("arguments.n[1]", "x") in action.texts
+    batch = [call, {"jsonrpc": "2.0", "id": 2, "method": "tools/list"},
+             {"jsonrpc": "2.0", "method": "notifications/initialized"},
+             {"jsonrpc": "2.0", "id": 3, "method": "resources/read", "params": {"uri": "file:///a"}},
+             {"jsonrpc": "2.0", "id": 4, "method": "prompts/get", "params": {"name": "summarize"}},
+             {"jsonrpc": "2.0", "id": 5, "method": "initialize", "params": {}}]
+    kinds = [a.kind for a in parse_mcp(json.dumps(batch).encode(), "crm")]
+    assert kinds == ["tool.call", "tool.list", "mcp.session", "resource.read", "prompt.get", "mcp.session"]
+
+
+@pytest.mark.parametrize(("body", "message"), [
+    (b"", "empty"),
+    (b"{", "not valid JSON"),
+    (b"\xff\xfe", "UTF-8"),
+    (b"[]", "empty JSON-RPC batch"),
+    (b'{"id": 1, "method": "tools/call"}', "JSON-RPC 2.0"),
+    (b'{"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {}}', "params.name"),
+    (b'{"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "x", "arguments": [1]}}', "object"),
+    (b'{"jsonrpc": "2.0", "id": 1, "method": "resources/read", "params": {}}', "params.uri"),
+    (b'{"jsonrpc": "2.0", "id": 1, "method": 5}', "non-empty string"),
+    (b"[" * 100 + b"]" * 100, "nested too deeply"),
+])
+def test_mcp_malformed(body: bytes, message: str) -> None:
+    with pytest.raises(ProtocolError, match=message):
+        parse_mcp(body, "s")
+
+
+def test_llm_apis() -> None:
+    chat = parse_llm("/v1/chat/completions", json.dumps({
+        "model": "gpt-4o", "max_completion_tokens": 100, "stream": True,
+        "messages": [{"role": "user", "content": [{"type": "text", "text": "hi"}]}]}).encode())
+    assert (chat.name, chat.arguments) == ("gpt-4o", {"model": "gpt-4o", "stream": True, "max_tokens": 100})
+    assert chat.texts == (("messages[0].content[0].text", "hi"),)
+    anthropic = parse_llm("/v1/messages", json.dumps({
+        "model": "claude-sonnet-4", "max_tokens": 5, "system": "be brief",
+        "messages": [{"role": "user", "content": "yo"}]}).encode())
+    assert anthropic.texts == (("system", "be brief"), ("messages[0].content", "yo"))
+    responses = parse_llm("/v1/responses", json.dumps({"model": "gpt-4o", "input": "q",
+                                                       "max_output_tokens": 9}).encode())
+    assert responses.arguments["max_tokens"] == 9
+    for bad in ({"messages": []}, {"model": "m", "messages": []}, {"model": "m", "max_tokens": -1, "messages": [{}]},
+                {"model": "m", "stream": "yes", "messages": [{"content": "x"}]}):
+        with pytest.raises(ProtocolError):
+            parse_llm("/v1/chat/completions", json.dumps(bad).encode())
+
+
+def test_classify_routes() -> None:
+    assert classify("GET", "/health", "h", b"")[0].kind == "http"
+    assert classify("POST", "/crm/mcp", "h", b'{"jsonrpc":"2.0","id":1,"method":"tools/list"}')[0].resource_id == "crm"
+    assert classify("POST", "/v1/chat/completions?x=1", "h",
+                    b'{"model":"m","messages":[{"content":"a"}]}')[0].kind == "llm.chat"
+
+
+@given(st.binary(max_size=300))
+def test_parsers_raise_only_protocol_errors_on_bytes(body: bytes) -> None:
+    for path in ("/mcp", "/v1/chat/completions", "/v1/messages", "/v1/responses"):
+        with contextlib.suppress(ProtocolError):
+            classify("POST", path, "h", body)
+
+
+json_docs = st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_size=5),
+                         lambda c: st.lists(c, max_size=3) | st.dictionaries(
+                             st.sampled_from(["jsonrpc", "method", "params", "name", "arguments", "model", "messages",
+                                              "content", "uri", "id", "input", "max_tokens", "stream", "text"]),
+                             c, max_size=5), max_leaves=15)
+
+
+@given(json_docs)
+def test_parsers_raise_only_protocol_errors_on_json(doc: object) -> None:
+    body = json.dumps(doc).encode()
+    for path in ("/mcp", "/v1/chat/completions", "/v1/messages", "/v1/responses"):
+        try:
+            actions = classify("POST", path, "h", body)
+        except ProtocolError:
+            continue
+        assert actions
+        assert all(a.kind and isinstance(a.arguments, dict) for a in actions)
