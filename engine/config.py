@@ -14,6 +14,7 @@ from agentgov.engine.backends.rego import DEFAULT_RULE
 from agentgov.engine.governor import Governor, GovernorOptions
 from agentgov.engine.hooks.identity import IdentityVerifier, issuers_from_config
 from agentgov.engine.policy.library import build_backends
+from agentgov.engine.policy.problems import yaml_problem
 from agentgov.engine.policy.sources import discover
 
 _TOP = {"policy", "identity", "server"}
@@ -50,9 +51,7 @@ def load_config(path: Path | None) -> Config:
     except OSError as exc:
         raise ConfigError(f"{path}: {exc.strerror}") from None
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
-        raise ConfigError(f"{where}: invalid YAML: {getattr(exc, 'problem', exc)}") from None
+        raise ConfigError(str(yaml_problem(str(path), exc))) from None
     if not isinstance(doc, dict):
         raise ConfigError(f"{path}: top level must be a mapping")
     _keys(path, "", doc, _TOP)

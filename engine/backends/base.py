@@ -50,6 +50,11 @@ def engine_error(engine: str, message: str) -> Decision:
     return Decision.deny(REASON_ENGINE_ERROR, engine=engine, error=first_line(message))
 
 
+def is_fatal(exc: BaseException) -> bool:
+    """Interpreter-level exceptions pass through; everything an engine raises becomes a deny."""
+    return isinstance(exc, KeyboardInterrupt | SystemExit | GeneratorExit)
+
+
 def first_line(message: str) -> str:
     """Engine errors carry Rust backtraces and source excerpts; keep only the meaningful line."""
     text = message.split("Stack backtrace:")[0].strip()
@@ -138,4 +143,5 @@ __all__ = [
     "Explanation",
     "decision_from_document",
     "engine_error",
+    "is_fatal",
 ]

@@ -14,9 +14,8 @@ from typing import Any
 
 import cedarpy
 
-from agentgov.engine.backends.base import REASON_DEFAULT_DENY, Explanation, engine_error
+from agentgov.engine.backends.base import REASON_DEFAULT_DENY, Explanation, engine_error, is_fatal
 from agentgov.engine.backends.cedar_mapping import build_request, catalog_entities, entities_json
-from agentgov.engine.backends.rego import is_fatal
 from agentgov.engine.model import (
     STATUS_FORBIDDEN,
     STATUS_OK,

@@ -14,8 +14,8 @@ from urllib.parse import urlsplit
 
 from opa_client import AsyncOpaClient
 
-from agentgov.engine.backends.base import Explanation, decision_from_document, engine_error
-from agentgov.engine.backends.rego import DEFAULT_RULE, is_fatal
+from agentgov.engine.backends.base import Explanation, decision_from_document, engine_error, is_fatal
+from agentgov.engine.backends.rego import DEFAULT_RULE
 from agentgov.engine.model import Decision
 
 

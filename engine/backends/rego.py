@@ -12,7 +12,7 @@ from typing import Any
 
 import regorus
 
-from agentgov.engine.backends.base import Explanation, decision_from_document, engine_error
+from agentgov.engine.backends.base import Explanation, decision_from_document, engine_error, is_fatal
 from agentgov.engine.model import Decision
 from agentgov.engine.policy.problems import PolicyLoadError
 from agentgov.engine.policy.rego_check import check_modules, parse_problem, ref_parts
@@ -35,11 +35,6 @@ def build_engine(modules: list[tuple[str, str]], data: Mapping[str, Any]) -> reg
             raise PolicyLoadError([parse_problem(file, str(exc))]) from None
     engine.add_data_json(json.dumps(dict(data)))
     return engine
-
-
-def is_fatal(exc: BaseException) -> bool:
-    """Interpreter-level exceptions pass through; everything an engine raises becomes a deny."""
-    return isinstance(exc, KeyboardInterrupt | SystemExit | GeneratorExit)
 
 
 class RegoBackend:

@@ -26,6 +26,13 @@ class Problem:
         }
 
 
+def yaml_problem(file: str, exc: Exception, code: str = "load_error") -> Problem:
+    """A PyYAML error, located at its problem mark (1-based) when it has one."""
+    mark = getattr(exc, "problem_mark", None)
+    line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
+    return Problem(file, line, col, f"invalid YAML: {getattr(exc, 'problem', None) or exc}", code)
+
+
 class PolicyLoadError(Exception):
     """One or more problems stop the policies from loading. Never a partial load."""
 

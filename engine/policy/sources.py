@@ -17,7 +17,7 @@ from typing import Any
 
 import yaml
 
-from agentgov.engine.policy.problems import PolicyLoadError, Problem
+from agentgov.engine.policy.problems import PolicyLoadError, Problem, yaml_problem
 
 _SKIP_DIRS = {".git", "__pycache__", ".venv", "node_modules"}
 
@@ -93,10 +93,7 @@ def _parse_data(path: Path, problems: list[Problem]) -> dict[str, Any] | None:
         problems.append(Problem(str(path), exc.lineno, exc.colno, f"invalid JSON: {exc.msg}", "load_error"))
         return None
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
-        problems.append(Problem(str(path), line, col, f"invalid YAML: {getattr(exc, 'problem', exc)}",
-                                "load_error"))
+        problems.append(yaml_problem(str(path), exc))
         return None
     if not isinstance(doc, dict):
         problems.append(Problem(str(path), 1, 1, "a data document must be an object", "load_error"))
@@ -122,9 +119,6 @@ def _is_case_file(path: Path, problems: list[Problem]) -> bool:
     try:
         doc = yaml.safe_load(_read(path))
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
-        problems.append(Problem(str(path), line, col, f"invalid YAML: {getattr(exc, 'problem', exc)}",
-                                "load_error"))
+        problems.append(yaml_problem(str(path), exc))
         return False
     return isinstance(doc, dict) and "cases" in doc

@@ -26,7 +26,7 @@ import yaml
 
 from agentgov.engine.backends.base import DecisionBackend
 from agentgov.engine.model import Decision
-from agentgov.engine.policy.problems import PolicyLoadError, Problem
+from agentgov.engine.policy.problems import PolicyLoadError, Problem, yaml_problem
 from agentgov.engine.policy_input import InputError, normalize_input
 
 _CASE_KEYS = {"name", "request", "expect", "engines", "data", "description"}
@@ -80,9 +80,7 @@ def load_cases(path: Path, known_engines: tuple[str, ...]) -> list[Case]:
     try:
         doc = yaml.load(path.read_text(encoding="utf-8"), Loader=_LineLoader)  # noqa: S506 - SafeLoader subclass
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        raise PolicyLoadError([Problem(file, mark.line + 1 if mark else 1, mark.column + 1 if mark else 1,
-                                       f"invalid YAML: {getattr(exc, 'problem', exc)}", "case_error")]) from None
+        raise PolicyLoadError([yaml_problem(file, exc, "case_error")]) from None
     problems: list[Problem] = []
     raw_cases = doc.get("cases") if isinstance(doc, dict) else None
     if not isinstance(raw_cases, list):

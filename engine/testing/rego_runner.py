@@ -8,8 +8,8 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from agentgov.engine.backends.base import first_line
-from agentgov.engine.backends.rego import build_engine, is_fatal
+from agentgov.engine.backends.base import first_line, is_fatal
+from agentgov.engine.backends.rego import build_engine
 from agentgov.engine.policy.rego_check import ref_parts
 from agentgov.engine.testing.results import Coverage, TestResult
 
