@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shlex
+import signal
 import time
 import urllib.error
 import urllib.request
@@ -46,6 +47,7 @@ def demo_calls(stack: LocalStack) -> list[tuple[str, str | None, dict[str, objec
 def up(policies: Path, engine: str, workers: int, check_only: bool) -> None:
     """Start a local Envoy + agentgov + demo backend and print curl commands to try."""
     stack = LocalStack(policies=policies, engine=engine, workers=workers)
+    signal.signal(signal.SIGTERM, _exit_on_signal)  # `finally` below then stops every child process
     try:
         stack.start()
     except (OSError, RuntimeError, TimeoutError) as exc:
@@ -68,6 +70,10 @@ def up(policies: Path, engine: str, workers: int, check_only: bool) -> None:
         pass
     finally:
         stack.stop()
+
+
+def _exit_on_signal(signum: int, _frame: object) -> None:
+    raise SystemExit(128 + signum)
 
 
 def _send(url: str, token: str | None, body: dict[str, object]) -> tuple[int, str]:
