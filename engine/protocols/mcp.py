@@ -12,8 +12,6 @@ from agentgov.engine.protocols.errors import ProtocolError
 from agentgov.engine.protocols.jsonbody import decode_json, strings_in
 from agentgov.engine.protocols.parsed import ParsedAction
 
-_SESSION_METHODS = {"initialize", "ping"}
-
 
 def parse_mcp(body: bytes, server: str) -> list[ParsedAction]:
     doc = decode_json(body)
@@ -40,14 +38,7 @@ def parse_message(message: Any, server: str) -> ParsedAction:
     if not isinstance(params, dict):
         raise ProtocolError("JSON-RPC params must be an object")
     if method == "tools/call":
-        name = params.get("name")
-        if not isinstance(name, str) or not name:
-            raise ProtocolError("tools/call needs params.name (the tool)")
-        arguments = params.get("arguments", {})
-        if arguments is None:
-            arguments = {}
-        if not isinstance(arguments, dict):
-            raise ProtocolError("tools/call params.arguments must be an object")
+        name, arguments = _name_and_arguments(method, params)
         return ParsedAction("tool.call", name, "tool", name, arguments,
                             tuple(strings_in(arguments, "arguments")), "mcp")
     if method == "tools/list":
@@ -58,16 +49,22 @@ def parse_message(message: Any, server: str) -> ParsedAction:
             raise ProtocolError("resources/read needs params.uri")
         return ParsedAction("resource.read", uri, "resource", uri, {"uri": uri}, protocol="mcp")
     if method == "prompts/get":
-        name = params.get("name")
-        if not isinstance(name, str) or not name:
-            raise ProtocolError("prompts/get needs params.name")
-        arguments = params.get("arguments") or {}
-        if not isinstance(arguments, dict):
-            raise ProtocolError("prompts/get params.arguments must be an object")
+        name, arguments = _name_and_arguments(method, params)
         return ParsedAction("prompt.get", name, "prompt", name, arguments,
                             tuple(strings_in(arguments, "arguments")), "mcp")
-    if method in _SESSION_METHODS or method.startswith("notifications/"):
-        return ParsedAction("mcp.session", method, "server", server, protocol="mcp")
-    # Any other method (resources/list, prompts/list, completion/complete, …) is a session-level
-    # action named by its method: policy decides, nothing is allowed implicitly.
+    # initialize, ping, notifications/* and any other method (resources/list, prompts/list, …) are
+    # session-level actions named by their method: policy decides, nothing is allowed implicitly.
     return ParsedAction("mcp.session", method, "server", server, protocol="mcp")
+
+
+def _name_and_arguments(method: str, params: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """`params.name` (required) and `params.arguments` (an object; absent or null means {})."""
+    name = params.get("name")
+    if not isinstance(name, str) or not name:
+        raise ProtocolError(f"{method} needs params.name")
+    arguments = params.get("arguments")
+    if arguments is None:
+        arguments = {}
+    if not isinstance(arguments, dict):
+        raise ProtocolError(f"{method} params.arguments must be an object")
+    return name, arguments
