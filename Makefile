@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: demo decisions test lint typecheck policy-test unit clean
+.PHONY: demo decisions test lint typecheck policy-test unit proto bench clean
 
 decisions: $(STAMP)
 	$(BIN)/agentgov demo --policies policies
@@ -33,6 +33,16 @@ unit: $(STAMP)
 	$(BIN)/python -m pytest
 
 test: lint typecheck policy-test unit
+
+# Measure speed (never asserted in tests): writes docs/benchmarks.md and docs/benchmarks.png.
+bench: $(STAMP)
+	$(BIN)/pip install --quiet -e '.[dev,bench]'
+	$(BIN)/python bench/run.py
+
+# Regenerate the decision service's message classes after editing the .proto (tests check they match).
+proto: $(STAMP)
+	$(BIN)/python -m grpc_tools.protoc -I engine/proto --python_out=engine/proto --pyi_out=engine/proto \
+		engine/proto/agentgov/v1/decision.proto
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

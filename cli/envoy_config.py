@@ -17,8 +17,13 @@ from agentgov.engine.server.envoy_bootstrap import EnvoyLayout, bootstrap_yaml
               help="One cluster endpoint per worker (port, port+1, …).")
 @click.option("--max-request-bytes", type=int, default=1024 * 1024, show_default=True)
 @click.option("--timeout", "timeout_s", type=float, default=0.5, show_default=True, help="Check timeout (s).")
+@click.option("--mcp-filter", is_flag=True,
+              help="Put Envoy's MCP filter first and forward its metadata to agentgov (Envoy >= 1.37).")
+@click.option("--no-request-body", is_flag=True,
+              help="Do not send bodies to agentgov (with --mcp-filter, MCP calls are read from the metadata).")
 def envoy_config(listen_port: int, admin_port: int, backend: str, agentgov_host: str, agentgov_port: int,
-                 workers: int, max_request_bytes: int, timeout_s: float) -> None:
+                 workers: int, max_request_bytes: int, timeout_s: float, mcp_filter: bool,
+                 no_request_body: bool) -> None:
     """Print a working Envoy bootstrap: ext_authz with request body, fail closed, 503 on error."""
     host, _, port = backend.rpartition(":")
     if not host or not port.isdigit():
@@ -26,4 +31,5 @@ def envoy_config(listen_port: int, admin_port: int, backend: str, agentgov_host:
     click.echo(bootstrap_yaml(EnvoyLayout(
         listen_port=listen_port, admin_port=admin_port, backend_host=host, backend_port=int(port),
         agentgov_host=agentgov_host, agentgov_ports=tuple(range(agentgov_port, agentgov_port + workers)),
-        max_request_bytes=max_request_bytes, check_timeout_s=timeout_s)))
+        max_request_bytes=max_request_bytes, check_timeout_s=timeout_s, mcp_filter=mcp_filter,
+        send_body=not no_request_body)))

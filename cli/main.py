@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from agentgov import __version__
+from agentgov.cli.api_key import api_key
 from agentgov.cli.check import check
 from agentgov.cli.demo import demo
 from agentgov.cli.envoy_config import envoy_config
@@ -21,7 +22,7 @@ def cli() -> None:
     """agentgov: policy-as-code governance for AI agents (LLM calls and MCP tool calls)."""
 
 
-for command in (check, eval_command, test, fmt, demo, serve, envoy_config, up):
+for command in (check, eval_command, test, fmt, demo, serve, envoy_config, up, api_key):
     cli.add_command(command)
 
 

@@ -1,4 +1,9 @@
-"""`agentgov serve`: N worker processes, each an ext_authz server on its own port (base port + i)."""
+"""`agentgov serve`: N worker processes, each serving ext_authz and the decision service on its own
+port (base port + i), plus the OPA Data API on a shared port when asked for.
+
+With `--decision-service ADDR` the workers load no policies: every decision is delegated to the
+remote agentgov.v1.DecisionService (enforcement points scale apart from decision points).
+"""
 
 from __future__ import annotations
 
@@ -14,16 +19,39 @@ import click
 
 from agentgov.cli.output import EXIT_ERROR, report_problems
 from agentgov.engine.config import Config, ConfigError, build_governor, load_config
+from agentgov.engine.governor import INPUT_FORMATS, Decider
 from agentgov.engine.policy.problems import PolicyLoadError
 from agentgov.engine.server.app import WorkerConfig, run_worker
+from agentgov.engine.server.decision_client import RemoteDecider, RemoteTLS
+
+
+def build_decider(cfg: Config) -> Decider:
+    if cfg.decision_service:
+        ca = cfg.read_tls("ca_file")
+        tls = RemoteTLS(ca, cfg.read_tls("cert_file"), cfg.read_tls("key_file")) if ca else None
+        return RemoteDecider(cfg.decision_service, timeout_s=float(cfg.decision_service_timeout_s), tls=tls)
+    return build_governor(cfg)
+
+
+def worker_config(cfg: Config, index: int) -> WorkerConfig:
+    serving_tls = not cfg.decision_service  # with a remote decision service, tls.* configures the client
+    return WorkerConfig(
+        host=cfg.host, port=cfg.port + index,
+        metrics_port=cfg.metrics_port + index if cfg.metrics_port else None,
+        data_api_port=cfg.data_api_port, rule=cfg.rule,
+        tls_cert=cfg.read_tls("cert_file") if serving_tls else None,
+        tls_key=cfg.read_tls("key_file") if serving_tls else None,
+        tls_client_ca=cfg.read_tls("client_ca_file"))
 
 
 def _worker(cfg: Config, index: int) -> None:
     logging.basicConfig(level=logging.INFO, format=f"%(asctime)s worker{index} %(name)s %(message)s")
-    governor = build_governor(cfg)
-    worker = WorkerConfig(host=cfg.host, port=cfg.port + index,
-                          metrics_port=cfg.metrics_port + index if cfg.metrics_port else None)
-    asyncio.run(run_worker(governor, worker))
+
+    async def main() -> None:
+        # The decider is built inside the loop: a remote decider's gRPC channel belongs to it.
+        await run_worker(build_decider(cfg), worker_config(cfg, index))
+
+    asyncio.run(main())
 
 
 @click.command()
@@ -32,22 +60,43 @@ def _worker(cfg: Config, index: int) -> None:
 @click.option("--port", type=int, envvar="AGENTGOV_PORT", help="First worker's port; worker i listens on port+i.")
 @click.option("--workers", type=click.IntRange(1, 64), envvar="AGENTGOV_WORKERS")
 @click.option("--metrics-port", type=int, envvar="AGENTGOV_METRICS_PORT")
+@click.option("--data-api-port", type=int, envvar="AGENTGOV_DATA_API_PORT",
+              help="Serve OPA's Data API (POST /v1/data/…) here, shared by all workers.")
 @click.option("--engine", type=click.Choice(["rego", "cedar", "opa"]), envvar="AGENTGOV_ENGINE")
+@click.option("--input-format", type=click.Choice(INPUT_FORMATS), envvar="AGENTGOV_INPUT_FORMAT",
+              help="opa-envoy: run OPA-Envoy plugin policies unchanged.")
+@click.option("--rule", envvar="AGENTGOV_RULE", help="Decision rule (default data.agentgov.decision, "
+                                                     "or data.envoy.authz.allow with --input-format opa-envoy).")
 @click.option("--policies", "policy_paths", multiple=True, envvar="AGENTGOV_POLICIES")
+@click.option("--decision-service", envvar="AGENTGOV_DECISION_SERVICE", metavar="ADDR",
+              help="Delegate every decision to this remote agentgov decision service (gRPC target).")
 def serve(config_path: Path | None, host: str | None, port: int | None, workers: int | None,
-          metrics_port: int | None, engine: str | None, policy_paths: tuple[str, ...]) -> None:
-    """Run the Envoy external authorizer (ext_authz gRPC) with the configured policies."""
+          metrics_port: int | None, data_api_port: int | None, engine: str | None, input_format: str | None,
+          rule: str | None, policy_paths: tuple[str, ...], decision_service: str | None) -> None:
+    """Run the Envoy external authorizer (ext_authz gRPC) and the decision service."""
     try:
         cfg = load_config(config_path)
-        for key, value in (("host", host), ("port", port), ("workers", workers),
-                           ("metrics_port", metrics_port), ("engine", engine)):
+        for key, value in (("host", host), ("port", port), ("workers", workers), ("metrics_port", metrics_port),
+                           ("data_api_port", data_api_port), ("engine", engine),
+                           ("decision_service", decision_service)):
             if value is not None:
                 setattr(cfg, key, value)
+        if input_format is not None:
+            cfg.input_format = "opa-envoy" if input_format == "opa-envoy" else "agentgov"
+            if rule is None and "rule" not in cfg.explicit:
+                cfg.rule = cfg.default_rule()
+        if rule is not None:
+            cfg.rule = rule
         if workers is None and config_path is None:
             cfg.workers = os.cpu_count() or 1
         if policy_paths:
             cfg.base, cfg.paths = Path.cwd(), list(policy_paths)
-        build_governor(cfg)  # fail fast, in the parent, with a readable error
+        # Fail fast, in the parent, with a readable error (and, delegating, with no policies loaded).
+        if cfg.decision_service:
+            cfg.read_tls("ca_file")
+        else:
+            build_governor(cfg)
+        worker_config(cfg, 0)
     except PolicyLoadError as exc:
         report_problems(exc, "pretty")
         raise SystemExit(EXIT_ERROR) from None

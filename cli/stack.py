@@ -73,6 +73,13 @@ class LocalStack:
     engine: str = "rego"
     keys: DemoKeys = field(default_factory=DemoKeys)
     listen_port: int = field(default_factory=free_port)
+    data_api: bool = False
+    input_format: str = "agentgov"
+    rule: str | None = None
+    decision_service: str | None = None  # delegate decisions to this remote decision service
+    mcp_filter: bool = False  # Envoy's MCP filter in front of ext_authz
+    send_body: bool = True  # Envoy sends the request body to ext_authz
+    identity_extra: dict[str, Any] = field(default_factory=dict)
     workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="agentgov-stack-")))
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
 
@@ -80,6 +87,7 @@ class LocalStack:
         self.backend_port = free_port()
         self.admin_port = free_port()
         self.agentgov_ports = tuple(self._consecutive_ports(self.workers))
+        self.data_api_port = free_port() if self.data_api else None
 
     @staticmethod
     def _consecutive_ports(n: int) -> list[int]:
@@ -101,17 +109,24 @@ class LocalStack:
 
     def write_config(self) -> Path:
         (self.workdir / "jwks.json").write_text(json.dumps(self.keys.jwks()))
+        server: dict[str, Any] = {"host": "127.0.0.1", "port": self.agentgov_ports[0], "workers": self.workers}
+        if self.data_api_port:
+            server["data_api_port"] = self.data_api_port
+        if self.decision_service:
+            server["decision_service"] = self.decision_service
         config = {
-            "policy": {"engine": self.engine, "paths": [str(self.policies.resolve())]},
+            "policy": {"engine": self.engine, "paths": [str(self.policies.resolve())],
+                       "input_format": self.input_format, **({"rule": self.rule} if self.rule else {})},
             "identity": {"issuers": [{"issuer": DEMO_ISSUER, "audiences": [DEMO_AUDIENCE], "algorithms": ["RS256"],
-                                      "jwks_file": "jwks.json"}]},
-            "server": {"host": "127.0.0.1", "port": self.agentgov_ports[0], "workers": self.workers},
+                                      "jwks_file": "jwks.json"}], **self.identity_extra},
+            "server": server,
         }
         path = self.workdir / "agentgov.yaml"
         path.write_text(yaml.safe_dump(config))
         layout = EnvoyLayout(listen_port=self.listen_port, admin_port=self.admin_port, backend_host="127.0.0.1",
                              backend_port=self.backend_port, agentgov_host="127.0.0.1",
-                             agentgov_ports=self.agentgov_ports)
+                             agentgov_ports=self.agentgov_ports, mcp_filter=self.mcp_filter,
+                             send_body=self.send_body)
         (self.workdir / "envoy.yaml").write_text(bootstrap_yaml(layout))
         return path
 

@@ -8,19 +8,24 @@ from typing import Any
 
 import yaml
 
-from agentgov.engine.backends.base import DecisionBackend
+from agentgov.engine.backends.base import DecisionBackend, ResultReader, decision_from_document
+from agentgov.engine.backends.envoy_result import decision_from_envoy_result
 from agentgov.engine.backends.opa_remote import RemoteOpaBackend
 from agentgov.engine.backends.rego import DEFAULT_RULE
-from agentgov.engine.governor import Governor, GovernorOptions
+from agentgov.engine.governor import INPUT_FORMATS, Governor, GovernorOptions, InputFormat
+from agentgov.engine.hooks.api_keys import api_keys_from_config
 from agentgov.engine.hooks.identity import IdentityVerifier, issuers_from_config
 from agentgov.engine.policy.library import build_backends
 from agentgov.engine.policy.problems import yaml_problem
 from agentgov.engine.policy.sources import discover
 
 _TOP = {"policy", "identity", "server"}
-_POLICY = {"engine", "paths", "rule", "opa_url"}
-_IDENTITY = {"issuers", "leeway_s", "required"}
-_SERVER = {"host", "port", "workers", "metrics_port", "allow_truncated_body", "mcp_paths"}
+_POLICY = {"engine", "paths", "rule", "opa_url", "input_format"}
+_IDENTITY = {"issuers", "api_keys", "leeway_s", "required"}
+_SERVER = {"host", "port", "workers", "metrics_port", "data_api_port", "allow_truncated_body", "mcp_paths",
+           "decision_service", "decision_service_timeout_s", "tls"}
+_TLS = {"cert_file", "key_file", "client_ca_file", "ca_file"}
+OPA_ENVOY_DEFAULT_RULE = "data.envoy.authz.allow"  # the plugin's default decision path
 
 
 class ConfigError(ValueError):
@@ -34,13 +39,34 @@ class Config:
     paths: list[str] = field(default_factory=lambda: ["policies"])
     rule: str = DEFAULT_RULE
     opa_url: str | None = None
+    input_format: InputFormat = "agentgov"
     identity: dict[str, Any] = field(default_factory=dict)
     host: str = "127.0.0.1"
     port: int = 9191
     workers: int = 1
     metrics_port: int | None = None
+    data_api_port: int | None = None
     allow_truncated_body: bool = False
     mcp_paths: list[str] = field(default_factory=list)
+    # Delegate every decision to this remote agentgov.v1.DecisionService (a gRPC target).
+    decision_service: str | None = None
+    decision_service_timeout_s: float = 0.4
+    # Server TLS (cert_file, key_file, client_ca_file for mTLS); with decision_service, the client's
+    # (ca_file, and cert_file/key_file for mTLS).
+    tls: dict[str, str] = field(default_factory=dict)
+    explicit: set[str] = field(default_factory=set)  # policy keys the file set (so flags know what to derive)
+
+    def default_rule(self) -> str:
+        return OPA_ENVOY_DEFAULT_RULE if self.input_format == "opa-envoy" else DEFAULT_RULE
+
+    def read_tls(self, key: str) -> bytes | None:
+        path = self.tls.get(key)
+        if not path:
+            return None
+        try:
+            return (self.base / path).read_bytes()
+        except OSError as exc:
+            raise ConfigError(f"server.tls.{key}: {path}: {exc.strerror}") from None
 
 
 def load_config(path: Path | None) -> Config:
@@ -59,14 +85,24 @@ def load_config(path: Path | None) -> Config:
     policy = _section(path, doc, "policy", _POLICY)
     cfg.engine = str(policy.get("engine", cfg.engine))
     cfg.paths = [str(p) for p in policy.get("paths", cfg.paths)]
-    cfg.rule = str(policy.get("rule", cfg.rule))
+    cfg.input_format = policy.get("input_format", cfg.input_format)
+    if cfg.input_format not in INPUT_FORMATS:
+        raise ConfigError(f"{path}: policy.input_format must be one of {', '.join(INPUT_FORMATS)}")
+    cfg.rule = str(policy.get("rule", cfg.default_rule()))
+    cfg.explicit = set(policy)
     cfg.opa_url = policy.get("opa_url")
     cfg.identity = _section(path, doc, "identity", _IDENTITY)
     server = _section(path, doc, "server", _SERVER)
-    for key in ("host", "port", "workers", "metrics_port", "allow_truncated_body"):
+    for key in ("host", "port", "workers", "metrics_port", "data_api_port", "allow_truncated_body",
+                "decision_service", "decision_service_timeout_s"):
         if key in server:
             setattr(cfg, key, server[key])
     cfg.mcp_paths = [str(p) for p in server.get("mcp_paths", [])]
+    tls = server.get("tls") or {}
+    if not isinstance(tls, dict):
+        raise ConfigError(f"{path}: `server.tls` must be a mapping")
+    _keys(path, "server.tls.", tls, _TLS)
+    cfg.tls = {k: str(v) for k, v in tls.items()}
     if cfg.engine not in ("rego", "cedar", "opa"):
         raise ConfigError(f"{path}: policy.engine must be rego, cedar or opa")
     return cfg
@@ -87,11 +123,15 @@ def _keys(path: Path, prefix: str, doc: dict[str, Any], allowed: set[str]) -> No
 
 
 def build_backend(cfg: Config) -> DecisionBackend:
+    reader: ResultReader = decision_from_envoy_result if cfg.input_format == "opa-envoy" else decision_from_document
+    if cfg.input_format == "opa-envoy" and cfg.engine == "cedar":
+        raise ConfigError("policy.input_format opa-envoy needs Rego (engine rego or opa): "
+                          "OPA-Envoy policies are Rego")
     if cfg.engine == "opa":
         if not cfg.opa_url:
             raise ConfigError("policy.engine opa needs policy.opa_url")
-        return RemoteOpaBackend(cfg.opa_url, cfg.rule)
-    backends = build_backends(discover([cfg.base / p for p in cfg.paths]), rule=cfg.rule)
+        return RemoteOpaBackend(cfg.opa_url, cfg.rule, reader=reader)
+    backends = build_backends(discover([cfg.base / p for p in cfg.paths]), rule=cfg.rule, reader=reader)
     if cfg.engine not in backends:
         raise ConfigError(f"no {cfg.engine} policies under {', '.join(cfg.paths)}")
     return backends[cfg.engine]
@@ -99,14 +139,16 @@ def build_backend(cfg: Config) -> DecisionBackend:
 
 def build_governor(cfg: Config) -> Governor:
     identity = None
-    if cfg.identity.get("issuers"):
+    if cfg.identity.get("issuers") or cfg.identity.get("api_keys"):
         try:
-            issuers = issuers_from_config(cfg.identity["issuers"], cfg.base)
-            identity = IdentityVerifier(issuers, leeway_s=float(cfg.identity.get("leeway_s", 30)))
+            issuers = issuers_from_config(cfg.identity["issuers"], cfg.base) if cfg.identity.get("issuers") else []
+            api_keys = api_keys_from_config(cfg.identity["api_keys"]) if cfg.identity.get("api_keys") else []
+            identity = IdentityVerifier(issuers, api_keys=api_keys, leeway_s=float(cfg.identity.get("leeway_s", 30)))
         except (KeyError, TypeError, ValueError, OSError) as exc:
             raise ConfigError(f"identity: {exc}") from None
     elif cfg.identity.get("required", True):
-        raise ConfigError("identity.issuers is empty: every request would be anonymous "
+        raise ConfigError("identity has no issuers and no api_keys: every request would be anonymous "
                           "(set identity.required: false to accept that)")
     return Governor(build_backend(cfg), identity, GovernorOptions(
-        allow_truncated_body=bool(cfg.allow_truncated_body), mcp_paths=tuple(cfg.mcp_paths)))
+        allow_truncated_body=bool(cfg.allow_truncated_body), mcp_paths=tuple(cfg.mcp_paths),
+        input_format=cfg.input_format))

@@ -112,6 +112,23 @@ class Obligations:
         return {"redact": list(self.redact), "headers": dict(self.headers)}
 
 
+@dataclass(frozen=True, slots=True)
+class HttpDirectives:
+    """What an OPA-Envoy style result asks of the enforcement point beyond allow/deny.
+
+    Only OPA-Envoy compatibility mode produces these; agentgov's own result contract uses
+    `Obligations`. Header values are lists because OPA-Envoy lets a policy repeat a header.
+    """
+
+    headers: tuple[tuple[str, str], ...] = ()  # allow: to the upstream; deny: to the client
+    response_headers_to_add: tuple[tuple[str, str], ...] = ()  # allow: to the client
+    request_headers_to_remove: tuple[str, ...] = ()
+    body: str | None = None  # deny: the response body, verbatim
+    query_parameters_to_set: tuple[tuple[str, str], ...] = ()
+    query_parameters_to_remove: tuple[str, ...] = ()
+    dynamic_metadata: Mapping[str, Any] = field(default_factory=dict)
+
+
 STATUS_OK = 200
 STATUS_UNAUTHENTICATED = 401
 STATUS_FORBIDDEN = 403
@@ -128,7 +145,9 @@ class Decision:
     status: int = STATUS_FORBIDDEN
     obligations: Obligations = field(default_factory=Obligations)
     engine: str = ""
-    errors: tuple[str, ...] = ()
+    errors: tuple[str, ...] = ()  # engine and operator detail: logged, never sent to clients
+    directives: HttpDirectives | None = None
+    detail: str = ""  # a client-safe explanation (e.g. where a body fails to parse), sent with the deny
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -139,14 +158,33 @@ class Decision:
         }
         if self.errors:
             out["errors"] = list(self.errors)
+        if self.directives is not None:
+            out["directives"] = directives_to_dict(self.directives)
         return out
 
     @staticmethod
-    def deny(reason: str, *, status: int = STATUS_FORBIDDEN, engine: str = "", error: str | None = None) -> Decision:
+    def deny(reason: str, *, status: int = STATUS_FORBIDDEN, engine: str = "", error: str | None = None,
+             detail: str = "") -> Decision:
         return Decision(
             allow=False,
             reasons=(reason,),
             status=status,
             engine=engine,
             errors=(error,) if error else (),
+            detail=detail,
         )
+
+
+def directives_to_dict(d: HttpDirectives) -> dict[str, Any]:
+    """The directives as plain JSON (header pairs as [name, value] lists, so repeats survive)."""
+    out: dict[str, Any] = {
+        "headers": [list(h) for h in d.headers],
+        "response_headers_to_add": [list(h) for h in d.response_headers_to_add],
+        "request_headers_to_remove": list(d.request_headers_to_remove),
+        "query_parameters_to_set": [list(q) for q in d.query_parameters_to_set],
+        "query_parameters_to_remove": list(d.query_parameters_to_remove),
+        "dynamic_metadata": dict(d.dynamic_metadata),
+    }
+    if d.body is not None:
+        out["body"] = d.body
+    return out

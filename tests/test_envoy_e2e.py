@@ -6,8 +6,6 @@ import base64
 import hmac
 import json
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from typing import Any
 
@@ -16,11 +14,9 @@ import pytest
 
 from agentgov.cli.stack import DEMO_AUDIENCE, DEMO_ISSUER, DEMO_KID, LocalStack
 from tests.conftest import POLICIES
+from tests.http_helpers import CALL, bearer, send
 
 pytestmark = pytest.mark.envoy
-
-CALL = {"jsonrpc": "2.0", "id": 7, "method": "tools/call",
-        "params": {"name": "crm.query", "arguments": {"tenant_id": "acme", "query": "deals"}}}
 
 
 @pytest.fixture(scope="module")
@@ -31,23 +27,6 @@ def stack() -> Iterator[LocalStack]:
         yield s
     finally:
         s.stop()
-
-
-def send(stack: LocalStack, path: str, body: Any, headers: dict[str, str] | None = None,
-         raw: bytes | None = None) -> tuple[int, dict[str, str], Any]:
-    data = raw if raw is not None else json.dumps(body).encode()
-    req = urllib.request.Request(stack.url + path, data=data, method="POST",  # noqa: S310
-                                 headers={"content-type": "application/json", **(headers or {})})
-    try:
-        with urllib.request.urlopen(req, timeout=10) as resp:  # noqa: S310
-            return resp.status, {k.lower(): v for k, v in resp.headers.items()}, json.loads(resp.read())
-    except urllib.error.HTTPError as exc:
-        text = exc.read()
-        return exc.code, {k.lower(): v for k, v in exc.headers.items()}, json.loads(text) if text else None
-
-
-def bearer(token: str) -> dict[str, str]:
-    return {"authorization": f"Bearer {token}"}
 
 
 def test_allowed_tool_call_carries_identity_and_drops_spoofed_headers(stack: LocalStack) -> None:
@@ -125,6 +104,7 @@ def test_malformed_json_is_400(stack: LocalStack) -> None:
     status, _, body = send(stack, "/mcp", None, bearer(token), raw=b'{"jsonrpc": "2.0", "method": ')
     assert status == 400
     assert body["reasons"] == ["malformed_request"]
+    assert body["detail"] == "request body is not valid JSON (line 1, column 30)"
     assert "Traceback" not in json.dumps(body)
 
 
@@ -149,5 +129,28 @@ def test_agentgov_down_means_503_and_nothing_reaches_backend() -> None:
         status, headers, _ = send(s, "/mcp", CALL, bearer(token))
         assert status == 503
         assert "x-demo-seen" not in headers
+    finally:
+        s.stop()
+
+
+@pytest.mark.parametrize("send_body", [False, True])
+def test_envoy_mcp_filter_metadata_drives_the_decision(send_body: bool) -> None:
+    """With Envoy's MCP filter, agentgov reads the call from its metadata (and, with the body too,
+    checks that both parsers saw the same call)."""
+    s = LocalStack(policies=POLICIES, mcp_filter=True, send_body=send_body)
+    try:
+        s.start()
+        # Streamable HTTP clients accept both; the MCP filter only parses requests that say so.
+        accept = {"accept": "application/json, text/event-stream"}
+        alice, dev = s.keys.token("alice", ["analyst"], "acme"), s.keys.token("dev1", ["developer"], "acme")
+        assert send(s, "/mcp", CALL, {**bearer(alice), **accept})[0] == 200
+        status, _, body = send(s, "/mcp", CALL, {**bearer(dev), **accept})
+        assert (status, body["reasons"]) == (403, ["default_deny"])
+        other = {**CALL, "params": {"name": "crm.query", "arguments": {"tenant_id": "globex"}}}
+        status, _, body = send(s, "/mcp", other, {**bearer(alice), **accept})
+        assert (status, body["reasons"]) == (403, ["tenant_mismatch"])
+        if not send_body:
+            # Not recognised as MCP by the filter and no body to read: refused, never guessed.
+            assert send(s, "/mcp", CALL, bearer(alice))[0] == 400
     finally:
         s.stop()

@@ -99,3 +99,27 @@ def test_parsers_raise_only_protocol_errors_on_json(doc: object) -> None:
             continue
         assert actions
         assert all(a.kind and isinstance(a.arguments, dict) for a in actions)
+
+
+def test_repeated_json_keys_are_refused() -> None:
+    """Parsers disagree on which repeated key wins; the policy must see what the backend acts on."""
+    body = b'{"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "web.search", "name": "crm.delete"}}'
+    with pytest.raises(ProtocolError, match="repeats the key 'name'"):
+        classify("POST", "/mcp", "h", body)
+
+
+def test_mcp_filter_metadata_alone_and_with_a_body() -> None:
+    meta = {"method": "tools/call", "params": {"name": "crm.query", "arguments": {"limit": 5.0, "q": "x"}},
+            "id": 7.0, "jsonrpc": "2.0"}
+    [from_meta] = classify("POST", "/crm/mcp", "h", b"", mcp_metadata=meta)
+    assert (from_meta.kind, from_meta.name, from_meta.arguments, from_meta.resource_id) == (
+        "tool.call", "crm.query", {"limit": 5, "q": "x"}, "crm.query")
+    assert isinstance(from_meta.arguments["limit"], int)
+    same = json.dumps({"jsonrpc": "2.0", "id": 7, "method": "tools/call",
+                       "params": {"name": "crm.query", "arguments": {"limit": 5, "q": "x"}}}).encode()
+    assert classify("POST", "/crm/mcp", "h", same, mcp_metadata=meta)[0].name == "crm.query"
+    different = same.replace(b'"crm.query"', b'"crm.delete"')
+    with pytest.raises(ProtocolError, match="different JSON-RPC calls"):
+        classify("POST", "/crm/mcp", "h", different, mcp_metadata=meta)
+    [response] = classify("POST", "/mcp", "h", b"", mcp_metadata={"method": "__jsonrpc_response"})
+    assert (response.kind, response.name) == ("mcp.session", "response")

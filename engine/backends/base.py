@@ -45,6 +45,12 @@ class DecisionBackend(Protocol):
     async def close(self) -> None: ...
 
 
+class ResultReader(Protocol):
+    """Reads a policy's raw result into a Decision: agentgov's contract, or OPA-Envoy's."""
+
+    def __call__(self, result: Any, *, engine: str) -> Decision: ...
+
+
 def engine_error(engine: str, message: str) -> Decision:
     """A deny for an engine failure. Status 403, not 503: the policy could not grant, so it did not."""
     return Decision.deny(REASON_ENGINE_ERROR, engine=engine, error=first_line(message))
@@ -79,25 +85,25 @@ def decision_from_document(result: Any, *, engine: str) -> Decision:
             return Decision(allow=True, reasons=(), status=STATUS_OK, engine=engine)
         return Decision(allow=False, reasons=(REASON_DEFAULT_DENY,), status=STATUS_FORBIDDEN, engine=engine)
     if not isinstance(result, Mapping):
-        return _invalid(engine, f"expected an object or boolean, got {type(result).__name__}")
+        return invalid_result(engine, f"expected an object or boolean, got {type(result).__name__}")
     allow = result.get("allow")
     if not isinstance(allow, bool):
-        return _invalid(engine, "`allow` must be a boolean")
+        return invalid_result(engine, "`allow` must be a boolean")
     reasons = result.get("reasons", [])
     if not isinstance(reasons, list | tuple | set | frozenset) or not all(isinstance(r, str) for r in reasons):
-        return _invalid(engine, "`reasons` must be a list or set of strings")
+        return invalid_result(engine, "`reasons` must be a list or set of strings")
     if isinstance(reasons, set | frozenset):  # a Rego set: give it a stable order
         reasons = sorted(reasons)
     status = result.get("status")
     if status is None:
         status = STATUS_OK if allow else STATUS_FORBIDDEN
     if isinstance(status, bool) or not isinstance(status, int) or not 100 <= status <= 599:
-        return _invalid(engine, "`status` must be an HTTP status code")
+        return invalid_result(engine, "`status` must be an HTTP status code")
     if not allow and status < 400:
-        return _invalid(engine, f"a deny cannot carry status {status}")
+        return invalid_result(engine, f"a deny cannot carry status {status}")
     obligations = _read_obligations(result.get("obligations", {}))
     if isinstance(obligations, str):
-        return _invalid(engine, obligations)
+        return invalid_result(engine, obligations)
     if not allow and not reasons:
         reasons = [REASON_DEFAULT_DENY]
     return Decision(
@@ -129,7 +135,7 @@ def _read_obligations(raw: Any) -> Obligations | str:
     return Obligations(redact=tuple(sorted(set(redact))), headers=dict(headers))
 
 
-def _invalid(engine: str, why: str) -> Decision:
+def invalid_result(engine: str, why: str) -> Decision:
     return Decision.deny(REASON_INVALID_RESULT, engine=engine, error=f"invalid decision document: {why}")
 
 
@@ -141,7 +147,9 @@ __all__ = [
     "STATUS_ERROR",
     "DecisionBackend",
     "Explanation",
+    "ResultReader",
     "decision_from_document",
     "engine_error",
+    "invalid_result",
     "is_fatal",
 ]

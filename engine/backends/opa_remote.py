@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 
 from opa_client import AsyncOpaClient
 
-from agentgov.engine.backends.base import Explanation, decision_from_document, engine_error, is_fatal
+from agentgov.engine.backends.base import Explanation, ResultReader, decision_from_document, engine_error, is_fatal
 from agentgov.engine.backends.rego import DEFAULT_RULE
 from agentgov.engine.model import Decision
 
@@ -38,7 +38,7 @@ class RemoteOpaBackend:
     name = "opa"
 
     def __init__(self, url: str, rule: str = DEFAULT_RULE, *, token: str | None = None,
-                 timeout_s: float = 1.0, retries: int = 0) -> None:
+                 timeout_s: float = 1.0, retries: int = 0, reader: ResultReader = decision_from_document) -> None:
         self.endpoint = OpaEndpoint.parse(url)
         if not rule.startswith("data.") or rule.count(".") < 2:
             raise ValueError(f"rule must look like data.<package>.<rule>, got {rule!r}")
@@ -47,6 +47,7 @@ class RemoteOpaBackend:
         self._token = token
         self._timeout = timeout_s
         self._retries = retries
+        self._read = reader
         self._client: AsyncOpaClient | None = None
         self._lock = asyncio.Lock()
 
@@ -70,7 +71,7 @@ class RemoteOpaBackend:
                                            f"{type(exc).__name__}: {exc}")
         if not isinstance(response, Mapping):
             return engine_error(self.name, "remote OPA answered with a non-object body")
-        return decision_from_document(response.get("result"), engine=self.name)
+        return self._read(response.get("result"), engine=self.name)
 
     async def explain(self, policy_input: Mapping[str, Any]) -> Explanation:
         decision = await self.evaluate(policy_input)

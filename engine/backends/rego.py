@@ -12,7 +12,7 @@ from typing import Any
 
 import regorus
 
-from agentgov.engine.backends.base import Explanation, decision_from_document, engine_error, is_fatal
+from agentgov.engine.backends.base import Explanation, ResultReader, decision_from_document, engine_error, is_fatal
 from agentgov.engine.model import Decision
 from agentgov.engine.policy.problems import PolicyLoadError
 from agentgov.engine.policy.rego_check import check_modules, parse_problem, ref_parts
@@ -41,22 +41,38 @@ class RegoBackend:
     name = "rego"
 
     def __init__(self, modules: list[tuple[str, str]], data: Mapping[str, Any] | None = None,
-                 rule: str = DEFAULT_RULE) -> None:
+                 rule: str = DEFAULT_RULE, reader: ResultReader = decision_from_document) -> None:
         if not modules:
             raise PolicyLoadError([])
         self.rule = rule
+        self._read = reader
+        # regorus's eval_rule refuses partial object rules (`result["allowed"] := allow`, the OPA-Envoy
+        # idiom); those paths are evaluated as a query instead, about 20 µs slower.
+        self._as_query = False
         self._engine = build_engine(modules, data or {})
         self._modules = modules
 
     def evaluate_sync(self, policy_input: Mapping[str, Any]) -> Decision:
         try:
             self._engine.set_input_json(json.dumps(policy_input))
-            result = self._engine.eval_rule(self.rule)
+            result = self._eval(self._engine)
         except BaseException as exc:
             if is_fatal(exc):
                 raise
             return engine_error(self.name, f"{type(exc).__name__}: {exc}")
-        return decision_from_document(result, engine=self.name)
+        return self._read(result, engine=self.name)
+
+    def _eval(self, engine: regorus.Engine) -> Any:
+        if not self._as_query:
+            try:
+                return engine.eval_rule(self.rule)
+            except RuntimeError as exc:
+                if not str(exc).startswith("not a valid rule path"):
+                    raise
+                self._as_query = True
+        answer = engine.eval_query(self.rule)
+        results = answer.get("result", [])
+        return results[0]["expressions"][0]["value"] if results else None
 
     async def evaluate(self, policy_input: Mapping[str, Any]) -> Decision:
         return self.evaluate_sync(policy_input)
@@ -71,7 +87,7 @@ class RegoBackend:
         package = self.rule.rsplit(".", 1)[0]
         try:
             engine.set_input_json(json.dumps(policy_input))
-            engine.eval_rule(self.rule)
+            self._eval(engine)
             for rule in self._package_rules(package):
                 try:
                     value = engine.eval_rule(f"{package}.{rule}")

@@ -21,6 +21,7 @@ from typing import Any
 import jwt
 from jwt import PyJWK
 
+from agentgov.engine.hooks.api_keys import ApiKey, ApiKeyStore
 from agentgov.engine.model import Subject
 
 _ASYMMETRIC = {"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"}
@@ -101,14 +102,25 @@ class KeySet:
 
 
 class IdentityVerifier:
-    def __init__(self, issuers: Sequence[Issuer], *, leeway_s: float = 30.0, cache_size: int = 10_000) -> None:
-        if not issuers:
-            raise ValueError("at least one issuer is required")
+    def __init__(self, issuers: Sequence[Issuer], *, api_keys: Sequence[ApiKey] = (), leeway_s: float = 30.0,
+                 cache_size: int = 10_000) -> None:
+        if not issuers and not api_keys:
+            raise ValueError("at least one issuer or API key is required")
+        self._api_keys = ApiKeyStore(list(api_keys))
         self._issuers = {i.issuer: i for i in issuers}
         self._keys = {i.issuer: KeySet(i) for i in issuers}
         self._leeway = leeway_s
         self._cache: OrderedDict[str, tuple[float, Subject]] = OrderedDict()
         self._cache_size = cache_size
+
+    def verify_headers(self, headers: Mapping[str, str]) -> Subject:
+        """`Authorization: Bearer <JWT or API key>` or `X-API-Key: <key>`; both at once is refused."""
+        authorization, api_key = headers.get("authorization"), headers.get("x-api-key")
+        if authorization and api_key:
+            raise IdentityError("ambiguous_credentials", "send either Authorization or X-API-Key, not both")
+        if api_key:
+            return self._verify_api_key(api_key.strip())
+        return self.verify_header(authorization)
 
     def verify_header(self, authorization: str | None) -> Subject:
         if not authorization:
@@ -116,7 +128,20 @@ class IdentityVerifier:
         scheme, _, token = authorization.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             raise IdentityError("invalid_credentials", "Authorization must be 'Bearer <token>'")
-        return self.verify(token.strip())
+        token = token.strip()
+        if token.count(".") != 2 and len(self._api_keys):
+            return self._verify_api_key(token)
+        if not self._issuers:
+            raise IdentityError("invalid_credentials", "only API keys are accepted here")
+        return self.verify(token)
+
+    def _verify_api_key(self, key: str) -> Subject:
+        if not len(self._api_keys):
+            raise IdentityError("invalid_credentials", "API keys are not accepted here")
+        subject = self._api_keys.lookup(key)
+        if subject is None:
+            raise IdentityError("invalid_api_key", "API key is not recognised")
+        return subject
 
     def verify(self, token: str) -> Subject:
         digest = hashlib.sha256(token.encode()).hexdigest()

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from agentgov.engine.backends.base import DecisionBackend
+from agentgov.engine.backends.base import DecisionBackend, ResultReader, decision_from_document
 from agentgov.engine.backends.cedar import CedarBackend
 from agentgov.engine.backends.rego import DEFAULT_RULE, RegoBackend
 from agentgov.engine.policy.problems import PolicyLoadError, Problem
@@ -27,12 +27,16 @@ def check_sources(sources: PolicySources) -> list[Problem]:
 
 
 def build_backends(sources: PolicySources, *, rule: str = DEFAULT_RULE,
-                   data: Mapping[str, Any] | None = None) -> dict[str, DecisionBackend]:
-    """Backends for every engine with policies. `data` replaces the discovered data when given."""
+                   data: Mapping[str, Any] | None = None,
+                   reader: ResultReader = decision_from_document) -> dict[str, DecisionBackend]:
+    """Backends for every engine with policies. `data` replaces the discovered data when given.
+
+    `reader` applies to Rego only: Cedar answers permit/forbid, never a result document.
+    """
     effective = sources.data if data is None else data
     backends: dict[str, DecisionBackend] = {}
     if sources.rego:
-        backends["rego"] = RegoBackend(sources.rego, effective, rule)
+        backends["rego"] = RegoBackend(sources.rego, effective, rule, reader)
     if sources.cedar:
         backends["cedar"] = CedarBackend(sources.cedar, sources.cedar_schema, effective)
     return backends

@@ -19,13 +19,34 @@ def decode_json(body: bytes) -> Any:
     except UnicodeDecodeError:
         raise ProtocolError("request body is not valid UTF-8") from None
     try:
-        doc = json.loads(text)
+        doc = json.loads(text, object_pairs_hook=_unique_keys)
     except json.JSONDecodeError as exc:
         raise ProtocolError(f"request body is not valid JSON (line {exc.lineno}, column {exc.colno})") from None
     except RecursionError:
         raise ProtocolError("request body is nested too deeply") from None
+    except _DuplicateKey as exc:
+        raise ProtocolError(f"request body repeats the key {exc.key!r} in one object") from None
     if _depth(doc) > MAX_DEPTH:
         raise ProtocolError("request body is nested too deeply")
+    return doc
+
+
+class _DuplicateKey(ValueError):
+    def __init__(self, key: str) -> None:
+        super().__init__(key)
+        self.key = key[:64]
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """Refuse repeated keys: parsers disagree on which one wins (Python keeps the last, others the
+    first), so a policy could approve one value while the backend acts on the other."""
+    doc = dict(pairs)
+    if len(doc) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise _DuplicateKey(key)
+            seen.add(key)
     return doc
 
 

@@ -6,6 +6,7 @@ only if every one is (see server.ext_authz).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from agentgov.engine.protocols.errors import ProtocolError
@@ -19,6 +20,28 @@ def parse_mcp(body: bytes, server: str) -> list[ParsedAction]:
     if not messages:
         raise ProtocolError("empty JSON-RPC batch")
     return [parse_message(m, server) for m in messages]
+
+
+def parse_mcp_metadata(metadata: Mapping[str, Any], server: str) -> ParsedAction:
+    """The message Envoy's MCP filter left in dynamic metadata (`method`, `id`, `params`).
+
+    Metadata is a protobuf Struct, where every number is a double: whole numbers are turned back
+    into integers so policies compare `max_results <= 50` as they would on the body.
+    """
+    method = metadata.get("method")
+    if method == "__jsonrpc_response":
+        return ParsedAction("mcp.session", "response", "server", server, protocol="mcp")
+    return parse_message({"jsonrpc": "2.0", "method": method, "params": _integral(metadata.get("params"))}, server)
+
+
+def _integral(value: Any) -> Any:
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, dict):
+        return {k: _integral(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_integral(v) for v in value]
+    return value
 
 
 def parse_message(message: Any, server: str) -> ParsedAction:

@@ -1,7 +1,9 @@
-"""One agentgov worker: ext_authz + health on its own port, metrics on another, drain on SIGTERM.
+"""One agentgov worker: ext_authz, the decision service and health on one gRPC port, the OPA Data
+API and metrics on HTTP ports, drain on SIGTERM.
 
 Envoy keeps one HTTP/2 connection per endpoint, so SO_REUSEPORT would leave all but one worker
-idle (DESIGN §4): each worker gets its own port and is listed as its own cluster endpoint.
+idle (DESIGN §4): each worker gets its own gRPC port and is listed as its own cluster endpoint.
+The Data API's HTTP clients open many connections, so there the workers do share one port.
 """
 
 from __future__ import annotations
@@ -13,11 +15,15 @@ import signal
 from dataclasses import dataclass
 
 import grpc
+from aiohttp import web
 from envoy.service.auth.v3 import external_auth_pb2_grpc as authz_grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from prometheus_client import start_http_server
 
-from agentgov.engine.governor import Governor
+from agentgov.engine.governor import Decider, Governor
+from agentgov.engine.proto import SERVICE as DECISION_SERVICE
+from agentgov.engine.server.data_api import create_app
+from agentgov.engine.server.decision_service import DecisionService, add_decision_service
 from agentgov.engine.server.ext_authz import AuthorizationService
 
 log = logging.getLogger("agentgov.server")
@@ -29,16 +35,24 @@ class WorkerConfig:
     host: str
     port: int
     metrics_port: int | None = None
+    data_api_port: int | None = None
+    rule: str = ""
     drain_s: float = 5.0
     tls_cert: bytes | None = None
     tls_key: bytes | None = None
     tls_client_ca: bytes | None = None
 
 
-async def run_worker(governor: Governor, cfg: WorkerConfig, ready: asyncio.Event | None = None,
+async def run_worker(decider: Decider, cfg: WorkerConfig, ready: asyncio.Event | None = None,
                      stop: asyncio.Event | None = None) -> None:
+    """Serve until `stop` is set (or SIGTERM/SIGINT). A delegating worker (a remote decider) serves
+    ext_authz only: the decision service and the Data API need the policies here."""
     server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
-    authz_grpc.add_AuthorizationServicer_to_server(AuthorizationService(governor), server)
+    authz_grpc.add_AuthorizationServicer_to_server(AuthorizationService(decider), server)
+    services = ["", AUTHZ_SERVICE]
+    if isinstance(decider, Governor):
+        add_decision_service(server, DecisionService(decider))
+        services.append(DECISION_SERVICE)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     address = f"{cfg.host}:{cfg.port}"
@@ -52,10 +66,17 @@ async def run_worker(governor: Governor, cfg: WorkerConfig, ready: asyncio.Event
         raise OSError(f"cannot bind {address}")
     if cfg.metrics_port:
         start_http_server(cfg.metrics_port, addr=cfg.host)
+    runner = None
+    if cfg.data_api_port and isinstance(decider, Governor):
+        runner = web.AppRunner(create_app(decider.backend, cfg.rule, input_format=decider.options.input_format),
+                               access_log=None)
+        await runner.setup()
+        await web.TCPSite(runner, cfg.host, cfg.data_api_port, reuse_port=True).start()
     await server.start()
-    for service in ("", AUTHZ_SERVICE):
+    for service in services:
         await health_servicer.set(service, health_pb2.HealthCheckResponse.SERVING)
-    log.info("agentgov worker serving ext_authz on %s", address)
+    log.info("agentgov worker serving %s on %s%s", ", ".join(services[1:]), address,
+             f", OPA Data API on {cfg.host}:{cfg.data_api_port}" if runner else "")
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -67,5 +88,7 @@ async def run_worker(governor: Governor, cfg: WorkerConfig, ready: asyncio.Event
     # Drain: report NOT_SERVING so health checks move traffic, then finish in-flight checks.
     await health_servicer.enter_graceful_shutdown()
     await server.stop(cfg.drain_s)
-    await governor.backend.close()
+    if runner is not None:
+        await runner.cleanup()
+    await decider.close()
     log.info("agentgov worker on %s stopped", address)

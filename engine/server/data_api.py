@@ -9,14 +9,17 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from typing import Any
 
 from aiohttp import web
 
 from agentgov.engine.backends.base import DecisionBackend
+from agentgov.engine.metrics import DECISIONS, LATENCY
 from agentgov.engine.policy_input import InputError, normalize_input
 
 log = logging.getLogger("agentgov.data_api")
+_LATENCY = LATENCY.labels(api="data_api")
 
 
 def _error(status: int, code: str, message: str) -> web.Response:
@@ -24,7 +27,8 @@ def _error(status: int, code: str, message: str) -> web.Response:
     return web.json_response({"code": code, "message": message}, status=status)
 
 
-def create_app(backend: DecisionBackend, rule: str) -> web.Application:
+def create_app(backend: DecisionBackend, rule: str, *, input_format: str = "agentgov") -> web.Application:
+    """`input_format` "opa-envoy" accepts OPA-Envoy inputs as they are (only an object is required)."""
     rule_path = rule.removeprefix("data.").replace(".", "/")
     package_path, _, rule_name = rule_path.rpartition("/")
 
@@ -40,10 +44,19 @@ def create_app(backend: DecisionBackend, rule: str) -> web.Application:
         if not isinstance(body, dict) or "input" not in body:
             return _error(400, "invalid_parameter", "request body must be an object with an `input` document")
         try:
-            policy_input = normalize_input(body["input"])
+            if input_format == "agentgov":
+                policy_input = normalize_input(body["input"])
+            elif isinstance(body["input"], dict):
+                policy_input = body["input"]
+            else:
+                raise InputError("input must be an object")
         except InputError as exc:
             return _error(400, "invalid_parameter", str(exc))
+        started = time.perf_counter()
         decision = await backend.evaluate(policy_input)
+        DECISIONS.labels(api="data_api", outcome="allow" if decision.allow else "deny",
+                         reason=decision.reasons[0] if decision.reasons else "").inc()
+        _LATENCY.observe(time.perf_counter() - started)
         document: dict[str, Any] = decision.to_dict()
         document.pop("errors", None)  # engine internals stay in the server log, not the answer
         if decision.errors:

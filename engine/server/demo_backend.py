@@ -45,7 +45,11 @@ async def chat(request: web.Request) -> web.Response:
 
 
 async def anything(request: web.Request) -> web.Response:
-    return web.json_response({"path": request.path}, headers={"x-demo-seen": json.dumps(_seen(request))})
+    """Any other route: report the path, query and headers (credentials left out) as they arrived."""
+    headers = {k.lower(): ",".join(request.headers.getall(k)) for k in request.headers
+               if k.lower() not in ("authorization", "x-api-key")}
+    return web.json_response({"path": request.path, "query": request.query_string, "headers": headers},
+                             headers={"x-demo-seen": json.dumps(_seen(request))})
 
 
 def create_app() -> web.Application:

@@ -19,28 +19,46 @@ class EnvoyLayout:
     max_request_bytes: int = 1024 * 1024
     check_timeout_s: float = 0.5
     listen_host: str = "127.0.0.1"
+    # Envoy's MCP filter parses JSON-RPC into dynamic metadata, which ext_authz forwards to agentgov.
+    mcp_filter: bool = False
+    # Without the body agentgov decides MCP calls from the MCP filter's metadata alone.
+    send_body: bool = True
 
 
 def _address(host: str, port: int) -> dict[str, Any]:
     return {"socket_address": {"address": host, "port_value": port}}
 
 
+MCP_FILTER_NAMESPACE = "envoy.filters.http.mcp"
+
+
 def bootstrap(layout: EnvoyLayout) -> dict[str, Any]:
-    ext_authz = {
-        "name": "envoy.filters.http.ext_authz",
-        "typed_config": {
-            "@type": "type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthz",
-            "transport_api_version": "V3",
-            "failure_mode_allow": False,
-            "status_on_error": {"code": 503},
-            "include_peer_certificate": True,
-            # Partial bodies reach agentgov flagged with x-envoy-auth-partial-body and are denied by default.
-            "with_request_body": {"max_request_bytes": layout.max_request_bytes, "allow_partial_message": True,
-                                  "pack_as_bytes": True},
-            "grpc_service": {"envoy_grpc": {"cluster_name": "agentgov"},
-                             "timeout": f"{layout.check_timeout_s}s"},
-        },
+    authz_config: dict[str, Any] = {
+        "@type": "type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthz",
+        "transport_api_version": "V3",
+        "failure_mode_allow": False,
+        "status_on_error": {"code": 503},
+        "include_peer_certificate": True,
+        "grpc_service": {"envoy_grpc": {"cluster_name": "agentgov"}, "timeout": f"{layout.check_timeout_s}s"},
     }
+    if layout.send_body:
+        # Partial bodies reach agentgov flagged with x-envoy-auth-partial-body and are denied by default.
+        authz_config["with_request_body"] = {"max_request_bytes": layout.max_request_bytes,
+                                             "allow_partial_message": True, "pack_as_bytes": True}
+    filters: list[dict[str, Any]] = []
+    if layout.mcp_filter:
+        authz_config["metadata_context_namespaces"] = [MCP_FILTER_NAMESPACE]
+        # By default the filter keeps only params.name; policies need the arguments too (rules for a
+        # method replace the default, so name and uri are listed again).
+        extract = {"tools/call": ["params.name", "params.arguments"], "prompts/get": ["params.name", "params.arguments"],
+                   "resources/read": ["params.uri"]}
+        filters.append({"name": MCP_FILTER_NAMESPACE, "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.mcp.v3.Mcp",
+            "max_request_body_size": layout.max_request_bytes,
+            "parser_config": {"methods": [
+                {"method": method, "extraction_rules": [{"path": p} for p in paths]}
+                for method, paths in extract.items()]}}})
+    filters.append({"name": "envoy.filters.http.ext_authz", "typed_config": authz_config})
     hcm = {
         "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
         "stat_prefix": "agents",
@@ -48,7 +66,7 @@ def bootstrap(layout: EnvoyLayout) -> dict[str, Any]:
             "name": "backend", "domains": ["*"],
             "routes": [{"match": {"prefix": "/"}, "route": {"cluster": "backend", "timeout": "120s"}}],
         }]},
-        "http_filters": [ext_authz, {"name": "envoy.filters.http.router", "typed_config": {
+        "http_filters": [*filters, {"name": "envoy.filters.http.router", "typed_config": {
             "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}],
     }
     agentgov_cluster = {

@@ -13,19 +13,25 @@ import uuid
 import grpc
 from envoy.service.auth.v3 import external_auth_pb2 as authz
 from envoy.service.auth.v3 import external_auth_pb2_grpc as authz_grpc
+from google.protobuf.json_format import MessageToDict
 
-from agentgov.engine.governor import Envelope, Governor
-from agentgov.engine.server.metrics import DECISIONS, LATENCY
+from agentgov.engine.governor import Decider, Envelope
+from agentgov.engine.metrics import DECISIONS, LATENCY
 from agentgov.engine.server.responses import deny_response, verdict_response
 
 log = logging.getLogger("agentgov.ext_authz")
 PARTIAL_BODY_HEADER = "x-envoy-auth-partial-body"
+_LATENCY = LATENCY.labels(api="ext_authz")
 
 
-def envelope_from_check(request: authz.CheckRequest) -> Envelope:
-    http = request.attributes.request.http
+def envelope_from_check(request: authz.CheckRequest, *, with_attributes: bool = False) -> Envelope:
+    """The transport facts of a CheckRequest. The full attributes (protojson, as the OPA-Envoy plugin
+    gives them to policies) are converted only when asked for: that conversion is the costly part."""
+    attributes = request.attributes
+    http = attributes.request.http
     headers = {k.lower(): v for k, v in http.headers.items()}
     body = http.raw_body if http.raw_body else http.body.encode("utf-8")
+    filter_metadata = {ns: MessageToDict(st) for ns, st in attributes.metadata_context.filter_metadata.items()}
     return Envelope(
         method=http.method.upper(),
         path=http.path,
@@ -35,30 +41,31 @@ def envelope_from_check(request: authz.CheckRequest) -> Envelope:
         body_truncated=headers.get(PARTIAL_BODY_HEADER, "").lower() == "true",
         source_ip=request.attributes.source.address.socket_address.address,
         request_id=http.id,
+        envoy_attributes=MessageToDict(attributes) if with_attributes else None,
+        filter_metadata=filter_metadata,
     )
 
 
 class AuthorizationService(authz_grpc.AuthorizationServicer):  # type: ignore[misc]
-    def __init__(self, governor: Governor) -> None:
-        self.governor = governor
+    def __init__(self, decider: Decider) -> None:
+        self.decider = decider
 
     async def Check(self, request: authz.CheckRequest, context: grpc.aio.ServicerContext) -> authz.CheckResponse:
         started = time.perf_counter()
         try:
-            env = envelope_from_check(request)
-            verdict = await self.governor.decide(env)
+            env = envelope_from_check(request, with_attributes=self.decider.wants_envoy_attributes)
+            verdict = await self.decider.decide(env)
             response = verdict_response(verdict, env.headers.keys())
             outcome = "allow" if verdict.decision.allow else "deny"
             reason = verdict.decision.reasons[0] if verdict.decision.reasons else ""
             if verdict.decision.errors:
                 log.warning("decision %s: %s", verdict.decision_id, "; ".join(verdict.decision.errors))
             log.info("decision %s %s subject=%s action=%s reasons=%s", verdict.decision_id, outcome,
-                     verdict.subject.id, verdict.inputs[-1]["action"] if verdict.inputs else "-",
-                     ",".join(verdict.decision.reasons))
+                     verdict.subject.id, verdict.action or "-", ",".join(verdict.decision.reasons))
         except Exception:
             decision_id = uuid.uuid4().hex
             log.exception("internal error, decision %s denied with 503", decision_id)
             response, outcome, reason = deny_response(503, ["internal_error"], decision_id), "error", "internal_error"
-        DECISIONS.labels(outcome=outcome, reason=reason).inc()
-        LATENCY.observe(time.perf_counter() - started)
+        DECISIONS.labels(api="ext_authz", outcome=outcome, reason=reason).inc()
+        _LATENCY.observe(time.perf_counter() - started)
         return response

@@ -1,0 +1,287 @@
+"""agentgov benchmark: where the time of one decision goes, from the engine up to Envoy.
+
+Writes docs/benchmarks.md (a table) and docs/benchmarks.png (a plot). Run with `make bench`.
+Figures are for the machine that ran it (printed in the report); tests never assert timings.
+
+Layers, each including the one before:
+  engine      RegoBackend / CedarBackend evaluate on one policy input (no I/O)
+  governor    Governor.decide: JWT check (cached) + MCP/LLM parse + policy
+  ext_authz   one Check over gRPC to an in-process worker (loopback; the Python gRPC client shares
+              the event loop and the cores, so this row includes the client's cost too)
+  decide      one agentgov.v1 Decide over gRPC (loopback, same caveat)
+  envoy       one HTTP request through the real Envoy → agentgov → demo backend
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import grpc
+from envoy.service.auth.v3 import external_auth_pb2 as authz
+from envoy.service.auth.v3 import external_auth_pb2_grpc as authz_grpc
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from agentgov.cli.stack import DEMO_AUDIENCE, DEMO_ISSUER, DemoKeys, LocalStack, free_port  # noqa: E402
+from agentgov.engine.backends.envoy_result import decision_from_envoy_result  # noqa: E402
+from agentgov.engine.backends.rego import RegoBackend  # noqa: E402
+from agentgov.engine.governor import Envelope, Governor  # noqa: E402
+from agentgov.engine.hooks.identity import IdentityVerifier, Issuer  # noqa: E402
+from agentgov.engine.policy.library import build_backends  # noqa: E402
+from agentgov.engine.policy.sources import discover  # noqa: E402
+from agentgov.engine.proto import DECIDE  # noqa: E402
+from agentgov.engine.proto import decision_pb2 as pb  # noqa: E402
+from agentgov.engine.server.app import WorkerConfig, run_worker  # noqa: E402
+
+POLICIES = REPO / "policies"
+CALL = {"jsonrpc": "2.0", "id": 7, "method": "tools/call",
+        "params": {"name": "crm.query", "arguments": {"tenant_id": "acme", "query": "open deals"}}}
+OPA_ENVOY_POLICY = """package envoy.authz
+import rego.v1
+default allow := false
+allow if {
+  input.parsed_path == ["people"]
+  input.attributes.request.http.method == "GET"
+}
+"""
+
+
+@dataclass
+class Row:
+    layer: str
+    case: str
+    n: int
+    p50_us: float
+    p99_us: float
+    mean_us: float
+    per_s: float  # decisions per second (sequential, or at the given concurrency for throughput rows)
+
+
+def summarize(layer: str, case: str, samples_ns: list[int], per_s: float | None = None) -> Row:
+    ordered = sorted(samples_ns)
+    p50 = ordered[len(ordered) // 2] / 1000
+    p99 = ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))] / 1000
+    mean = statistics.fmean(ordered) / 1000
+    return Row(layer, case, len(ordered), p50, p99, mean, per_s if per_s is not None else 1e6 / mean)
+
+
+async def atimed(fn: Callable[[], Awaitable[Any]], n: int) -> list[int]:
+    for _ in range(min(100, n)):
+        await fn()
+    out = []
+    for _ in range(n):
+        t = time.perf_counter_ns()
+        await fn()
+        out.append(time.perf_counter_ns() - t)
+    return out
+
+
+def policy_input(roles: list[str], tool: str) -> dict[str, Any]:
+    return {"subject": {"id": "alice", "roles": roles, "tenant": "acme", "claims": {}, "authenticated": True},
+            "action": {"kind": "tool.call", "name": tool}, "resource": {"type": "tool", "id": tool, "server": "crm"},
+            "arguments": {"tenant_id": "acme", "query": "open deals"}, "pii": {"findings": [], "types": [], "secrets": []},
+            "budget": {}, "context": {"time": "2026-11-22T10:00:00Z", "request_id": "r1", "source_ip": "10.0.0.1"},
+            "http": {"method": "POST", "path": "/mcp", "host": "crm", "headers": {}}}
+
+
+def bench_engines(n: int) -> list[Row]:
+    backends = build_backends(discover([POLICIES]))
+    rows = []
+    for engine in ("rego", "cedar"):
+        backend = backends[engine]
+        for case, doc in (("allow tool.call", policy_input(["analyst"], "crm.query")),
+                          ("deny tool.call", policy_input(["developer"], "crm.query"))):
+            samples = asyncio.run(atimed(lambda b=backend, d=doc: b.evaluate(d), n))
+            rows.append(summarize(f"engine ({engine})", case, samples))
+    compat = RegoBackend([("envoy.rego", OPA_ENVOY_POLICY)], rule="data.envoy.authz.allow",
+                         reader=decision_from_envoy_result)
+    doc = {"attributes": {"request": {"http": {"method": "GET", "path": "/people"}}}, "parsed_path": ["people"]}
+    rows.append(summarize("engine (rego)", "OPA-Envoy policy", asyncio.run(atimed(lambda: compat.evaluate(doc), n))))
+    return rows
+
+
+def governor(workdir: Path, keys: DemoKeys, engine: str = "rego") -> Governor:
+    (workdir / "jwks.json").write_text(json.dumps(keys.jwks()))
+    identity = IdentityVerifier([Issuer(DEMO_ISSUER, (DEMO_AUDIENCE,), jwks_file=str(workdir / "jwks.json"))])
+    return Governor(build_backends(discover([POLICIES]))[engine], identity)
+
+
+def bench_governor(n: int, workdir: Path, keys: DemoKeys) -> list[Row]:
+    rows = []
+    token = keys.token("alice", ["analyst"], "acme")
+    headers = {"authorization": f"Bearer {token}", "content-type": "application/json"}
+    mcp = Envelope("POST", "/crm/mcp", "crm", headers, json.dumps(CALL).encode())
+    chat = Envelope("POST", "/v1/chat/completions", "llm", headers, json.dumps(
+        {"model": "gpt-4o", "max_tokens": 64, "messages": [{"role": "user", "content": "hello " * 50}]}).encode())
+    for engine in ("rego", "cedar"):
+        gov = governor(workdir, keys, engine)
+        for case, env in (("MCP tools/call", mcp), ("OpenAI chat", chat)):
+            samples = asyncio.run(atimed(lambda e=env, g=gov: g.decide(e), n))
+            rows.append(summarize(f"governor ({engine})", case, samples))
+    return rows
+
+
+def bench_grpc(n: int, workdir: Path, keys: DemoKeys) -> list[Row]:
+    token = keys.token("alice", ["analyst"], "acme")
+    port = free_port()
+
+    async def scenario() -> list[Row]:
+        ready, stop = asyncio.Event(), asyncio.Event()
+        task = asyncio.create_task(run_worker(governor(workdir, keys), WorkerConfig("127.0.0.1", port, drain_s=0.1),
+                                              ready, stop))
+        await ready.wait()
+        check = authz.CheckRequest()
+        http = check.attributes.request.http
+        http.method, http.path, http.host = "POST", "/crm/mcp", "crm"
+        http.headers["authorization"] = f"Bearer {token}"
+        http.headers["content-type"] = "application/json"
+        http.raw_body = json.dumps(CALL).encode()
+        decide_request = pb.DecideRequest(action=pb.ActionRequest(
+            credential=token, kind="tool.call", name="crm.query", arguments_json=json.dumps({"tenant_id": "acme"})))
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            stub = authz_grpc.AuthorizationStub(channel)
+            decide = channel.unary_unary(DECIDE, request_serializer=pb.DecideRequest.SerializeToString,
+                                         response_deserializer=pb.DecideResponse.FromString)
+            rows = [summarize("ext_authz gRPC", "Check, MCP tools/call", await atimed(lambda: stub.Check(check), n)),
+                    summarize("decision service", "Decide, ActionRequest",
+                              await atimed(lambda: decide(decide_request), n))]
+        stop.set()
+        await task
+        return rows
+
+    return asyncio.run(scenario())
+
+
+async def _sequential(url: str, headers: dict[str, str], body: bytes, n: int) -> list[int]:
+    async with aiohttp.ClientSession() as session:
+        async def one() -> None:
+            async with session.post(url, data=body, headers=headers) as r:
+                await r.read()
+        return await atimed(one, n)
+
+
+async def _load(url: str, headers: dict[str, str], body: bytes, seconds: float, concurrency: int) -> tuple[int, float]:
+    done = 0
+    deadline = time.monotonic() + seconds
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=concurrency)) as session:
+        async def worker() -> None:
+            nonlocal done
+            while time.monotonic() < deadline:
+                async with session.post(url, data=body, headers=headers) as r:
+                    await r.read()
+                    if r.status != 200:
+                        raise RuntimeError(f"unexpected status {r.status}")
+                    done += 1
+        started = time.monotonic()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        return done, time.monotonic() - started
+
+
+def bench_envoy(n: int, seconds: float, concurrency: int) -> list[Row]:
+    rows = []
+    for workers in (1, 2):
+        stack = LocalStack(policies=POLICIES, workers=workers)
+        try:
+            stack.start()
+            token = stack.keys.token("alice", ["analyst"], "acme")
+            headers = {"authorization": f"Bearer {token}", "content-type": "application/json"}
+            body = json.dumps(CALL).encode()
+
+            rows.append(summarize(f"Envoy e2e ({workers} worker{'s' if workers > 1 else ''})",
+                                  "sequential, MCP tools/call",
+                                  asyncio.run(_sequential(stack.url + "/mcp", headers, body, n))))
+            count, elapsed = asyncio.run(_load(stack.url + "/mcp", headers, body, seconds, concurrency))
+            rows.append(Row(f"Envoy e2e ({workers} worker{'s' if workers > 1 else ''})",
+                            f"throughput, {concurrency} concurrent", count, float("nan"), float("nan"),
+                            float("nan"), count / elapsed))
+        finally:
+            stack.stop()
+    return rows
+
+
+def write_report(rows: list[Row], out: Path, args: argparse.Namespace) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    latency = [r for r in rows if r.p50_us == r.p50_us]  # not NaN
+    fig, ax = plt.subplots(figsize=(10, 0.45 * len(latency) + 1.5))
+    labels = [f"{r.layer}: {r.case}" for r in latency]
+    ys = range(len(latency))
+    ax.barh(ys, [r.p50_us for r in latency], color="#4c72b0", label="p50")
+    ax.scatter([r.p99_us for r in latency], ys, color="#c44e52", zorder=3, label="p99", marker="|", s=200)
+    ax.set_yticks(list(ys), labels)
+    ax.invert_yaxis()
+    ax.set_xscale("log")
+    ax.set_xlabel("latency per decision (µs, log scale)")
+    ax.set_title("agentgov: time per decision, by layer")
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    fig.tight_layout()
+    fig.savefig(out / "benchmarks.png", dpi=110)
+
+    cpu = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
+                if ln.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() else "?"
+    lines = [
+        "# Benchmarks",
+        "",
+        "Generated by `make bench` (`bench/run.py`); numbers are for the machine below and change with it.",
+        "Tests never assert timings; this page is where speed is measured.",
+        "",
+        f"- machine: {os.cpu_count()} CPU ({cpu}), Python {platform.python_version()}, {platform.system()}",
+        f"- run: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; {args.n} timed iterations per latency row; "
+        f"throughput rows run {args.seconds:.0f} s at {args.concurrency} concurrent clients",
+        "- Envoy rows share the cores with the load generator, Envoy and the demo backend, so they understate "
+        "what agentgov does on its own cores.",
+        "",
+        "| layer | case | n | p50 (µs) | p99 (µs) | mean (µs) | decisions/s |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for r in rows:
+        def fmt(v: float) -> str:
+            return "n/a" if v != v else f"{v:,.1f}"
+        lines.append(f"| {r.layer} | {r.case} | {r.n} | {fmt(r.p50_us)} | {fmt(r.p99_us)} | {fmt(r.mean_us)} | "
+                     f"{r.per_s:,.0f} |")
+    lines += ["", "![time per decision by layer](benchmarks.png)", "",
+              "What the layers add: `governor` over `engine` is identity (a cached JWT check), protocol parsing and "
+              "the input document; `ext_authz gRPC` adds protobuf and loopback gRPC; `Envoy e2e` adds Envoy, "
+              "HTTP and the demo backend.", ""]
+    (out / "benchmarks.md").write_text("\n".join(lines))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("-n", type=int, default=2000, help="timed iterations per latency row")
+    parser.add_argument("--seconds", type=float, default=5.0, help="duration of each throughput run")
+    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--out", type=Path, default=REPO / "docs")
+    parser.add_argument("--skip-envoy", action="store_true")
+    args = parser.parse_args()
+    keys = DemoKeys()
+    with tempfile.TemporaryDirectory() as tmp:
+        workdir = Path(tmp)
+        rows = bench_engines(args.n) + bench_governor(args.n, workdir, keys) + bench_grpc(args.n, workdir, keys)
+    if not args.skip_envoy:
+        rows += bench_envoy(max(200, args.n // 4), args.seconds, args.concurrency)
+    for r in rows:
+        print(f"{r.layer:28} {r.case:32} p50 {r.p50_us:9.1f} µs  p99 {r.p99_us:9.1f} µs  {r.per_s:10,.0f}/s")
+    write_report(rows, args.out, args)
+    print(f"wrote {args.out / 'benchmarks.md'} and {args.out / 'benchmarks.png'}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,17 @@
+"""Prometheus metrics, served on each worker's metrics port.
+
+Here rather than in server/ because the Governor times its own stages; adapters count decisions
+and time whole calls, labelled by the API that answered.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Histogram
+
+_BUCKETS = (0.00005, 0.0001, 0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
+
+DECISIONS = Counter("agentgov_decisions_total", "Decisions by API, outcome and first reason",
+                    ["api", "outcome", "reason"])
+LATENCY = Histogram("agentgov_request_seconds", "Time to answer one call, by API", ["api"], buckets=_BUCKETS)
+STAGE_LATENCY = Histogram("agentgov_stage_seconds", "Time spent in each stage of a decision", ["stage"],
+                          buckets=_BUCKETS)

@@ -1,0 +1,95 @@
+"""`agentgov.v1.DecisionService`: the same Governor that serves Envoy, for callers that are not Envoy.
+
+A policy deny is a normal answer (allow=false, a status, reasons), never a gRPC error; only a
+request that names nothing decidable gets INVALID_ARGUMENT. An unexpected failure is a 503 deny
+with a decision id the operator can find in the log, exactly as on the ext_authz path.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from typing import Any
+
+import grpc
+
+from agentgov.engine.governor import Governor, Verdict
+from agentgov.engine.metrics import DECISIONS, LATENCY
+from agentgov.engine.model import ANONYMOUS, STATUS_ERROR, Decision
+from agentgov.engine.proto import SERVICE
+from agentgov.engine.proto import decision_pb2 as pb
+from agentgov.engine.server.decision_codec import (
+    InvalidRequest,
+    action_from_request,
+    envelope_from_http,
+    response_from_verdict,
+)
+
+log = logging.getLogger("agentgov.decision_service")
+MAX_BATCH = 256
+_LATENCY = LATENCY.labels(api="decision_service")
+
+
+class DecisionService:
+    def __init__(self, governor: Governor) -> None:
+        self.governor = governor
+
+    async def Decide(self, request: pb.DecideRequest, context: grpc.aio.ServicerContext) -> pb.DecideResponse:
+        try:
+            return await self._decide(request)
+        except InvalidRequest as exc:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+            raise  # abort raises; this line only satisfies the type checker
+
+    async def BatchDecide(self, request: pb.BatchDecideRequest,
+                          context: grpc.aio.ServicerContext) -> pb.BatchDecideResponse:
+        if len(request.requests) > MAX_BATCH:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"at most {MAX_BATCH} requests per batch")
+        try:
+            responses = [await self._decide(r) for r in request.requests]
+        except InvalidRequest as exc:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+            raise
+        return pb.BatchDecideResponse(responses=responses)
+
+    async def _decide(self, request: pb.DecideRequest) -> pb.DecideResponse:
+        started = time.perf_counter()
+        which = request.WhichOneof("request")
+        if which is None:
+            raise InvalidRequest("DecideRequest must carry an `http` request or an `action`")
+        if which == "action" and self.governor.options.input_format != "agentgov":
+            raise InvalidRequest("this server runs OPA-Envoy compatibility mode: send an `http` request")
+        try:
+            if which == "http":
+                verdict = await self.governor.decide(envelope_from_http(request.http))
+            else:
+                env, action = action_from_request(request.action)
+                verdict = await self.governor.decide_action(env, action)
+        except InvalidRequest:
+            raise
+        except Exception:
+            decision_id = uuid.uuid4().hex
+            log.exception("internal error, decision %s denied with 503", decision_id)
+            verdict = Verdict(Decision.deny("internal_error", status=STATUS_ERROR), ANONYMOUS, decision_id)
+        outcome = "allow" if verdict.decision.allow else "deny"
+        DECISIONS.labels(api="decision_service", outcome=outcome,
+                         reason=verdict.decision.reasons[0] if verdict.decision.reasons else "").inc()
+        if verdict.decision.errors:
+            log.warning("decision %s: %s", verdict.decision_id, "; ".join(verdict.decision.errors))
+        response = response_from_verdict(verdict, include_input=request.include_input)
+        _LATENCY.observe(time.perf_counter() - started)
+        return response
+
+
+def add_decision_service(server: grpc.aio.Server, service: DecisionService) -> None:
+    """Register the two methods by hand (see agentgov.engine.proto for why there is no generated stub)."""
+    handlers: dict[str, Any] = {
+        "Decide": grpc.unary_unary_rpc_method_handler(
+            service.Decide, request_deserializer=pb.DecideRequest.FromString,
+            response_serializer=pb.DecideResponse.SerializeToString),
+        "BatchDecide": grpc.unary_unary_rpc_method_handler(
+            service.BatchDecide, request_deserializer=pb.BatchDecideRequest.FromString,
+            response_serializer=pb.BatchDecideResponse.SerializeToString),
+    }
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, handlers),))

@@ -1,0 +1,61 @@
+"""Small HTTP and gRPC helpers shared by the end-to-end tests."""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+from typing import Any
+
+import grpc
+
+from agentgov.cli.stack import LocalStack
+from agentgov.engine.proto import BATCH_DECIDE, DECIDE
+from agentgov.engine.proto import decision_pb2 as pb
+
+CALL = {"jsonrpc": "2.0", "id": 7, "method": "tools/call",
+        "params": {"name": "crm.query", "arguments": {"tenant_id": "acme", "query": "deals"}}}
+
+
+def post(url: str, body: Any, headers: dict[str, str] | None = None,
+         raw: bytes | None = None) -> tuple[int, dict[str, str], Any]:
+    data = raw if raw is not None else json.dumps(body).encode()
+    req = urllib.request.Request(url, data=data, method="POST",  # noqa: S310
+                                 headers={"content-type": "application/json", **(headers or {})})
+    try:
+        with urllib.request.urlopen(req, timeout=10) as resp:  # noqa: S310
+            text = resp.read()
+            return resp.status, {k.lower(): v for k, v in resp.headers.items()}, json.loads(text) if text else None
+    except urllib.error.HTTPError as exc:
+        text = exc.read()
+        try:
+            doc = json.loads(text) if text else None
+        except json.JSONDecodeError:
+            doc = text.decode()
+        return exc.code, {k.lower(): v for k, v in exc.headers.items()}, doc
+
+
+def send(stack: LocalStack, path: str, body: Any, headers: dict[str, str] | None = None,
+         raw: bytes | None = None) -> tuple[int, dict[str, str], Any]:
+    return post(stack.url + path, body, headers, raw)
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"authorization": f"Bearer {token}"}
+
+
+def decide(target: str, request: pb.DecideRequest, credentials: grpc.ChannelCredentials | None = None,
+           timeout: float = 5) -> pb.DecideResponse:
+    with (grpc.secure_channel(target, credentials) if credentials else grpc.insecure_channel(target)) as channel:
+        call = channel.unary_unary(DECIDE, request_serializer=pb.DecideRequest.SerializeToString,
+                                   response_deserializer=pb.DecideResponse.FromString)
+        response: pb.DecideResponse = call(request, timeout=timeout)
+        return response
+
+
+def batch_decide(target: str, request: pb.BatchDecideRequest) -> pb.BatchDecideResponse:
+    with grpc.insecure_channel(target) as channel:
+        call = channel.unary_unary(BATCH_DECIDE, request_serializer=pb.BatchDecideRequest.SerializeToString,
+                                   response_deserializer=pb.BatchDecideResponse.FromString)
+        response: pb.BatchDecideResponse = call(request, timeout=5)
+        return response
