@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
 from agentgov.engine.server.envoy_bootstrap import EnvoyLayout, bootstrap_yaml
@@ -17,19 +19,33 @@ from agentgov.engine.server.envoy_bootstrap import EnvoyLayout, bootstrap_yaml
               help="One cluster endpoint per worker (port, port+1, …).")
 @click.option("--max-request-bytes", type=int, default=1024 * 1024, show_default=True)
 @click.option("--timeout", "timeout_s", type=float, default=0.5, show_default=True, help="Check timeout (s).")
+@click.option("--agentgov-socket-dir", type=click.Path(file_okay=False),
+              help="Workers listen on Unix sockets DIR/agentgov-<i>.sock (serve --socket-dir) instead of ports.")
+@click.option("--tls-ca", type=click.Path(dir_okay=False), help="CA that signed agentgov's certificate: TLS to agentgov.")
+@click.option("--tls-cert", type=click.Path(dir_okay=False), help="Envoy's client certificate, for mTLS.")
+@click.option("--tls-key", type=click.Path(dir_okay=False), help="Envoy's client key, for mTLS.")
+@click.option("--tls-server-name", help="SNI to send to agentgov.")
 @click.option("--mcp-filter", is_flag=True,
               help="Put Envoy's MCP filter first and forward its metadata to agentgov (Envoy >= 1.37).")
 @click.option("--no-request-body", is_flag=True,
               help="Do not send bodies to agentgov (with --mcp-filter, MCP calls are read from the metadata).")
 def envoy_config(listen_port: int, admin_port: int, backend: str, agentgov_host: str, agentgov_port: int,
-                 workers: int, max_request_bytes: int, timeout_s: float, mcp_filter: bool,
-                 no_request_body: bool) -> None:
+                 workers: int, max_request_bytes: int, timeout_s: float, agentgov_socket_dir: str | None,
+                 tls_ca: str | None, tls_cert: str | None, tls_key: str | None, tls_server_name: str | None,
+                 mcp_filter: bool, no_request_body: bool) -> None:
     """Print a working Envoy bootstrap: ext_authz with request body, fail closed, 503 on error."""
     host, _, port = backend.rpartition(":")
     if not host or not port.isdigit():
         raise click.BadParameter("expected host:port", param_hint="--backend")
+    if bool(tls_cert) != bool(tls_key):
+        raise click.BadParameter("give both --tls-cert and --tls-key, or neither", param_hint="--tls-cert")
+    if tls_cert and not tls_ca:
+        raise click.BadParameter("mTLS needs --tls-ca too", param_hint="--tls-ca")
+    sockets = tuple(str(Path(agentgov_socket_dir).resolve() / f"agentgov-{i}.sock")
+                    for i in range(workers)) if agentgov_socket_dir else ()
     click.echo(bootstrap_yaml(EnvoyLayout(
         listen_port=listen_port, admin_port=admin_port, backend_host=host, backend_port=int(port),
         agentgov_host=agentgov_host, agentgov_ports=tuple(range(agentgov_port, agentgov_port + workers)),
         max_request_bytes=max_request_bytes, check_timeout_s=timeout_s, mcp_filter=mcp_filter,
-        send_body=not no_request_body)))
+        send_body=not no_request_body, agentgov_sockets=sockets, tls_ca_file=tls_ca, tls_cert_file=tls_cert,
+        tls_key_file=tls_key, tls_server_name=tls_server_name)))

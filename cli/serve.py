@@ -36,9 +36,10 @@ def build_decider(cfg: Config) -> Decider:
 def worker_config(cfg: Config, index: int) -> WorkerConfig:
     serving_tls = not cfg.decision_service  # with a remote decision service, tls.* configures the client
     return WorkerConfig(
-        host=cfg.host, port=cfg.port + index,
+        host=cfg.host, port=cfg.port + index, socket_path=cfg.socket_path(index),
         metrics_port=cfg.metrics_port + index if cfg.metrics_port else None,
         data_api_port=cfg.data_api_port, rule=cfg.rule,
+        drain_s=float(cfg.drain_s), drain_notice_s=float(cfg.drain_notice_s),
         tls_cert=cfg.read_tls("cert_file") if serving_tls else None,
         tls_key=cfg.read_tls("key_file") if serving_tls else None,
         tls_client_ca=cfg.read_tls("client_ca_file"))
@@ -59,6 +60,8 @@ def _worker(cfg: Config, index: int) -> None:
 @click.option("--host", envvar="AGENTGOV_HOST")
 @click.option("--port", type=int, envvar="AGENTGOV_PORT", help="First worker's port; worker i listens on port+i.")
 @click.option("--workers", type=click.IntRange(1, 64), envvar="AGENTGOV_WORKERS")
+@click.option("--socket-dir", envvar="AGENTGOV_SOCKET_DIR",
+              help="Listen on Unix sockets DIR/agentgov-<i>.sock instead of TCP ports.")
 @click.option("--metrics-port", type=int, envvar="AGENTGOV_METRICS_PORT")
 @click.option("--data-api-port", type=int, envvar="AGENTGOV_DATA_API_PORT",
               help="Serve OPA's Data API (POST /v1/data/…) here, shared by all workers.")
@@ -70,7 +73,7 @@ def _worker(cfg: Config, index: int) -> None:
 @click.option("--policies", "policy_paths", multiple=True, envvar="AGENTGOV_POLICIES")
 @click.option("--decision-service", envvar="AGENTGOV_DECISION_SERVICE", metavar="ADDR",
               help="Delegate every decision to this remote agentgov decision service (gRPC target).")
-def serve(config_path: Path | None, host: str | None, port: int | None, workers: int | None,
+def serve(config_path: Path | None, host: str | None, port: int | None, workers: int | None, socket_dir: str | None,
           metrics_port: int | None, data_api_port: int | None, engine: str | None, input_format: str | None,
           rule: str | None, policy_paths: tuple[str, ...], decision_service: str | None) -> None:
     """Run the Envoy external authorizer (ext_authz gRPC) and the decision service."""
@@ -78,7 +81,7 @@ def serve(config_path: Path | None, host: str | None, port: int | None, workers:
         cfg = load_config(config_path)
         for key, value in (("host", host), ("port", port), ("workers", workers), ("metrics_port", metrics_port),
                            ("data_api_port", data_api_port), ("engine", engine),
-                           ("decision_service", decision_service)):
+                           ("decision_service", decision_service), ("socket_dir", socket_dir)):
             if value is not None:
                 setattr(cfg, key, value)
         if input_format is not None:
@@ -91,6 +94,8 @@ def serve(config_path: Path | None, host: str | None, port: int | None, workers:
             cfg.workers = os.cpu_count() or 1
         if policy_paths:
             cfg.base, cfg.paths = Path.cwd(), list(policy_paths)
+        if socket_dir is not None:
+            cfg.socket_dir = str(Path(socket_dir).resolve())
         # Fail fast, in the parent, with a readable error (and, delegating, with no policies loaded).
         if cfg.decision_service:
             cfg.read_tls("ca_file")

@@ -6,6 +6,7 @@ a temporary folder: no key material lives in the repository.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -80,6 +81,10 @@ class LocalStack:
     mcp_filter: bool = False  # Envoy's MCP filter in front of ext_authz
     send_body: bool = True  # Envoy sends the request body to ext_authz
     identity_extra: dict[str, Any] = field(default_factory=dict)
+    unix_sockets: bool = False  # workers on Unix sockets instead of TCP ports
+    # TLS between Envoy and agentgov: paths of ca, server cert/key, and (for mTLS) Envoy's client cert/key.
+    tls_files: dict[str, str] = field(default_factory=dict)
+    envoy_sends_client_cert: bool = True  # False: Envoy omits its certificate although agentgov wants one
     workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="agentgov-stack-")))
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
 
@@ -114,6 +119,11 @@ class LocalStack:
             server["data_api_port"] = self.data_api_port
         if self.decision_service:
             server["decision_service"] = self.decision_service
+        if self.unix_sockets:
+            server["socket_dir"] = str(self.workdir / "sockets")
+        if self.tls_files:
+            server["tls"] = {"cert_file": self.tls_files["server_cert"], "key_file": self.tls_files["server_key"],
+                             **({"client_ca_file": self.tls_files["ca"]} if "client_cert" in self.tls_files else {})}
         config = {
             "policy": {"engine": self.engine, "paths": [str(self.policies.resolve())],
                        "input_format": self.input_format, **({"rule": self.rule} if self.rule else {})},
@@ -126,7 +136,11 @@ class LocalStack:
         layout = EnvoyLayout(listen_port=self.listen_port, admin_port=self.admin_port, backend_host="127.0.0.1",
                              backend_port=self.backend_port, agentgov_host="127.0.0.1",
                              agentgov_ports=self.agentgov_ports, mcp_filter=self.mcp_filter,
-                             send_body=self.send_body)
+                             send_body=self.send_body, agentgov_sockets=self.socket_paths,
+                             tls_ca_file=self.tls_files.get("ca"),
+                             tls_cert_file=self.tls_files.get("client_cert") if self.envoy_sends_client_cert else None,
+                             tls_key_file=self.tls_files.get("client_key") if self.envoy_sends_client_cert else None,
+                             tls_server_name="localhost" if self.tls_files else None)
         (self.workdir / "envoy.yaml").write_text(bootstrap_yaml(layout))
         return path
 
@@ -143,8 +157,18 @@ class LocalStack:
     def start_agentgov(self) -> None:
         config = self.write_config()
         self._spawn("agentgov", [sys.executable, "-m", "agentgov.cli.main", "serve", "--config", str(config)])
+        if self.unix_sockets:
+            for path in self.socket_paths:
+                self._wait_socket(Path(path), "agentgov")
+            return
         for port in self.agentgov_ports:
             self._wait_port(port, "agentgov")
+
+    @property
+    def socket_paths(self) -> tuple[str, ...]:
+        if not self.unix_sockets:
+            return ()
+        return tuple(str(self.workdir / "sockets" / f"agentgov-{i}.sock") for i in range(self.workers))
 
     def start_envoy(self) -> None:
         self._spawn("envoy", [envoy_binary(), "-c", str(self.workdir / "envoy.yaml"), "--log-level", "warn",
@@ -187,6 +211,19 @@ class LocalStack:
                     return
             time.sleep(0.05)
         raise TimeoutError(f"{name} did not open port {port}:\n{self.log(name)[-3000:]}")
+
+    def _wait_socket(self, path: Path, name: str, timeout_s: float = 30) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            proc = self.procs[name]
+            if proc.poll() is not None:
+                raise RuntimeError(f"{name} exited with {proc.returncode}:\n{self.log(name)[-3000:]}")
+            if path.is_socket():
+                with socket.socket(socket.AF_UNIX) as s, contextlib.suppress(OSError):
+                    s.connect(str(path))
+                    return
+            time.sleep(0.05)
+        raise TimeoutError(f"{name} did not open {path}:\n{self.log(name)[-3000:]}")
 
     def _wait_ready(self, timeout_s: float = 30) -> None:
         deadline = time.monotonic() + timeout_s

@@ -23,7 +23,8 @@ _TOP = {"policy", "identity", "server"}
 _POLICY = {"engine", "paths", "rule", "opa_url", "input_format"}
 _IDENTITY = {"issuers", "api_keys", "leeway_s", "required"}
 _SERVER = {"host", "port", "workers", "metrics_port", "data_api_port", "allow_truncated_body", "mcp_paths",
-           "decision_service", "decision_service_timeout_s", "tls"}
+           "decision_service", "decision_service_timeout_s", "tls", "drain_s", "drain_notice_s",
+           "socket_dir"}
 _TLS = {"cert_file", "key_file", "client_ca_file", "ca_file"}
 OPA_ENVOY_DEFAULT_RULE = "data.envoy.authz.allow"  # the plugin's default decision path
 
@@ -51,6 +52,13 @@ class Config:
     # Delegate every decision to this remote agentgov.v1.DecisionService (a gRPC target).
     decision_service: str | None = None
     decision_service_timeout_s: float = 0.4
+    drain_s: float = 5.0
+    drain_notice_s: float = 0.0
+    # Workers listen on Unix sockets <socket_dir>/agentgov-<i>.sock instead of TCP ports.
+    socket_dir: str | None = None
+
+    def socket_path(self, index: int) -> str | None:
+        return str(self.base / self.socket_dir / f"agentgov-{index}.sock") if self.socket_dir else None
     # Server TLS (cert_file, key_file, client_ca_file for mTLS); with decision_service, the client's
     # (ca_file, and cert_file/key_file for mTLS).
     tls: dict[str, str] = field(default_factory=dict)
@@ -94,7 +102,7 @@ def load_config(path: Path | None) -> Config:
     cfg.identity = _section(path, doc, "identity", _IDENTITY)
     server = _section(path, doc, "server", _SERVER)
     for key in ("host", "port", "workers", "metrics_port", "data_api_port", "allow_truncated_body",
-                "decision_service", "decision_service_timeout_s"):
+                "decision_service", "decision_service_timeout_s", "drain_s", "drain_notice_s", "socket_dir"):
         if key in server:
             setattr(cfg, key, server[key])
     cfg.mcp_paths = [str(p) for p in server.get("mcp_paths", [])]

@@ -7,6 +7,7 @@ import hmac
 import json
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import jwt
@@ -15,6 +16,7 @@ import pytest
 from agentgov.cli.stack import DEMO_AUDIENCE, DEMO_ISSUER, DEMO_KID, LocalStack
 from tests.conftest import POLICIES
 from tests.http_helpers import CALL, bearer, send
+from tests.pki import write_pki
 
 pytestmark = pytest.mark.envoy
 
@@ -152,5 +154,41 @@ def test_envoy_mcp_filter_metadata_drives_the_decision(send_body: bool) -> None:
         if not send_body:
             # Not recognised as MCP by the filter and no body to read: refused, never guessed.
             assert send(s, "/mcp", CALL, bearer(alice))[0] == 400
+    finally:
+        s.stop()
+
+
+def test_workers_on_unix_sockets() -> None:
+    s = LocalStack(policies=POLICIES, workers=2, unix_sockets=True)
+    try:
+        s.start()
+        alice, dev = s.keys.token("alice", ["analyst"], "acme"), s.keys.token("dev1", ["developer"], "acme")
+        assert [send(s, "/mcp", CALL, bearer(alice))[0] for _ in range(6)] == [200] * 6
+        assert send(s, "/mcp", CALL, bearer(dev))[0] == 403
+        for path in s.socket_paths:
+            assert Path(path).is_socket()
+    finally:
+        s.stop()
+
+
+def test_envoy_to_agentgov_over_mtls(tmp_path: Path) -> None:
+    s = LocalStack(policies=POLICIES, tls_files=write_pki(tmp_path / "pki"))
+    try:
+        s.start()
+        token = s.keys.token("alice", ["analyst"], "acme")
+        assert send(s, "/mcp", CALL, bearer(token))[0] == 200
+        assert "transport_socket" in (s.workdir / "envoy.yaml").read_text()
+    finally:
+        s.stop()
+
+
+def test_envoy_without_the_client_certificate_fails_closed(tmp_path: Path) -> None:
+    """agentgov requires Envoy's certificate: an Envoy that has none gets 503, the backend nothing."""
+    s = LocalStack(policies=POLICIES, tls_files=write_pki(tmp_path / "pki"), envoy_sends_client_cert=False)
+    try:
+        s.start()
+        status, headers, _ = send(s, "/mcp", CALL, bearer(s.keys.token("alice", ["analyst"], "acme")))
+        assert status == 503
+        assert "x-demo-seen" not in headers
     finally:
         s.stop()

@@ -4,7 +4,6 @@ fail-closed paths, all in-process through real gRPC."""
 from __future__ import annotations
 
 import asyncio
-import datetime
 import json
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -12,54 +11,25 @@ from typing import Any
 
 import grpc
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client import REGISTRY
 
 from agentgov.cli.stack import DemoKeys, free_port
 from agentgov.engine.config import Config, build_backend
 from agentgov.engine.governor import Envelope, Governor
+from agentgov.engine.model import Decision
 from agentgov.engine.proto import DECIDE
 from agentgov.engine.proto import decision_pb2 as pb
 from agentgov.engine.server.app import WorkerConfig, run_worker
 from agentgov.engine.server.decision_client import REASON_UNAVAILABLE, RemoteDecider, RemoteTLS
 from tests.conftest import POLICIES
+from tests.pki import make_pki
 from tests.test_identity_and_server import ExplodingBackend, verifier
-
-
-def _pem(cert: x509.Certificate) -> bytes:
-    return cert.public_bytes(serialization.Encoding.PEM)
-
-
-def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
-    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                             serialization.NoEncryption())
-
-
-def _issue(name: str, issuer: x509.Name | None, signer: ec.EllipticCurvePrivateKey | None,
-           ca: bool = False) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
-    """TEST KEYS: a throw-away CA and leaf certificates, generated per run."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
-    now = datetime.datetime.now(datetime.UTC)
-    builder = (x509.CertificateBuilder().subject_name(subject).issuer_name(issuer or subject)
-               .public_key(key.public_key()).serial_number(x509.random_serial_number())
-               .not_valid_before(now - datetime.timedelta(minutes=1)).not_valid_after(now + datetime.timedelta(hours=1))
-               .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True))
-    if not ca:
-        builder = builder.add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False)
-    return builder.sign(signer or key, hashes.SHA256()), key
 
 
 @pytest.fixture(scope="module")
 def pki() -> dict[str, bytes]:
-    ca, ca_key = _issue("agentgov test CA", None, None, ca=True)
-    server, server_key = _issue("localhost", ca.subject, ca_key)
-    client, client_key = _issue("envoy-edge", ca.subject, ca_key)
-    return {"ca": _pem(ca), "server": _pem(server), "server_key": _key_pem(server_key),
-            "client": _pem(client), "client_key": _key_pem(client_key)}
+    return make_pki()
 
 
 def governor(tmp_path: Path, keys: DemoKeys) -> Governor:
@@ -188,3 +158,56 @@ def test_remote_decider_fails_closed_when_nobody_answers() -> None:
         return verdict.decision.allow, verdict.decision.status, verdict.decision.reasons
 
     assert asyncio.run(scenario()) == (False, 503, (REASON_UNAVAILABLE,))
+
+
+class SlowBackend:
+    """Allows after a pause, so a call is in flight when the worker is told to stop."""
+
+    name = "slow"
+
+    def __init__(self, started: asyncio.Event) -> None:
+        self.started = started
+
+    async def evaluate(self, policy_input: Any) -> Any:
+        self.started.set()
+        await asyncio.sleep(0.5)
+        return Decision(allow=True, reasons=("slow_ok",), status=200)
+
+    async def explain(self, policy_input: Any) -> Any:
+        raise NotImplementedError
+
+    async def close(self) -> None:
+        return None
+
+
+def test_stop_drains_in_flight_calls_and_reports_not_serving(tmp_path: Path) -> None:
+    keys, port = DemoKeys(), free_port()
+
+    async def scenario() -> tuple[pb.DecideResponse, int, grpc.StatusCode]:
+        in_flight = asyncio.Event()
+        gov = Governor(SlowBackend(in_flight), verifier(tmp_path, keys))
+        ready, stop = asyncio.Event(), asyncio.Event()
+        cfg = WorkerConfig("127.0.0.1", port, drain_s=5, drain_notice_s=0.3)
+        task = asyncio.create_task(run_worker(gov, cfg, ready, stop))
+        await ready.wait()
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            health = health_pb2_grpc.HealthStub(channel)
+            call = asyncio.create_task(_decide(channel, _action(keys.token("alice", ["analyst"], "acme"))))
+            await in_flight.wait()
+            stop.set()  # what SIGTERM does
+            await asyncio.sleep(0.1)
+            status = (await health.Check(health_pb2.HealthCheckRequest(service=""))).status
+            answer = await call
+        await task
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            try:
+                await _decide(channel, _action("x"))
+                after = grpc.StatusCode.OK
+            except grpc.aio.AioRpcError as exc:
+                after = exc.code()
+        return answer, status, after
+
+    answer, health_status, after = asyncio.run(scenario())
+    assert (answer.allow, list(answer.reasons)) == (True, ["slow_ok"])  # the in-flight call finished
+    assert health_status == 2  # NOT_SERVING while draining
+    assert after == grpc.StatusCode.UNAVAILABLE  # and nothing is served afterwards

@@ -13,6 +13,7 @@ import contextlib
 import logging
 import signal
 from dataclasses import dataclass
+from pathlib import Path
 
 import grpc
 from aiohttp import web
@@ -34,10 +35,12 @@ AUTHZ_SERVICE = "envoy.service.auth.v3.Authorization"
 class WorkerConfig:
     host: str
     port: int
+    socket_path: str | None = None  # listen on this Unix socket instead of host:port
     metrics_port: int | None = None
     data_api_port: int | None = None
     rule: str = ""
-    drain_s: float = 5.0
+    drain_s: float = 5.0  # how long in-flight calls may take to finish once stopping
+    drain_notice_s: float = 0.0  # keep serving this long after reporting NOT_SERVING, so health checks notice
     tls_cert: bytes | None = None
     tls_key: bytes | None = None
     tls_client_ca: bytes | None = None
@@ -56,6 +59,9 @@ async def run_worker(decider: Decider, cfg: WorkerConfig, ready: asyncio.Event |
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     address = f"{cfg.host}:{cfg.port}"
+    if cfg.socket_path:
+        _remove_stale_socket(cfg.socket_path)
+        address = f"unix:{cfg.socket_path}"
     if cfg.tls_cert and cfg.tls_key:
         creds = grpc.ssl_server_credentials([(cfg.tls_key, cfg.tls_cert)], root_certificates=cfg.tls_client_ca,
                                             require_client_auth=cfg.tls_client_ca is not None)
@@ -85,10 +91,23 @@ async def run_worker(decider: Decider, cfg: WorkerConfig, ready: asyncio.Event |
     if ready is not None:
         ready.set()
     await stop.wait()
-    # Drain: report NOT_SERVING so health checks move traffic, then finish in-flight checks.
+    # Drain: report NOT_SERVING so health checks move traffic (still answering meanwhile), then refuse
+    # new calls and let in-flight ones finish.
     await health_servicer.enter_graceful_shutdown()
+    if cfg.drain_notice_s > 0:
+        await asyncio.sleep(cfg.drain_notice_s)
     await server.stop(cfg.drain_s)
     if runner is not None:
         await runner.cleanup()
     await decider.close()
     log.info("agentgov worker on %s stopped", address)
+
+
+def _remove_stale_socket(path: str) -> None:
+    """A socket file left by a worker that died would make bind fail; anything else is not ours to delete."""
+    target = Path(path)
+    target.parent.mkdir(mode=0o750, parents=True, exist_ok=True)
+    if target.is_socket():
+        target.unlink()
+    elif target.exists():
+        raise OSError(f"{path} exists and is not a socket")

@@ -23,6 +23,13 @@ class EnvoyLayout:
     mcp_filter: bool = False
     # Without the body agentgov decides MCP calls from the MCP filter's metadata alone.
     send_body: bool = True
+    # Unix socket paths of the workers; when given they replace agentgov_host/agentgov_ports.
+    agentgov_sockets: tuple[str, ...] = ()
+    # TLS to agentgov: the CA that signed agentgov's certificate, and Envoy's own for mTLS.
+    tls_ca_file: str | None = None
+    tls_cert_file: str | None = None
+    tls_key_file: str | None = None
+    tls_server_name: str | None = None
 
 
 def _address(host: str, port: int) -> dict[str, Any]:
@@ -79,8 +86,17 @@ def bootstrap(layout: EnvoyLayout) -> dict[str, Any]:
             "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
             "explicit_http_config": {"http2_protocol_options": {}}}},
         "load_assignment": {"cluster_name": "agentgov", "endpoints": [{"lb_endpoints": [
-            {"endpoint": {"address": _address(layout.agentgov_host, p)}} for p in layout.agentgov_ports]}]},
+            {"endpoint": {"address": a}} for a in _agentgov_addresses(layout)]}]},
     }
+    if layout.tls_ca_file:
+        tls: dict[str, Any] = {"validation_context": {"trusted_ca": {"filename": layout.tls_ca_file}},
+                               "alpn_protocols": ["h2"]}
+        if layout.tls_cert_file and layout.tls_key_file:
+            tls["tls_certificates"] = [{"certificate_chain": {"filename": layout.tls_cert_file},
+                                        "private_key": {"filename": layout.tls_key_file}}]
+        agentgov_cluster["transport_socket"] = {"name": "envoy.transport_sockets.tls", "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
+            "common_tls_context": tls, **({"sni": layout.tls_server_name} if layout.tls_server_name else {})}}
     backend_cluster = {
         "name": "backend", "type": "STATIC", "connect_timeout": "1s",
         "load_assignment": {"cluster_name": "backend", "endpoints": [{"lb_endpoints": [
@@ -95,6 +111,12 @@ def bootstrap(layout: EnvoyLayout) -> dict[str, Any]:
             "clusters": [agentgov_cluster, backend_cluster],
         },
     }
+
+
+def _agentgov_addresses(layout: EnvoyLayout) -> list[dict[str, Any]]:
+    if layout.agentgov_sockets:
+        return [{"pipe": {"path": path}} for path in layout.agentgov_sockets]
+    return [_address(layout.agentgov_host, p) for p in layout.agentgov_ports]
 
 
 def bootstrap_yaml(layout: EnvoyLayout) -> str:
