@@ -6,7 +6,6 @@ a temporary folder: no key material lives in the repository.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shutil
@@ -16,6 +15,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -200,30 +200,33 @@ class LocalStack:
         path = self.workdir / f"{name}.log"
         return path.read_text(errors="replace") if path.exists() else ""
 
-    def _wait_port(self, port: int, name: str, timeout_s: float = 30) -> None:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            proc = self.procs[name]
-            if proc.poll() is not None:
-                raise RuntimeError(f"{name} exited with {proc.returncode}:\n{self.log(name)[-3000:]}")
+    def _wait_port(self, port: int, name: str) -> None:
+        def open_port() -> bool:
             with socket.socket() as s:
-                if s.connect_ex(("127.0.0.1", port)) == 0:
-                    return
-            time.sleep(0.05)
-        raise TimeoutError(f"{name} did not open port {port}:\n{self.log(name)[-3000:]}")
+                return s.connect_ex(("127.0.0.1", port)) == 0
 
-    def _wait_socket(self, path: Path, name: str, timeout_s: float = 30) -> None:
+        self._wait_until(name, open_port, f"port {port}")
+
+    def _wait_socket(self, path: Path, name: str) -> None:
+        def open_socket() -> bool:
+            if not path.is_socket():
+                return False
+            with socket.socket(socket.AF_UNIX) as s:
+                return s.connect_ex(str(path)) == 0
+
+        self._wait_until(name, open_socket, str(path))
+
+    def _wait_until(self, name: str, is_open: Callable[[], bool], what: str, timeout_s: float = 30) -> None:
+        """Poll until `is_open`; a process that dies meanwhile fails at once, with its log."""
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             proc = self.procs[name]
             if proc.poll() is not None:
                 raise RuntimeError(f"{name} exited with {proc.returncode}:\n{self.log(name)[-3000:]}")
-            if path.is_socket():
-                with socket.socket(socket.AF_UNIX) as s, contextlib.suppress(OSError):
-                    s.connect(str(path))
-                    return
+            if is_open():
+                return
             time.sleep(0.05)
-        raise TimeoutError(f"{name} did not open {path}:\n{self.log(name)[-3000:]}")
+        raise TimeoutError(f"{name} did not open {what}:\n{self.log(name)[-3000:]}")
 
     def _wait_ready(self, timeout_s: float = 30) -> None:
         deadline = time.monotonic() + timeout_s

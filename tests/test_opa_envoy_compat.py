@@ -7,11 +7,12 @@ from __future__ import annotations
 import json
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from click.testing import Result
 
 from agentgov.cli.stack import LocalStack
 from agentgov.engine.backends.envoy_result import decision_from_envoy_result
@@ -231,3 +232,21 @@ def test_header_lists_and_rego_sets_are_read() -> None:
     assert decision.directives is not None
     assert decision.directives.headers == (("a", "1"), ("a", "2"), ("b", "3"))
     assert decision.directives.request_headers_to_remove == ("x", "y")
+
+
+def test_eval_cli_reads_opa_envoy_inputs(tmp_path: Path, run_cli: Callable[..., Result]) -> None:
+    (tmp_path / "p").mkdir()
+    (tmp_path / "p" / "envoy.rego").write_text(DOCS_PARSED_QUERY)
+    good, bad, listed = tmp_path / "good.json", tmp_path / "bad.json", tmp_path / "list.json"
+    good.write_text(json.dumps({"parsed_path": ["people"], "parsed_query": {"lang": ["en"], "id": ["1", "2"]}}))
+    bad.write_text(json.dumps({"parsed_path": ["people"], "parsed_query": {"lang": ["fr"]}}))
+    listed.write_text("[1, 2]")
+    policies = str(tmp_path / "p")
+    allowed = run_cli("eval", policies, "--input", str(good), "--input-format", "opa-envoy")
+    assert (allowed.exit_code, json.loads(allowed.output)["allow"]) == (0, True)
+    denied = json.loads(run_cli("eval", policies, "--input", str(bad), "--input-format", "opa-envoy").output)
+    assert (denied["allow"], denied["status"]) == (False, 403)
+    not_object = run_cli("eval", policies, "--input", str(listed), "--input-format", "opa-envoy")
+    assert (not_object.exit_code, "must be an object" in not_object.output) == (1, True)
+    cedar = run_cli("eval", policies, "--input", str(good), "--input-format", "opa-envoy", "--engine", "cedar")
+    assert (cedar.exit_code, "needs Rego" in cedar.output) == (1, True)
