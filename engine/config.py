@@ -13,7 +13,7 @@ from agentgov.engine.backends.envoy_result import decision_from_envoy_result
 from agentgov.engine.backends.opa_remote import RemoteOpaBackend
 from agentgov.engine.backends.rego import DEFAULT_RULE
 from agentgov.engine.governor import INPUT_FORMATS, Governor, GovernorOptions, InputFormat
-from agentgov.engine.hooks.api_keys import api_keys_from_config
+from agentgov.engine.hooks.api_keys import DEFAULT_API_KEY_HEADER, api_keys_from_config
 from agentgov.engine.hooks.identity import IdentityVerifier, issuers_from_config
 from agentgov.engine.policy.library import build_backends
 from agentgov.engine.policy.problems import yaml_problem
@@ -21,11 +21,17 @@ from agentgov.engine.policy.sources import discover
 
 _TOP = {"policy", "identity", "server"}
 _POLICY = {"engine", "paths", "rule", "opa_url", "input_format"}
-_IDENTITY = {"issuers", "api_keys", "leeway_s", "required"}
+_IDENTITY = {"issuers", "api_keys", "api_key_header", "leeway_s", "required"}
 _SERVER = {"host", "port", "workers", "metrics_port", "data_api_port", "allow_truncated_body", "mcp_paths",
            "decision_service", "decision_service_timeout_s", "tls", "drain_s", "drain_notice_s",
            "socket_dir"}
 _TLS = {"cert_file", "key_file", "client_ca_file", "ca_file"}
+_SERVER_TYPES: dict[str, Any] = {
+    "host": str, "port": int, "workers": int, "metrics_port": int, "data_api_port": int,
+    "allow_truncated_body": bool, "decision_service": str, "decision_service_timeout_s": (int, float),
+    "drain_s": (int, float), "drain_notice_s": (int, float), "socket_dir": str,
+}
+_TYPE_NAMES: dict[Any, str] = {str: "a string", int: "an integer", bool: "true or false", (int, float): "a number"}
 OPA_ENVOY_DEFAULT_RULE = "data.envoy.authz.allow"  # the plugin's default decision path
 
 
@@ -56,13 +62,13 @@ class Config:
     drain_notice_s: float = 0.0
     # Workers listen on Unix sockets <socket_dir>/agentgov-<i>.sock instead of TCP ports.
     socket_dir: str | None = None
-
-    def socket_path(self, index: int) -> str | None:
-        return str(self.base / self.socket_dir / f"agentgov-{index}.sock") if self.socket_dir else None
     # Server TLS (cert_file, key_file, client_ca_file for mTLS); with decision_service, the client's
     # (ca_file, and cert_file/key_file for mTLS).
     tls: dict[str, str] = field(default_factory=dict)
     explicit: set[str] = field(default_factory=set)  # policy keys the file set (so flags know what to derive)
+
+    def socket_path(self, index: int) -> str | None:
+        return str(self.base / self.socket_dir / f"agentgov-{index}.sock") if self.socket_dir else None
 
     def default_rule(self) -> str:
         return OPA_ENVOY_DEFAULT_RULE if self.input_format == "opa-envoy" else DEFAULT_RULE
@@ -101,10 +107,12 @@ def load_config(path: Path | None) -> Config:
     cfg.opa_url = policy.get("opa_url")
     cfg.identity = _section(path, doc, "identity", _IDENTITY)
     server = _section(path, doc, "server", _SERVER)
-    for key in ("host", "port", "workers", "metrics_port", "data_api_port", "allow_truncated_body",
-                "decision_service", "decision_service_timeout_s", "drain_s", "drain_notice_s", "socket_dir"):
+    for key, kind in _SERVER_TYPES.items():
         if key in server:
-            setattr(cfg, key, server[key])
+            value = server[key]
+            if isinstance(value, bool) != (kind is bool) or not isinstance(value, kind):
+                raise ConfigError(f"{path}: server.{key} must be {_TYPE_NAMES[kind]}, got {value!r}")
+            setattr(cfg, key, value)
     cfg.mcp_paths = [str(p) for p in server.get("mcp_paths", [])]
     tls = server.get("tls") or {}
     if not isinstance(tls, dict):
@@ -151,7 +159,8 @@ def build_governor(cfg: Config) -> Governor:
         try:
             issuers = issuers_from_config(cfg.identity["issuers"], cfg.base) if cfg.identity.get("issuers") else []
             api_keys = api_keys_from_config(cfg.identity["api_keys"]) if cfg.identity.get("api_keys") else []
-            identity = IdentityVerifier(issuers, api_keys=api_keys, leeway_s=float(cfg.identity.get("leeway_s", 30)))
+            identity = IdentityVerifier(issuers, api_keys=api_keys, leeway_s=float(cfg.identity.get("leeway_s", 30)),
+                                        api_key_header=str(cfg.identity.get("api_key_header", DEFAULT_API_KEY_HEADER)))
         except (KeyError, TypeError, ValueError, OSError) as exc:
             raise ConfigError(f"identity: {exc}") from None
     elif cfg.identity.get("required", True):

@@ -65,6 +65,8 @@ class Verdict:
     inputs: tuple[dict[str, Any], ...] = field(default_factory=tuple)
     retry_after_s: int | None = None  # for a 429: when the caller may try again
     action: str = ""  # what was decided, for logs: "tool.call crm.query"
+    # Headers that carried an agentgov-only credential (an API key): removed before the backend.
+    consumed_headers: tuple[str, ...] = ()
 
 
 InputFormat = Literal["agentgov", "opa-envoy"]
@@ -101,6 +103,7 @@ class Governor:
         self.backend = backend
         self.identity = identity
         self.options = options or GovernorOptions()
+        self._hidden = _HIDDEN_HEADERS | ({identity.api_key_header} if identity else set())
 
     @property
     def wants_envoy_attributes(self) -> bool:
@@ -153,7 +156,7 @@ class Governor:
                 context=self._context(env, decision_id),
                 http={"method": env.method, "path": env.path, "host": env.host,
                       "headers": {k: v for k, v in env.headers.items()
-                                  if k not in _HIDDEN_HEADERS and not k.startswith("x-agentgov-")}},
+                                  if k not in self._hidden and not k.startswith("x-agentgov-")}},
             )
             policy_input = request.to_input()
             inputs.append(policy_input)
@@ -164,7 +167,8 @@ class Governor:
         _observe(_POLICY_STAGE, started)
         decision = self._combine(decisions)
         summary = ", ".join(f"{a.kind} {a.name}" for a in actions[:len(decisions)])
-        return Verdict(decision, subject, decision_id, tuple(inputs), _retry_after(decision, inputs), summary)
+        return Verdict(decision, subject, decision_id, tuple(inputs), _retry_after(decision, inputs), summary,
+                       _consumed(subject))
 
     async def _decide_opa_envoy(self, env: Envelope, subject: Subject, decision_id: str, started: float) -> Verdict:
         try:
@@ -178,7 +182,9 @@ class Governor:
             started = _observe(_PARSE_STAGE, started)
         decision = await self.backend.evaluate(policy_input)
         _observe(_POLICY_STAGE, started)
-        return Verdict(decision, subject, decision_id, (policy_input,), action=f"http {env.method} {env.path}")
+        # The path without its query string: queries can carry personal data, and this ends up in logs.
+        action = f"http {env.method} {env.path.split('?', 1)[0]}"
+        return Verdict(decision, subject, decision_id, (policy_input,), action=action, consumed_headers=_consumed(subject))
 
     def _identify(self, env: Envelope) -> Subject:
         if self.identity is None:
@@ -214,6 +220,12 @@ class Governor:
         first = decisions[0]
         return replace(first, allow=True, reasons=reasons, status=STATUS_OK,
                        obligations=Obligations(redact=tuple(redact), headers=headers))
+
+
+def _consumed(subject: Subject) -> tuple[str, ...]:
+    """An API key is agentgov's credential, not the backend's: the header that carried it goes no further."""
+    header = subject.claims.get("credential_header") if subject.claims.get("auth") == "api_key" else None
+    return (header,) if isinstance(header, str) else ()
 
 
 def _malformed(exc: ProtocolError) -> Decision:

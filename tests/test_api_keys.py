@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -13,9 +14,9 @@ from click.testing import Result
 from hypothesis import given
 from hypothesis import strategies as st
 
-from agentgov.cli.stack import LocalStack
+from agentgov.cli.stack import DEMO_AUDIENCE, DEMO_ISSUER, DemoKeys, LocalStack
 from agentgov.engine.hooks.api_keys import ApiKey, api_keys_from_config, digest, new_key
-from agentgov.engine.hooks.identity import IdentityError, IdentityVerifier
+from agentgov.engine.hooks.identity import IdentityError, IdentityVerifier, Issuer
 from tests.conftest import POLICIES
 from tests.http_helpers import CALL, send
 
@@ -24,11 +25,22 @@ VERIFIER = IdentityVerifier([], api_keys=[ApiKey("svc-reports", digest(KEY), ("a
 
 
 def test_key_from_x_api_key_or_bearer() -> None:
-    for headers in ({"x-api-key": KEY}, {"authorization": f"Bearer {KEY}"}):
+    for headers, header in (({"x-api-key": KEY}, "x-api-key"), ({"authorization": f"Bearer {KEY}"}, "authorization")):
         subject = VERIFIER.verify_headers(headers)
         assert (subject.id, subject.roles, subject.tenant, subject.authenticated) == (
             "svc-reports", ("analyst",), "acme", True)
-        assert subject.claims == {"auth": "api_key", "key_id": "svc-reports"}
+        assert subject.claims == {"auth": "api_key", "key_id": "svc-reports", "credential_header": header}
+
+
+def test_api_key_header_is_configurable_and_ignored_without_api_keys(tmp_path: Path) -> None:
+    custom = IdentityVerifier([], api_keys=[ApiKey("svc", digest(KEY))], api_key_header="X-Agentgov-Key")
+    assert custom.verify_headers({"x-agentgov-key": KEY}).id == "svc"
+    # Without API keys configured, x-api-key is not agentgov's (Anthropic clients send their provider key there).
+    keys = DemoKeys()
+    (tmp_path / "jwks.json").write_text(json.dumps(keys.jwks()))
+    jwt_only = IdentityVerifier([Issuer(DEMO_ISSUER, (DEMO_AUDIENCE,), jwks_file=str(tmp_path / "jwks.json"))])
+    token = keys.token("alice", ["analyst"], "acme")
+    assert jwt_only.verify_headers({"authorization": f"Bearer {token}", "x-api-key": "sk-ant-provider"}).id == "alice"
 
 
 @pytest.mark.parametrize(("headers", "reason"), [
@@ -91,7 +103,16 @@ def test_api_key_through_envoy(tmp_path: Path) -> None:
         stack.start()
         status, headers, _ = send(stack, "/mcp", CALL, {"x-api-key": key})
         assert status == 200
-        assert '"x-agentgov-subject": "svc-reports"' in headers["x-demo-seen"]
+        seen = json.loads(headers["x-demo-seen"])
+        assert seen["x-agentgov-subject"] == "svc-reports"
+        assert "x-api-key" not in seen  # agentgov's credential goes no further than agentgov
+        status, headers, _ = send(stack, "/mcp", CALL, {"authorization": f"Bearer {key}"})
+        assert status == 200
+        assert "authorization" not in json.loads(headers["x-demo-seen"])
+        # A JWT caller's Authorization header does reach the backend (it may need it).
+        status, headers, _ = send(stack, "/mcp", CALL,
+                                  {"authorization": f"Bearer {stack.keys.token('alice', ['analyst'], 'acme')}"})
+        assert json.loads(headers["x-demo-seen"])["authorization"] == "<present>"
         status, _, body = send(stack, "/mcp", CALL, {"x-api-key": new_key()})
         assert (status, body["reasons"]) == (401, ["invalid_api_key"])
         assert key not in (stack.workdir / "agentgov.yaml").read_text()

@@ -35,6 +35,11 @@ def write(tmp_path: Path, text: str) -> Path:
     ("policy: {engine: rego\n", "agentgov.yaml:"),
     ("policy: {engine: wasm}\n", "policy.engine must be"),
     ("policy: {input_format: envoy}\n", "policy.input_format must be one of agentgov, opa-envoy"),
+    ("server: {port: '9191'}\n", "server.port must be an integer"),
+    ("server: {workers: true}\n", "server.workers must be an integer"),
+    ("server: {allow_truncated_body: 1}\n", "server.allow_truncated_body must be true or false"),
+    ("server: {drain_s: fast}\n", "server.drain_s must be a number"),
+    ("server: {decision_service: 9191}\n", "server.decision_service must be a string"),
 ])
 def test_load_errors(tmp_path: Path, text: str, message: str) -> None:
     with pytest.raises(ConfigError) as err:

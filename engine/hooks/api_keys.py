@@ -18,6 +18,7 @@ from typing import Any
 from agentgov.engine.model import Subject
 
 KEY_PREFIX = "agk_"
+DEFAULT_API_KEY_HEADER = "x-api-key"
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 MIN_KEY_LENGTH = 32
 
@@ -50,14 +51,16 @@ class ApiKeyStore:
     def __len__(self) -> int:
         return len(self._by_digest)
 
-    def lookup(self, key: str) -> Subject | None:
+    def lookup(self, key: str, header: str) -> Subject | None:
+        """The subject for `key`, which arrived in `header` (recorded so the key is not forwarded)."""
         if len(key) < MIN_KEY_LENGTH:
             return None
         found = self._by_digest.get(digest(key))
         if found is None:
             return None
         return Subject(id=found.id, roles=found.roles, tenant=found.tenant,
-                       claims={"auth": "api_key", "key_id": found.id}, authenticated=True)
+                       claims={"auth": "api_key", "key_id": found.id, "credential_header": header},
+                       authenticated=True)
 
 
 def api_keys_from_config(doc: Any) -> list[ApiKey]:

@@ -21,7 +21,7 @@ from typing import Any
 import jwt
 from jwt import PyJWK
 
-from agentgov.engine.hooks.api_keys import ApiKey, ApiKeyStore
+from agentgov.engine.hooks.api_keys import DEFAULT_API_KEY_HEADER, ApiKey, ApiKeyStore
 from agentgov.engine.model import Subject
 
 _ASYMMETRIC = {"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"}
@@ -103,10 +103,11 @@ class KeySet:
 
 class IdentityVerifier:
     def __init__(self, issuers: Sequence[Issuer], *, api_keys: Sequence[ApiKey] = (), leeway_s: float = 30.0,
-                 cache_size: int = 10_000) -> None:
+                 cache_size: int = 10_000, api_key_header: str = DEFAULT_API_KEY_HEADER) -> None:
         if not issuers and not api_keys:
             raise ValueError("at least one issuer or API key is required")
         self._api_keys = ApiKeyStore(list(api_keys))
+        self.api_key_header = api_key_header.lower()
         self._issuers = {i.issuer: i for i in issuers}
         self._keys = {i.issuer: KeySet(i) for i in issuers}
         self._leeway = leeway_s
@@ -114,12 +115,18 @@ class IdentityVerifier:
         self._cache_size = cache_size
 
     def verify_headers(self, headers: Mapping[str, str]) -> Subject:
-        """`Authorization: Bearer <JWT or API key>` or `X-API-Key: <key>`; both at once is refused."""
-        authorization, api_key = headers.get("authorization"), headers.get("x-api-key")
+        """`Authorization: Bearer <JWT or API key>` or `<api_key_header>: <key>`; both at once is refused.
+
+        The API-key header is only ours when API keys are configured: otherwise it is left alone
+        (Anthropic clients, for one, send their provider key in `x-api-key`).
+        """
+        authorization = headers.get("authorization")
+        api_key = headers.get(self.api_key_header) if len(self._api_keys) else None
         if authorization and api_key:
-            raise IdentityError("ambiguous_credentials", "send either Authorization or X-API-Key, not both")
+            raise IdentityError("ambiguous_credentials",
+                                f"send either Authorization or {self.api_key_header}, not both")
         if api_key:
-            return self._verify_api_key(api_key.strip())
+            return self._verify_api_key(api_key.strip(), self.api_key_header)
         return self.verify_header(authorization)
 
     def verify_header(self, authorization: str | None) -> Subject:
@@ -130,15 +137,13 @@ class IdentityVerifier:
             raise IdentityError("invalid_credentials", "Authorization must be 'Bearer <token>'")
         token = token.strip()
         if token.count(".") != 2 and len(self._api_keys):
-            return self._verify_api_key(token)
+            return self._verify_api_key(token, "authorization")
         if not self._issuers:
             raise IdentityError("invalid_credentials", "only API keys are accepted here")
         return self.verify(token)
 
-    def _verify_api_key(self, key: str) -> Subject:
-        if not len(self._api_keys):
-            raise IdentityError("invalid_credentials", "API keys are not accepted here")
-        subject = self._api_keys.lookup(key)
+    def _verify_api_key(self, key: str, header: str) -> Subject:
+        subject = self._api_keys.lookup(key, header)
         if subject is None:
             raise IdentityError("invalid_api_key", "API key is not recognised")
         return subject

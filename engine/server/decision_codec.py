@@ -67,7 +67,7 @@ def response_from_verdict(verdict: Verdict, *, include_input: bool) -> pb.Decide
         decision_id=verdict.decision_id, allow=d.allow, reasons=list(d.reasons), status=d.status,
         obligations=pb.Obligations(redact=list(d.obligations.redact), headers=dict(d.obligations.headers)),
         subject=pb.Subject(id=s.id, roles=list(s.roles), tenant=s.tenant or "", authenticated=s.authenticated),
-        retry_after_s=verdict.retry_after_s or 0, detail=d.detail,
+        retry_after_s=verdict.retry_after_s or 0, detail=d.detail, consumed_headers=list(verdict.consumed_headers),
     )
     if include_input:
         response.inputs_json.extend(json.dumps(i, sort_keys=True, default=_jsonable) for i in verdict.inputs)
@@ -112,7 +112,8 @@ def verdict_from_response(response: pb.DecideResponse) -> Verdict:
     s = response.subject
     subject = Subject(id=s.id or "anonymous", roles=tuple(s.roles), tenant=s.tenant or None,
                       authenticated=s.authenticated)
-    return Verdict(decision, subject, response.decision_id, retry_after_s=response.retry_after_s or None)
+    return Verdict(decision, subject, response.decision_id, retry_after_s=response.retry_after_s or None,
+                   consumed_headers=tuple(h.lower() for h in response.consumed_headers))
 
 
 def _json_object(text: str, field: str) -> dict[str, Any]:

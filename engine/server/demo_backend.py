@@ -12,9 +12,14 @@ from typing import Any
 
 from aiohttp import web
 
+_CREDENTIALS = ("authorization", "x-api-key")
+
 
 def _seen(request: web.Request) -> dict[str, str]:
-    return {k.lower(): v for k, v in request.headers.items() if k.lower().startswith("x-agentgov-")}
+    """The x-agentgov-* headers as received, and whether credential headers arrived (never their values)."""
+    seen = {k.lower(): v for k, v in request.headers.items() if k.lower().startswith("x-agentgov-")}
+    seen.update({name: "<present>" for name in _CREDENTIALS if name in request.headers})
+    return seen
 
 
 async def mcp(request: web.Request) -> web.Response:
@@ -47,7 +52,7 @@ async def chat(request: web.Request) -> web.Response:
 async def anything(request: web.Request) -> web.Response:
     """Any other route: report the path, query and headers (credentials left out) as they arrived."""
     headers = {k.lower(): ",".join(request.headers.getall(k)) for k in request.headers
-               if k.lower() not in ("authorization", "x-api-key")}
+               if k.lower() not in _CREDENTIALS}
     return web.json_response({"path": request.path, "query": request.query_string, "headers": headers},
                              headers={"x-demo-seen": json.dumps(_seen(request))})
 

@@ -78,7 +78,8 @@ def allow_response(verdict: Verdict, client_headers: Iterable[str]) -> authz.Che
     policy_headers = [(k, v) for k, v in directives.headers if k.lower() not in ours]
     # Client-supplied x-agentgov-* never reach the backend: ours overwrite, the rest are removed.
     spoofed = {h for h in client_headers if h.startswith("x-agentgov-") and h not in ours}
-    removed = sorted(spoofed | {h.lower() for h in directives.request_headers_to_remove if h.lower() not in ours})
+    removed = sorted(spoofed | set(verdict.consumed_headers)
+                     | {h.lower() for h in directives.request_headers_to_remove if h.lower() not in ours})
     ok = authz.OkHttpResponse(
         headers=_headers(policy_headers) + [_header(k, v) for k, v in ours.items()],
         headers_to_remove=removed,
