@@ -36,6 +36,11 @@ def demo_calls(stack: LocalStack) -> list[tuple[str, str | None, dict[str, objec
         ("allowed LLM call (analyst → gpt-4o-mini)", alice,
          {"model": "gpt-4o-mini", "max_tokens": 64, "messages": [{"role": "user", "content": "hello"}]},
          f"{stack.url}/v1/chat/completions"),
+        ("the same policy through OPA's Data API (no Envoy; the caller states the subject)", None,
+         {"input": {"subject": {"id": "alice", "roles": ["analyst"], "tenant": "acme", "authenticated": True},
+                    "action": {"kind": "tool.call", "name": "crm.query"},
+                    "resource": {"type": "tool", "id": "crm.query"}, "arguments": {"tenant_id": "acme"}}},
+         f"http://127.0.0.1:{stack.data_api_port}/v1/data/agentgov/decision"),
     ]
 
 
@@ -46,7 +51,7 @@ def demo_calls(stack: LocalStack) -> list[tuple[str, str | None, dict[str, objec
 @click.option("--check", "check_only", is_flag=True, help="Run the demo calls, print the answers, stop.")
 def up(policies: Path, engine: str, workers: int, check_only: bool) -> None:
     """Start a local Envoy + agentgov + demo backend and print curl commands to try."""
-    stack = LocalStack(policies=policies, engine=engine, workers=workers)
+    stack = LocalStack(policies=policies, engine=engine, workers=workers, data_api=True)
     signal.signal(signal.SIGTERM, _exit_on_signal)  # `finally` below then stops every child process
     try:
         stack.start()
@@ -55,6 +60,8 @@ def up(policies: Path, engine: str, workers: int, check_only: bool) -> None:
         click.echo(f"could not start the stack: {exc}", err=True)
         raise SystemExit(EXIT_ERROR) from None
     click.echo(f"Envoy listening on {stack.url} (agentgov workers on {list(stack.agentgov_ports)}, engine {engine})")
+    click.echo(f"decision service (gRPC agentgov.v1.DecisionService) on the same ports; OPA Data API on "
+               f"{stack.data_api_port}")
     click.echo(f"logs and config: {stack.workdir}\n")
     try:
         for title, token, body, url in demo_calls(stack):

@@ -99,6 +99,15 @@ def test_batch_decide_answers_in_order(stack: LocalStack) -> None:
     answer = batch_decide(f"127.0.0.1:{stack.agentgov_ports[0]}", pb.BatchDecideRequest(requests=requests))
     assert [r.allow for r in answer.responses] == [True, False, True]
     assert len({r.decision_id for r in answer.responses}) == 3
+    bad = pb.DecideRequest(action=pb.ActionRequest(kind="tool.call", name=""))
+    with pytest.raises(grpc.RpcError) as err:
+        batch_decide(f"127.0.0.1:{stack.agentgov_ports[0]}", pb.BatchDecideRequest(requests=[*requests[:1], bad]))
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert (err.value.details() or "").startswith("requests[1]: ")
+    too_many = pb.BatchDecideRequest(requests=requests[:1] * 257)
+    with pytest.raises(grpc.RpcError) as err:
+        batch_decide(f"127.0.0.1:{stack.agentgov_ports[0]}", too_many)
+    assert "at most 256" in (err.value.details() or "")
 
 
 @pytest.mark.parametrize(("request_", "message"), [
@@ -106,6 +115,10 @@ def test_batch_decide_answers_in_order(stack: LocalStack) -> None:
     (pb.DecideRequest(action=pb.ActionRequest(kind="tool.run", name="x")), "action.kind"),
     (pb.DecideRequest(action=pb.ActionRequest(kind="tool.call", name="x", arguments_json="[1]")), "JSON object"),
     (pb.DecideRequest(action=pb.ActionRequest(kind="tool.call", name="x", arguments_json="{")), "not valid JSON"),
+    (pb.DecideRequest(action=pb.ActionRequest(kind="tool.call", name="x", arguments_json='{"a": 1, "a": 2}')),
+     "repeats the key"),
+    (pb.DecideRequest(http=pb.HttpRequest(method="POST", envoy_attributes_json='{"metadataContext": []}')),
+     "filterMetadata"),
     (pb.DecideRequest(action=pb.ActionRequest(kind="tool.call", name="")), "name is required"),
     (pb.DecideRequest(action=pb.ActionRequest(kind="tool.call", name="x", context={"color": "red"})), "context"),
     (pb.DecideRequest(http=pb.HttpRequest(method="POST", envoy_attributes_json="nope")), "envoy_attributes_json"),

@@ -5,6 +5,8 @@ from __future__ import annotations
 import base64
 import hmac
 import json
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -192,3 +194,13 @@ def test_envoy_without_the_client_certificate_fails_closed(tmp_path: Path) -> No
         assert "x-demo-seen" not in headers
     finally:
         s.stop()
+
+
+def test_agentgov_up_check_runs_the_readme_demo() -> None:
+    """`make demo` is `agentgov up`; `--check` sends its curl commands and prints the answers."""
+    result = subprocess.run([sys.executable, "-m", "agentgov.cli.main", "up", "--check", "--policies", str(POLICIES)],
+                            capture_output=True, text=True, timeout=120, check=False)
+    assert result.returncode == 0, result.stderr[-2000:]
+    answers = [line.split()[1] for line in result.stdout.splitlines() if line.startswith("→ ")]
+    assert answers == ["200", "403", "401", "200", "200"]
+    assert '"reasons": ["tool_granted"]' in result.stdout  # the Data API answer

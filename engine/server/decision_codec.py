@@ -14,7 +14,8 @@ from typing import Any
 from agentgov.engine.governor import JUSTIFICATION_HEADER, Envelope, Verdict
 from agentgov.engine.model import ACTION_KINDS, Decision, HttpDirectives, Obligations, Subject
 from agentgov.engine.proto import decision_pb2 as pb
-from agentgov.engine.protocols.jsonbody import strings_in
+from agentgov.engine.protocols.errors import ProtocolError
+from agentgov.engine.protocols.jsonbody import decode_json, strings_in
 from agentgov.engine.protocols.parsed import ParsedAction
 
 # What an ActionRequest's kind acts on, when the caller does not say.
@@ -33,11 +34,14 @@ class InvalidRequest(ValueError):
 def envelope_from_http(http: pb.HttpRequest) -> Envelope:
     attributes = _json_object(http.envoy_attributes_json, "envoy_attributes_json") if http.envoy_attributes_json \
         else None
-    metadata = (attributes or {}).get("metadataContext", {}).get("filterMetadata", {})
+    context = (attributes or {}).get("metadataContext", {})
+    metadata = context.get("filterMetadata", {}) if isinstance(context, dict) else None
+    if not isinstance(metadata, dict) or not all(isinstance(v, dict) for v in metadata.values()):
+        raise InvalidRequest("envoy_attributes_json: metadataContext.filterMetadata must map namespaces to objects")
     return Envelope(method=http.method.upper(), path=http.path, host=http.host,
                     headers={k.lower(): v for k, v in http.headers.items()}, body=http.body,
                     body_truncated=http.body_truncated, source_ip=http.source_ip, request_id=http.request_id,
-                    envoy_attributes=attributes, filter_metadata=metadata if isinstance(metadata, dict) else {})
+                    envoy_attributes=attributes, filter_metadata=metadata)
 
 
 def action_from_request(action: pb.ActionRequest) -> tuple[Envelope, ParsedAction]:
@@ -117,10 +121,11 @@ def verdict_from_response(response: pb.DecideResponse) -> Verdict:
 
 
 def _json_object(text: str, field: str) -> dict[str, Any]:
+    """Decoded as strictly as a request body (no repeated keys, bounded depth)."""
     try:
-        doc = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise InvalidRequest(f"{field} is not valid JSON: {exc.msg}") from None
+        doc = decode_json(text.encode("utf-8"))
+    except ProtocolError as exc:
+        raise InvalidRequest(f"{field}: {str(exc).replace('request body', 'document')}") from None
     if not isinstance(doc, dict):
         raise InvalidRequest(f"{field} must be a JSON object")
     return doc

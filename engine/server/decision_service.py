@@ -46,11 +46,14 @@ class DecisionService:
                           context: grpc.aio.ServicerContext) -> pb.BatchDecideResponse:
         if len(request.requests) > MAX_BATCH:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"at most {MAX_BATCH} requests per batch")
-        try:
-            responses = [await self._decide(r) for r in request.requests]
-        except InvalidRequest as exc:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
-            raise
+        responses = []
+        for index, item in enumerate(request.requests):
+            try:
+                responses.append(await self._decide(item))
+            except InvalidRequest as exc:
+                # All or nothing: a caller must not act on part of a batch it got wrong.
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"requests[{index}]: {exc}")
+                raise
         return pb.BatchDecideResponse(responses=responses)
 
     async def _decide(self, request: pb.DecideRequest) -> pb.DecideResponse:
