@@ -85,6 +85,8 @@ class LocalStack:
     # TLS between Envoy and agentgov: paths of ca, server cert/key, and (for mTLS) Envoy's client cert/key.
     tls_files: dict[str, str] = field(default_factory=dict)
     envoy_sends_client_cert: bool = True  # False: Envoy omits its certificate although agentgov wants one
+    max_request_bytes: int = 1024 * 1024  # what Envoy sends of a body to agentgov
+    server_extra: dict[str, Any] = field(default_factory=dict)  # more agentgov.yaml `server:` keys
     workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="agentgov-stack-")))
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
 
@@ -121,6 +123,7 @@ class LocalStack:
             server["decision_service"] = self.decision_service
         if self.unix_sockets:
             server["socket_dir"] = str(self.workdir / "sockets")
+        server.update(self.server_extra)
         if self.tls_files:
             server["tls"] = {"cert_file": self.tls_files["server_cert"], "key_file": self.tls_files["server_key"],
                              **({"client_ca_file": self.tls_files["ca"]} if "client_cert" in self.tls_files else {})}
@@ -137,6 +140,7 @@ class LocalStack:
                              backend_port=self.backend_port, agentgov_host="127.0.0.1",
                              agentgov_ports=self.agentgov_ports, mcp_filter=self.mcp_filter,
                              send_body=self.send_body, agentgov_sockets=self.socket_paths,
+                             max_request_bytes=self.max_request_bytes,
                              tls_ca_file=self.tls_files.get("ca"),
                              tls_cert_file=self.tls_files.get("client_cert") if self.envoy_sends_client_cert else None,
                              tls_key_file=self.tls_files.get("client_key") if self.envoy_sends_client_cert else None,

@@ -204,3 +204,25 @@ def test_agentgov_up_check_runs_the_readme_demo() -> None:
     answers = [line.split()[1] for line in result.stdout.splitlines() if line.startswith("→ ")]
     assert answers == ["200", "403", "401", "200", "200"]
     assert '"reasons": ["tool_granted"]' in result.stdout  # the Data API answer
+
+
+@pytest.mark.parametrize("allow_truncated", [False, True])
+def test_body_over_the_inspection_limit(allow_truncated: bool) -> None:
+    """Envoy sends at most max_request_bytes and flags the rest: denied (413) unless configured."""
+    s = LocalStack(policies=POLICIES, max_request_bytes=512,
+                   server_extra={"allow_truncated_body": allow_truncated})
+    try:
+        s.start()
+        token = s.keys.token("alice", ["analyst"], "acme")
+        big = {**CALL, "params": {"name": "crm.query", "arguments": {"tenant_id": "acme", "query": "x" * 2000}}}
+        assert send(s, "/mcp", CALL, bearer(token))[0] == 200  # under the limit
+        status, headers, body = send(s, "/mcp", big, bearer(token))
+        if allow_truncated:
+            # The cut body is no longer valid JSON: refused as malformed, never allowed unread.
+            assert (status, body["reasons"]) == (400, ["malformed_request"])
+        else:
+            assert (status, body["reasons"]) == (413, ["body_truncated"])
+            assert body["detail"] == "the request body exceeds the inspection limit"
+        assert "x-demo-seen" not in headers
+    finally:
+        s.stop()

@@ -123,3 +123,10 @@ def test_mcp_filter_metadata_alone_and_with_a_body() -> None:
         classify("POST", "/crm/mcp", "h", different, mcp_metadata=meta)
     [response] = classify("POST", "/mcp", "h", b"", mcp_metadata={"method": "__jsonrpc_response"})
     assert (response.kind, response.name) == ("mcp.session", "response")
+
+
+def test_configured_mcp_paths_are_parsed_as_mcp() -> None:
+    body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "tools/list"}).encode()
+    assert classify("POST", "/tools", "h", body)[0].kind == "http"
+    [action] = classify("POST", "/tools?x=1", "h", body, mcp_paths=("/tools",))
+    assert (action.kind, action.protocol) == ("tool.list", "mcp")
