@@ -28,7 +28,7 @@ class JwksServer:
         owner = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 - http.server's name
+            def do_GET(self) -> None:
                 owner.fetches += 1
                 body = json.dumps(owner.jwks).encode()
                 self.send_response(200)
@@ -87,9 +87,12 @@ def test_unknown_kid_refetches_at_most_once_per_interval(jwks_server: tuple[Jwks
     assert server.fetches == 1
 
 
-def test_unreachable_jwks_url_fails_at_start() -> None:
-    with pytest.raises(OSError):
+def test_unreachable_or_broken_jwks_fails_at_start(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match=r"cannot load its JWKS from http://127.0.0.1:9/jwks.json"):
         IdentityVerifier([_issuer("http://127.0.0.1:9/jwks.json")])
+    (tmp_path / "jwks.json").write_text("{not json")
+    with pytest.raises(ValueError, match="cannot load its JWKS"):
+        IdentityVerifier([Issuer(DEMO_ISSUER, (DEMO_AUDIENCE,), jwks_file=str(tmp_path / "jwks.json"))])
 
 
 def test_algorithm_allow_list_is_per_issuer(tmp_path: Path) -> None:

@@ -72,7 +72,12 @@ class KeySet:
         self._issuer = issuer
         self._keys: dict[str, PyJWK] = {}
         self._loaded_at = 0.0
-        self._load()
+        try:
+            self._load()
+        except (OSError, ValueError, jwt.PyJWTError) as exc:
+            # At start-up a missing JWKS is fatal (fail closed), with a message that says whose and where.
+            source = issuer.jwks_file or issuer.jwks_url
+            raise ValueError(f"issuer {issuer.issuer}: cannot load its JWKS from {source}: {exc}") from None
 
     def _load(self) -> None:
         cfg = self._issuer
@@ -95,7 +100,7 @@ class KeySet:
         if key is None and time.monotonic() - self._loaded_at >= self._issuer.refetch_interval_s:
             try:
                 self._load()
-            except (OSError, ValueError):
+            except (OSError, ValueError, jwt.PyJWTError):  # keep serving with the keys we have
                 return None
             key = self._keys.get(kid)
         return key
