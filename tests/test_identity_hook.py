@@ -139,3 +139,14 @@ def test_cached_token_stops_working_at_expiry(tmp_path: Path) -> None:
     with pytest.raises(IdentityError) as err:
         verifier.verify(token)
     assert err.value.reason == "token_expired"
+
+
+def test_a_broken_refetch_keeps_the_keys_already_loaded(jwks_server: tuple[JwksServer, DemoKeys]) -> None:
+    server, keys = jwks_server
+    verifier = IdentityVerifier([_issuer(server.url, refetch_interval_s=0.0)])
+    server.jwks = {"keys": [{"kid": "bad", "kty": "RSA", "n": "not-base64!"}]}
+    claims = {"iss": DEMO_ISSUER, "aud": DEMO_AUDIENCE, "sub": "x", "exp": int(time.time()) + 600}
+    with pytest.raises(IdentityError) as err:
+        verifier.verify(jwt.encode(claims, keys.private_key, algorithm="RS256", headers={"kid": "bad"}))
+    assert err.value.reason == "unknown_key"
+    assert verifier.verify(keys.token("alice", ["analyst"], "acme")).id == "alice"
