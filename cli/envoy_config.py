@@ -25,6 +25,8 @@ from agentgov.engine.server.envoy_bootstrap import EnvoyLayout, bootstrap_yaml
 @click.option("--tls-cert", type=click.Path(dir_okay=False), help="Envoy's client certificate, for mTLS.")
 @click.option("--tls-key", type=click.Path(dir_okay=False), help="Envoy's client key, for mTLS.")
 @click.option("--tls-server-name", help="SNI to send to agentgov.")
+@click.option("--ext-proc", is_flag=True,
+              help="Add Envoy's ext_proc filter: agentgov meters LLM token usage from the responses.")
 @click.option("--mcp-filter", is_flag=True,
               help="Put Envoy's MCP filter first and forward its metadata to agentgov (Envoy >= 1.37).")
 @click.option("--no-request-body", is_flag=True,
@@ -32,7 +34,7 @@ from agentgov.engine.server.envoy_bootstrap import EnvoyLayout, bootstrap_yaml
 def envoy_config(listen_port: int, admin_port: int, backend: str, agentgov_host: str, agentgov_port: int,
                  workers: int, max_request_bytes: int, timeout_s: float, agentgov_socket_dir: str | None,
                  tls_ca: str | None, tls_cert: str | None, tls_key: str | None, tls_server_name: str | None,
-                 mcp_filter: bool, no_request_body: bool) -> None:
+                 ext_proc: bool, mcp_filter: bool, no_request_body: bool) -> None:
     """Print a working Envoy bootstrap: ext_authz with request body, fail closed, 503 on error."""
     host, _, port = backend.rpartition(":")
     if not host or not port.isdigit():
@@ -48,4 +50,4 @@ def envoy_config(listen_port: int, admin_port: int, backend: str, agentgov_host:
         agentgov_host=agentgov_host, agentgov_ports=tuple(range(agentgov_port, agentgov_port + workers)),
         max_request_bytes=max_request_bytes, check_timeout_s=timeout_s, mcp_filter=mcp_filter,
         send_body=not no_request_body, agentgov_sockets=sockets, tls_ca_file=tls_ca, tls_cert_file=tls_cert,
-        tls_key_file=tls_key, tls_server_name=tls_server_name)))
+        tls_key_file=tls_key, tls_server_name=tls_server_name, ext_proc=ext_proc)))

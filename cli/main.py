@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import sys
+from typing import Any
+
 import click
 
 from agentgov import __version__
@@ -11,12 +14,32 @@ from agentgov.cli.demo import demo
 from agentgov.cli.envoy_config import envoy_config
 from agentgov.cli.evaluate import eval_command
 from agentgov.cli.fmt import fmt
+from agentgov.cli.output import EXIT_ERROR
 from agentgov.cli.policy_test import test
 from agentgov.cli.serve import serve
 from agentgov.cli.up import up
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class AgentgovGroup(click.Group):
+    """click exits 2 on a usage error; agentgov's contract gives 2 to test failures and decision
+    flips, so a mistyped flag in CI must not read as failing tests: usage errors exit 1."""
+
+    def main(self, args: Any = None, prog_name: str | None = None, complete_var: str | None = None,
+             standalone_mode: bool = True, **extra: Any) -> Any:
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        try:
+            result = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except click.ClickException as exc:
+            exc.show()
+            sys.exit(EXIT_ERROR)
+        except click.exceptions.Abort:
+            click.echo("Aborted!", err=True)
+            sys.exit(EXIT_ERROR)
+        sys.exit(result if isinstance(result, int) else 0)
+
+
+@click.group(cls=AgentgovGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="agentgov")
 def cli() -> None:
     """agentgov: policy-as-code governance for AI agents (LLM calls and MCP tool calls)."""

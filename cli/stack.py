@@ -86,6 +86,7 @@ class LocalStack:
     tls_files: dict[str, str] = field(default_factory=dict)
     envoy_sends_client_cert: bool = True  # False: Envoy omits its certificate although agentgov wants one
     max_request_bytes: int = 1024 * 1024  # what Envoy sends of a body to agentgov
+    ext_proc: bool = False  # Envoy's ext_proc filter: agentgov meters LLM token usage
     server_extra: dict[str, Any] = field(default_factory=dict)  # more agentgov.yaml `server:` keys
     workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="agentgov-stack-")))
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
@@ -140,7 +141,7 @@ class LocalStack:
                              backend_port=self.backend_port, agentgov_host="127.0.0.1",
                              agentgov_ports=self.agentgov_ports, mcp_filter=self.mcp_filter,
                              send_body=self.send_body, agentgov_sockets=self.socket_paths,
-                             max_request_bytes=self.max_request_bytes,
+                             max_request_bytes=self.max_request_bytes, ext_proc=self.ext_proc,
                              tls_ca_file=self.tls_files.get("ca"),
                              tls_cert_file=self.tls_files.get("client_cert") if self.envoy_sends_client_cert else None,
                              tls_key_file=self.tls_files.get("client_key") if self.envoy_sends_client_cert else None,

@@ -15,3 +15,7 @@ DECISIONS = Counter("agentgov_decisions_total", "Decisions by API, outcome and f
 LATENCY = Histogram("agentgov_request_seconds", "Time to answer one call, by API", ["api"], buckets=_BUCKETS)
 STAGE_LATENCY = Histogram("agentgov_stage_seconds", "Time spent in each stage of a decision", ["stage"],
                           buckets=_BUCKETS)
+TOKENS = Counter("agentgov_llm_tokens_total", "LLM tokens used, metered from responses by ext_proc",
+                 ["tenant", "model", "direction"])
+UNMETERED = Counter("agentgov_llm_unmetered_total", "LLM responses whose token usage could not be read",
+                    ["tenant"])

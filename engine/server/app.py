@@ -1,5 +1,5 @@
-"""One agentgov worker: ext_authz, the decision service and health on one gRPC port, the OPA Data
-API and metrics on HTTP ports, drain on SIGTERM.
+"""One agentgov worker: ext_authz, ext_proc, the decision service and health on one gRPC port, the
+OPA Data API and metrics on HTTP ports, drain on SIGTERM.
 
 Envoy keeps one HTTP/2 connection per endpoint, so SO_REUSEPORT would leave all but one worker
 idle (DESIGN §4): each worker gets its own gRPC port and is listed as its own cluster endpoint.
@@ -18,6 +18,7 @@ from pathlib import Path
 import grpc
 from aiohttp import web
 from envoy.service.auth.v3 import external_auth_pb2_grpc as authz_grpc
+from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as ep_grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from prometheus_client import start_http_server
 
@@ -26,6 +27,7 @@ from agentgov.engine.proto import SERVICE as DECISION_SERVICE
 from agentgov.engine.server.data_api import create_app
 from agentgov.engine.server.decision_service import DecisionService, add_decision_service
 from agentgov.engine.server.ext_authz import AuthorizationService
+from agentgov.engine.server.ext_proc import EXT_PROC_SERVICE, ExternalProcessorService
 
 log = logging.getLogger("agentgov.server")
 AUTHZ_SERVICE = "envoy.service.auth.v3.Authorization"
@@ -52,7 +54,8 @@ async def run_worker(decider: Decider, cfg: WorkerConfig, ready: asyncio.Event |
     ext_authz only: the decision service and the Data API need the policies here."""
     server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
     authz_grpc.add_AuthorizationServicer_to_server(AuthorizationService(decider), server)
-    services = ["", AUTHZ_SERVICE]
+    ep_grpc.add_ExternalProcessorServicer_to_server(ExternalProcessorService(), server)
+    services = ["", AUTHZ_SERVICE, EXT_PROC_SERVICE]
     if isinstance(decider, Governor):
         add_decision_service(server, DecisionService(decider))
         services.append(DECISION_SERVICE)

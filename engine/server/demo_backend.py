@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Sequence
 from typing import Any
 
 from aiohttp import web
@@ -40,13 +41,58 @@ async def mcp(request: web.Request) -> web.Response:
     return web.json_response(body, headers={"x-demo-seen": json.dumps(_seen(request))})
 
 
-async def chat(request: web.Request) -> web.Response:
+# Fixed usage figures, so tests can check what agentgov meters.
+DEMO_INPUT_TOKENS = 5
+DEMO_OUTPUT_TOKENS = 2
+
+
+async def chat(request: web.Request) -> web.StreamResponse:
+    """OpenAI Chat Completions; with `stream`, server-sent events (usage last, if the client asked)."""
     doc = json.loads(await request.read() or b"{}")
+    usage = {"prompt_tokens": DEMO_INPUT_TOKENS, "completion_tokens": DEMO_OUTPUT_TOKENS,
+             "total_tokens": DEMO_INPUT_TOKENS + DEMO_OUTPUT_TOKENS}
+    if doc.get("stream"):
+        chunks: list[Any] = [{"id": "chatcmpl-demo", "object": "chat.completion.chunk", "model": doc.get("model"),
+                              "choices": [{"index": 0, "delta": {"content": word}}]} for word in ("demo ", "answer")]
+        if (doc.get("stream_options") or {}).get("include_usage"):
+            chunks.append({"id": "chatcmpl-demo", "object": "chat.completion.chunk", "model": doc.get("model"),
+                           "choices": [], "usage": usage})
+        return await _sse(request, [(None, c) for c in chunks] + [(None, "[DONE]")])
     return web.json_response({
         "id": "chatcmpl-demo", "object": "chat.completion", "model": doc.get("model"),
         "choices": [{"index": 0, "message": {"role": "assistant", "content": "demo answer"}, "finish_reason": "stop"}],
-        "usage": {"prompt_tokens": 5, "completion_tokens": 2, "total_tokens": 7},
+        "usage": usage,
     }, headers={"x-demo-seen": json.dumps(_seen(request))})
+
+
+async def messages(request: web.Request) -> web.StreamResponse:
+    """Anthropic Messages; with `stream`, its event sequence (usage in message_start and message_delta)."""
+    doc = json.loads(await request.read() or b"{}")
+    message = {"id": "msg_demo", "type": "message", "role": "assistant", "model": doc.get("model"),
+               "content": [{"type": "text", "text": "demo answer"}], "stop_reason": "end_turn",
+               "usage": {"input_tokens": DEMO_INPUT_TOKENS, "output_tokens": DEMO_OUTPUT_TOKENS}}
+    if not doc.get("stream"):
+        return web.json_response(message, headers={"x-demo-seen": json.dumps(_seen(request))})
+    start = {**message, "content": [], "usage": {"input_tokens": DEMO_INPUT_TOKENS, "output_tokens": 1}}
+    return await _sse(request, [
+        ("message_start", {"type": "message_start", "message": start}),
+        ("content_block_delta", {"type": "content_block_delta", "index": 0,
+                                 "delta": {"type": "text_delta", "text": "demo answer"}}),
+        ("message_delta", {"type": "message_delta", "delta": {"stop_reason": "end_turn"},
+                           "usage": {"output_tokens": DEMO_OUTPUT_TOKENS}}),
+        ("message_stop", {"type": "message_stop"}),
+    ])
+
+
+async def _sse(request: web.Request, events: Sequence[tuple[str | None, Any]]) -> web.StreamResponse:
+    response = web.StreamResponse(headers={"content-type": "text/event-stream",
+                                           "x-demo-seen": json.dumps(_seen(request))})
+    await response.prepare(request)
+    for name, data in events:
+        text = data if isinstance(data, str) else json.dumps(data)
+        await response.write((f"event: {name}\n" if name else "").encode() + f"data: {text}\n\n".encode())
+    await response.write_eof()
+    return response
 
 
 async def anything(request: web.Request) -> web.Response:
@@ -62,6 +108,7 @@ def create_app() -> web.Application:
     app.router.add_post("/mcp", mcp)
     app.router.add_post("/{server}/mcp", mcp)
     app.router.add_post("/v1/chat/completions", chat)
+    app.router.add_post("/v1/messages", messages)
     app.router.add_route("*", "/{tail:.*}", anything)
     return app
 

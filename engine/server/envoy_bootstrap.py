@@ -30,6 +30,9 @@ class EnvoyLayout:
     tls_cert_file: str | None = None
     tls_key_file: str | None = None
     tls_server_name: str | None = None
+    # Envoy's ext_proc filter after ext_authz: agentgov meters LLM token usage from the responses.
+    ext_proc: bool = False
+    ext_proc_timeout_s: float = 0.5
 
 
 def _address(host: str, port: int) -> dict[str, Any]:
@@ -66,6 +69,18 @@ def bootstrap(layout: EnvoyLayout) -> dict[str, Any]:
                 {"method": method, "extraction_rules": [{"path": p} for p in paths]}
                 for method, paths in extract.items()]}}})
     filters.append({"name": "envoy.filters.http.ext_authz", "typed_config": authz_config})
+    if layout.ext_proc:
+        # After ext_authz, so it sees the identity headers ext_authz set. Response bodies stream
+        # through (never held back); agentgov overrides the mode to skip responses it does not meter.
+        filters.append({"name": "envoy.filters.http.ext_proc", "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.ext_proc.v3.ExternalProcessor",
+            "grpc_service": {"envoy_grpc": {"cluster_name": "agentgov"}},
+            "failure_mode_allow": False,
+            "allow_mode_override": True,
+            "message_timeout": f"{layout.ext_proc_timeout_s}s",
+            "processing_mode": {"request_header_mode": "SEND", "response_header_mode": "SEND",
+                                "request_body_mode": "NONE", "response_body_mode": "STREAMED",
+                                "request_trailer_mode": "SKIP", "response_trailer_mode": "SKIP"}}})
     hcm = {
         "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
         "stat_prefix": "agents",

@@ -1,0 +1,99 @@
+"""`agentgov envoy-config`: every option yields a bootstrap the real Envoy accepts, and bad
+combinations are usage errors (exit 1, the CLI contract, not click's 2)."""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from click.testing import Result
+
+from agentgov.cli.stack import envoy_binary
+from tests.pki import write_pki
+
+
+def _filters(doc: dict[str, Any]) -> list[dict[str, Any]]:
+    hcm = doc["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+    filters: list[dict[str, Any]] = hcm["http_filters"]
+    return filters
+
+
+def _agentgov_cluster(doc: dict[str, Any]) -> dict[str, Any]:
+    cluster: dict[str, Any] = next(c for c in doc["static_resources"]["clusters"] if c["name"] == "agentgov")
+    return cluster
+
+
+def _validate_with_envoy(tmp_path: Path, text: str) -> None:
+    path = tmp_path / "envoy.yaml"
+    path.write_text(text)
+    done = subprocess.run([envoy_binary(), "--mode", "validate", "-c", str(path), "--log-level", "error"],
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+@pytest.mark.envoy
+@pytest.mark.parametrize("flags", [
+    [],
+    ["--workers", "3", "--mcp-filter"],
+    ["--mcp-filter", "--no-request-body", "--ext-proc"],
+    ["--agentgov-socket-dir", "/run/agentgov", "--workers", "2"],
+    ["--tls-ca", "{ca}", "--tls-cert", "{client_cert}", "--tls-key", "{client_key}", "--tls-server-name", "agentgov"],
+])
+def test_every_option_validates_with_the_real_envoy(tmp_path: Path, run_cli: Callable[..., Result],
+                                                    flags: list[str]) -> None:
+    files = write_pki(tmp_path)  # Envoy checks that certificate files exist and parse
+    result = run_cli("envoy-config", *(f.format(**files) for f in flags))
+    assert result.exit_code == 0, result.output
+    _validate_with_envoy(tmp_path, result.output)
+
+
+def test_defaults_fail_closed_with_the_body(run_cli: Callable[..., Result]) -> None:
+    doc = yaml.safe_load(run_cli("envoy-config", "--workers", "2").output)
+    [authz, router] = _filters(doc)
+    config = authz["typed_config"]
+    assert config["failure_mode_allow"] is False
+    assert config["status_on_error"] == {"code": 503}
+    assert config["with_request_body"]["allow_partial_message"] is True
+    assert router["name"] == "envoy.filters.http.router"
+    ports = [e["endpoint"]["address"]["socket_address"]["port_value"]
+             for e in _agentgov_cluster(doc)["load_assignment"]["endpoints"][0]["lb_endpoints"]]
+    assert ports == [9191, 9192]
+
+
+def test_optional_filters_are_placed_around_ext_authz(run_cli: Callable[..., Result]) -> None:
+    doc = yaml.safe_load(run_cli("envoy-config", "--mcp-filter", "--ext-proc", "--no-request-body").output)
+    names = [f["name"] for f in _filters(doc)]
+    assert names == ["envoy.filters.http.mcp", "envoy.filters.http.ext_authz", "envoy.filters.http.ext_proc",
+                     "envoy.filters.http.router"]
+    authz = _filters(doc)[1]["typed_config"]
+    assert authz["metadata_context_namespaces"] == ["envoy.filters.http.mcp"]
+    assert "with_request_body" not in authz
+    assert _filters(doc)[2]["typed_config"]["failure_mode_allow"] is False
+
+
+def test_unix_sockets_and_tls(tmp_path: Path, run_cli: Callable[..., Result]) -> None:
+    doc = yaml.safe_load(run_cli("envoy-config", "--agentgov-socket-dir", str(tmp_path), "--workers", "2").output)
+    paths = [e["endpoint"]["address"]["pipe"]["path"]
+             for e in _agentgov_cluster(doc)["load_assignment"]["endpoints"][0]["lb_endpoints"]]
+    assert paths == [str(tmp_path / "agentgov-0.sock"), str(tmp_path / "agentgov-1.sock")]
+    doc = yaml.safe_load(run_cli("envoy-config", "--tls-ca", "ca.pem").output)
+    tls = _agentgov_cluster(doc)["transport_socket"]["typed_config"]["common_tls_context"]
+    assert tls["validation_context"]["trusted_ca"] == {"filename": "ca.pem"}
+    assert "tls_certificates" not in tls
+
+
+@pytest.mark.parametrize(("flags", "message"), [
+    (["--backend", "nope"], "expected host:port"),
+    (["--tls-ca", "ca.pem", "--tls-cert", "c.pem"], "both --tls-cert and --tls-key"),
+    (["--tls-cert", "c.pem", "--tls-key", "k.pem"], "needs --tls-ca"),
+    (["--workers", "0"], "--workers"),
+    (["--no-such-flag"], "No such option"),
+])
+def test_usage_errors_exit_1(run_cli: Callable[..., Result], flags: list[str], message: str) -> None:
+    result = run_cli("envoy-config", *flags)
+    assert result.exit_code == 1
+    assert message in result.output
