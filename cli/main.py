@@ -36,6 +36,9 @@ class AgentgovGroup(click.Group):
         except click.exceptions.Abort:
             click.echo("Aborted!", err=True)
             sys.exit(EXIT_ERROR)
+        except BrokenPipeError:  # `agentgov … | head`: the reader left, nothing is wrong with us
+            sys.stderr.close()
+            sys.exit(EXIT_ERROR)
         sys.exit(result if isinstance(result, int) else 0)
 
 
