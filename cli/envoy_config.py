@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from agentgov.engine.config import worker_socket
 from agentgov.engine.server.envoy_bootstrap import EnvoyLayout, bootstrap_yaml
 
 
@@ -43,7 +44,7 @@ def envoy_config(listen_port: int, admin_port: int, backend: str, agentgov_host:
         raise click.BadParameter("give both --tls-cert and --tls-key, or neither", param_hint="--tls-cert")
     if tls_cert and not tls_ca:
         raise click.BadParameter("mTLS needs --tls-ca too", param_hint="--tls-ca")
-    sockets = tuple(str(Path(agentgov_socket_dir).resolve() / f"agentgov-{i}.sock")
+    sockets = tuple(worker_socket(Path(agentgov_socket_dir).resolve(), i)
                     for i in range(workers)) if agentgov_socket_dir else ()
     click.echo(bootstrap_yaml(EnvoyLayout(
         listen_port=listen_port, admin_port=admin_port, backend_host=host, backend_port=int(port),

@@ -25,6 +25,7 @@ import yaml
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from agentgov.engine.config import worker_socket
 from agentgov.engine.server.envoy_bootstrap import EnvoyLayout, bootstrap_yaml
 
 DEMO_ISSUER = "https://issuer.agentgov.demo"
@@ -173,7 +174,7 @@ class LocalStack:
     def socket_paths(self) -> tuple[str, ...]:
         if not self.unix_sockets:
             return ()
-        return tuple(str(self.workdir / "sockets" / f"agentgov-{i}.sock") for i in range(self.workers))
+        return tuple(worker_socket(self.workdir / "sockets", i) for i in range(self.workers))
 
     def start_envoy(self) -> None:
         self._spawn("envoy", [envoy_binary(), "-c", str(self.workdir / "envoy.yaml"), "--log-level", "warn",

@@ -35,6 +35,11 @@ _TYPE_NAMES: dict[Any, str] = {str: "a string", int: "an integer", bool: "true o
 OPA_ENVOY_DEFAULT_RULE = "data.envoy.authz.allow"  # the plugin's default decision path
 
 
+def worker_socket(directory: Path, index: int) -> str:
+    """Where worker `index` listens with `server.socket_dir`; `envoy-config` must name the same file."""
+    return str(directory / f"agentgov-{index}.sock")
+
+
 class ConfigError(ValueError):
     pass
 
@@ -68,7 +73,7 @@ class Config:
     explicit: set[str] = field(default_factory=set)  # policy keys the file set (so flags know what to derive)
 
     def socket_path(self, index: int) -> str | None:
-        return str(self.base / self.socket_dir / f"agentgov-{index}.sock") if self.socket_dir else None
+        return worker_socket(self.base / self.socket_dir, index) if self.socket_dir else None
 
     def default_rule(self) -> str:
         return OPA_ENVOY_DEFAULT_RULE if self.input_format == "opa-envoy" else DEFAULT_RULE
