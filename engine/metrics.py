@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Histogram
 
+from agentgov.engine.model import Decision
+
 _BUCKETS = (0.00005, 0.0001, 0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
 
 DECISIONS = Counter("agentgov_decisions_total", "Decisions by API, outcome and first reason",
@@ -19,3 +21,11 @@ TOKENS = Counter("agentgov_llm_tokens_total", "LLM tokens used, metered from res
                  ["tenant", "model", "direction"])
 UNMETERED = Counter("agentgov_llm_unmetered_total", "LLM responses whose token usage could not be read",
                     ["tenant"])
+
+
+def count_decision(api: str, decision: Decision) -> tuple[str, str]:
+    """Count one decision; returns its (outcome, first reason) labels for the caller's log line."""
+    outcome = "allow" if decision.allow else "deny"
+    reason = decision.reasons[0] if decision.reasons else ""
+    DECISIONS.labels(api=api, outcome=outcome, reason=reason).inc()
+    return outcome, reason

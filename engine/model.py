@@ -188,3 +188,13 @@ def directives_to_dict(d: HttpDirectives) -> dict[str, Any]:
     if d.body is not None:
         out["body"] = d.body
     return out
+
+
+def json_default(value: Any) -> Any:
+    """`json.dumps(default=…)` for what engines hand back: Rego sets (sorted, as Rego prints them)
+    and read-only mappings."""
+    if isinstance(value, set | frozenset):
+        return sorted(value, key=str)
+    if isinstance(value, Mapping):
+        return dict(value)
+    raise TypeError(f"not JSON: {type(value).__name__}")

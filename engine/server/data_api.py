@@ -15,7 +15,7 @@ from typing import Any
 from aiohttp import web
 
 from agentgov.engine.backends.base import DecisionBackend
-from agentgov.engine.metrics import DECISIONS, LATENCY
+from agentgov.engine.metrics import LATENCY, count_decision
 from agentgov.engine.policy_input import InputError, normalize_input
 
 log = logging.getLogger("agentgov.data_api")
@@ -54,8 +54,7 @@ def create_app(backend: DecisionBackend, rule: str, *, input_format: str = "agen
             return _error(400, "invalid_parameter", str(exc))
         started = time.perf_counter()
         decision = await backend.evaluate(policy_input)
-        DECISIONS.labels(api="data_api", outcome="allow" if decision.allow else "deny",
-                         reason=decision.reasons[0] if decision.reasons else "").inc()
+        count_decision("data_api", decision)
         _LATENCY.observe(time.perf_counter() - started)
         document: dict[str, Any] = decision.to_dict()
         document.pop("errors", None)  # engine internals stay in the server log, not the answer

@@ -8,11 +8,10 @@ live together so they cannot drift apart.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
 from typing import Any
 
 from agentgov.engine.governor import JUSTIFICATION_HEADER, Envelope, Verdict
-from agentgov.engine.model import ACTION_KINDS, Decision, HttpDirectives, Obligations, Subject
+from agentgov.engine.model import ACTION_KINDS, Decision, HttpDirectives, Obligations, Subject, json_default
 from agentgov.engine.proto import decision_pb2 as pb
 from agentgov.engine.protocols.errors import ProtocolError
 from agentgov.engine.protocols.jsonbody import decode_json, strings_in
@@ -74,7 +73,7 @@ def response_from_verdict(verdict: Verdict, *, include_input: bool) -> pb.Decide
         retry_after_s=verdict.retry_after_s or 0, detail=d.detail, consumed_headers=list(verdict.consumed_headers),
     )
     if include_input:
-        response.inputs_json.extend(json.dumps(i, sort_keys=True, default=_jsonable) for i in verdict.inputs)
+        response.inputs_json.extend(json.dumps(i, sort_keys=True, default=json_default) for i in verdict.inputs)
     if d.directives is not None:
         x = d.directives
         response.directives.CopyFrom(pb.HttpDirectives(
@@ -82,7 +81,7 @@ def response_from_verdict(verdict: Verdict, *, include_input: bool) -> pb.Decide
             request_headers_to_remove=list(x.request_headers_to_remove), has_body=x.body is not None,
             body=x.body or "", query_parameters_to_set=_pairs(x.query_parameters_to_set),
             query_parameters_to_remove=list(x.query_parameters_to_remove),
-            dynamic_metadata_json=json.dumps(dict(x.dynamic_metadata), default=_jsonable)
+            dynamic_metadata_json=json.dumps(dict(x.dynamic_metadata), default=json_default)
             if x.dynamic_metadata else ""))
     return response
 
@@ -137,11 +136,3 @@ def _pairs(pairs: tuple[tuple[str, str], ...]) -> list[pb.Header]:
 
 def _unpairs(headers: Any) -> tuple[tuple[str, str], ...]:
     return tuple((h.name, h.value) for h in headers)
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, set | frozenset):
-        return sorted(value, key=str)
-    if isinstance(value, Mapping):
-        return dict(value)
-    raise TypeError(f"not JSON: {type(value).__name__}")

@@ -15,7 +15,7 @@ from typing import Any
 import grpc
 
 from agentgov.engine.governor import Governor, Verdict
-from agentgov.engine.metrics import DECISIONS, LATENCY
+from agentgov.engine.metrics import LATENCY, count_decision
 from agentgov.engine.model import ANONYMOUS, STATUS_ERROR, Decision
 from agentgov.engine.proto import SERVICE
 from agentgov.engine.proto import decision_pb2 as pb
@@ -75,9 +75,7 @@ class DecisionService:
             decision_id = uuid.uuid4().hex
             log.exception("internal error, decision %s denied with 503", decision_id)
             verdict = Verdict(Decision.deny("internal_error", status=STATUS_ERROR), ANONYMOUS, decision_id)
-        outcome = "allow" if verdict.decision.allow else "deny"
-        DECISIONS.labels(api="decision_service", outcome=outcome,
-                         reason=verdict.decision.reasons[0] if verdict.decision.reasons else "").inc()
+        count_decision("decision_service", verdict.decision)
         if verdict.decision.errors:
             log.warning("decision %s: %s", verdict.decision_id, "; ".join(verdict.decision.errors))
         response = response_from_verdict(verdict, include_input=request.include_input)

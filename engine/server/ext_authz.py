@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
+from typing import Any
 
 import grpc
 from envoy.service.auth.v3 import external_auth_pb2 as authz
@@ -16,7 +17,7 @@ from envoy.service.auth.v3 import external_auth_pb2_grpc as authz_grpc
 from google.protobuf.json_format import MessageToDict
 
 from agentgov.engine.governor import Decider, Envelope
-from agentgov.engine.metrics import DECISIONS, LATENCY
+from agentgov.engine.metrics import DECISIONS, LATENCY, count_decision
 from agentgov.engine.server.responses import deny_response, verdict_response
 
 log = logging.getLogger("agentgov.ext_authz")
@@ -31,7 +32,12 @@ def envelope_from_check(request: authz.CheckRequest, *, with_attributes: bool = 
     http = attributes.request.http
     headers = {k.lower(): v for k, v in http.headers.items()}
     body = http.raw_body if http.raw_body else http.body.encode("utf-8")
-    filter_metadata = {ns: MessageToDict(st) for ns, st in attributes.metadata_context.filter_metadata.items()}
+    converted: dict[str, Any] | None = None
+    if with_attributes:
+        converted = MessageToDict(attributes)
+        filter_metadata = converted.get("metadataContext", {}).get("filterMetadata", {})
+    else:
+        filter_metadata = {ns: MessageToDict(st) for ns, st in attributes.metadata_context.filter_metadata.items()}
     return Envelope(
         method=http.method.upper(),
         path=http.path,
@@ -41,7 +47,7 @@ def envelope_from_check(request: authz.CheckRequest, *, with_attributes: bool = 
         body_truncated=headers.get(PARTIAL_BODY_HEADER, "").lower() == "true",
         source_ip=request.attributes.source.address.socket_address.address,
         request_id=http.id,
-        envoy_attributes=MessageToDict(attributes) if with_attributes else None,
+        envoy_attributes=converted,
         filter_metadata=filter_metadata,
     )
 
@@ -56,8 +62,7 @@ class AuthorizationService(authz_grpc.AuthorizationServicer):  # type: ignore[mi
             env = envelope_from_check(request, with_attributes=self.decider.wants_envoy_attributes)
             verdict = await self.decider.decide(env)
             response = verdict_response(verdict, env.headers.keys())
-            outcome = "allow" if verdict.decision.allow else "deny"
-            reason = verdict.decision.reasons[0] if verdict.decision.reasons else ""
+            outcome, _ = count_decision("ext_authz", verdict.decision)
             if verdict.decision.errors:
                 log.warning("decision %s: %s", verdict.decision_id, "; ".join(verdict.decision.errors))
             log.info("decision %s %s subject=%s action=%s reasons=%s", verdict.decision_id, outcome,
@@ -65,7 +70,7 @@ class AuthorizationService(authz_grpc.AuthorizationServicer):  # type: ignore[mi
         except Exception:
             decision_id = uuid.uuid4().hex
             log.exception("internal error, decision %s denied with 503", decision_id)
-            response, outcome, reason = deny_response(503, ["internal_error"], decision_id), "error", "internal_error"
-        DECISIONS.labels(api="ext_authz", outcome=outcome, reason=reason).inc()
+            response = deny_response(503, ["internal_error"], decision_id)
+            DECISIONS.labels(api="ext_authz", outcome="error", reason="internal_error").inc()
         _LATENCY.observe(time.perf_counter() - started)
         return response

@@ -18,7 +18,7 @@ from google.protobuf import struct_pb2, wrappers_pb2
 from google.rpc import code_pb2, status_pb2
 
 from agentgov.engine.governor import Verdict
-from agentgov.engine.model import HttpDirectives
+from agentgov.engine.model import HttpDirectives, json_default
 
 _ERRORS = {400: "bad_request", 401: "unauthenticated", 403: "forbidden", 413: "payload_too_large",
            429: "rate_limited", 503: "unavailable"}
@@ -48,14 +48,8 @@ def _headers(pairs: Iterable[tuple[str, str]]) -> list[base_pb2.HeaderValueOptio
 
 def _struct(doc: Mapping[str, Any]) -> struct_pb2.Struct:
     s = struct_pb2.Struct()
-    s.update(json.loads(json.dumps(dict(doc), default=_jsonable)))
+    s.update(json.loads(json.dumps(dict(doc), default=json_default)))
     return s
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, set | frozenset):
-        return sorted(value, key=str)
-    raise TypeError(f"not JSON: {type(value).__name__}")
 
 
 def error_body(status: int, reasons: Iterable[str], decision_id: str, detail: str = "") -> bytes:
