@@ -17,22 +17,28 @@ CALL = {"jsonrpc": "2.0", "id": 7, "method": "tools/call",
         "params": {"name": "crm.query", "arguments": {"tenant_id": "acme", "query": "deals"}}}
 
 
-def post(url: str, body: Any, headers: dict[str, str] | None = None,
-         raw: bytes | None = None) -> tuple[int, dict[str, str], Any]:
-    data = raw if raw is not None else json.dumps(body).encode()
-    req = urllib.request.Request(url, data=data, method="POST",  # noqa: S310
+def request(url: str, method: str = "POST", body: Any = None, headers: dict[str, str] | None = None,
+            raw: bytes | None = None) -> tuple[int, dict[str, str], bytes]:
+    """One HTTP call; an error status is an answer here, not an exception."""
+    data = raw if raw is not None else json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(url, data=data, method=method,  # noqa: S310
                                  headers={"content-type": "application/json", **(headers or {})})
     try:
         with urllib.request.urlopen(req, timeout=10) as resp:  # noqa: S310
-            text = resp.read()
-            return resp.status, {k.lower(): v for k, v in resp.headers.items()}, json.loads(text) if text else None
+            return resp.status, {k.lower(): v for k, v in resp.headers.items()}, resp.read()
     except urllib.error.HTTPError as exc:
-        text = exc.read()
-        try:
-            doc = json.loads(text) if text else None
-        except json.JSONDecodeError:
-            doc = text.decode()
-        return exc.code, {k.lower(): v for k, v in exc.headers.items()}, doc
+        return exc.code, {k.lower(): v for k, v in exc.headers.items()}, exc.read()
+
+
+def post(url: str, body: Any, headers: dict[str, str] | None = None,
+         raw: bytes | None = None) -> tuple[int, dict[str, str], Any]:
+    """A POST whose answer is decoded as JSON when it is JSON."""
+    status, answer_headers, text = request(url, "POST", body, headers, raw)
+    try:
+        doc = json.loads(text) if text else None
+    except json.JSONDecodeError:
+        doc = text.decode()
+    return status, answer_headers, doc
 
 
 def send(stack: LocalStack, path: str, body: Any, headers: dict[str, str] | None = None,

@@ -14,11 +14,12 @@ from click.testing import Result
 from hypothesis import given
 from hypothesis import strategies as st
 
-from agentgov.cli.stack import DEMO_AUDIENCE, DEMO_ISSUER, DemoKeys, LocalStack
+from agentgov.cli.stack import DemoKeys, LocalStack
 from agentgov.engine.hooks.api_keys import ApiKey, api_keys_from_config, digest, new_key
-from agentgov.engine.hooks.identity import IdentityError, IdentityVerifier, Issuer
+from agentgov.engine.hooks.identity import IdentityError, IdentityVerifier
 from tests.conftest import POLICIES
 from tests.http_helpers import CALL, send
+from tests.test_identity_and_server import verifier
 
 KEY = new_key()
 VERIFIER = IdentityVerifier([], api_keys=[ApiKey("svc-reports", digest(KEY), ("analyst",), "acme")])
@@ -37,8 +38,7 @@ def test_api_key_header_is_configurable_and_ignored_without_api_keys(tmp_path: P
     assert custom.verify_headers({"x-agentgov-key": KEY}).id == "svc"
     # Without API keys configured, x-api-key is not agentgov's (Anthropic clients send their provider key there).
     keys = DemoKeys()
-    (tmp_path / "jwks.json").write_text(json.dumps(keys.jwks()))
-    jwt_only = IdentityVerifier([Issuer(DEMO_ISSUER, (DEMO_AUDIENCE,), jwks_file=str(tmp_path / "jwks.json"))])
+    jwt_only = verifier(tmp_path, keys)
     token = keys.token("alice", ["analyst"], "acme")
     assert jwt_only.verify_headers({"authorization": f"Bearer {token}", "x-api-key": "sk-ant-provider"}).id == "alice"
 

@@ -5,8 +5,6 @@ policies run unchanged. The first two policies are verbatim from the OPA-Envoy d
 from __future__ import annotations
 
 import json
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -18,7 +16,7 @@ from agentgov.cli.stack import LocalStack
 from agentgov.engine.backends.envoy_result import decision_from_envoy_result
 from agentgov.engine.protocols.errors import ProtocolError
 from agentgov.engine.protocols.opa_envoy import opa_envoy_input, parse_path
-from tests.http_helpers import bearer, post
+from tests.http_helpers import bearer, post, request
 
 DOCS_PARSED_QUERY = """package envoy.authz
 
@@ -103,28 +101,16 @@ def started() -> Iterator[list[LocalStack]]:
         s.stop()
 
 
-def request(stack: LocalStack, method: str, path: str, body: Any = None,
-            headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], bytes]:
-    data = json.dumps(body).encode() if body is not None else None
-    req = urllib.request.Request(stack.url + path, data=data, method=method,  # noqa: S310
-                                 headers={"content-type": "application/json", **(headers or {})})
-    try:
-        with urllib.request.urlopen(req, timeout=10) as resp:  # noqa: S310
-            return resp.status, {k.lower(): v for k, v in resp.headers.items()}, resp.read()
-    except urllib.error.HTTPError as exc:
-        return exc.code, {k.lower(): v for k, v in exc.headers.items()}, exc.read()
-
-
 @pytest.mark.envoy
 def test_docs_parsed_query_policy_runs_unchanged(tmp_path: Path, started: list[LocalStack]) -> None:
     stack = _stack(tmp_path, DOCS_PARSED_QUERY)
     started.append(stack.start())
     token = bearer(stack.keys.token("alice", ["analyst"], "acme"))
-    assert request(stack, "GET", "/people?lang=en&id=1&id=2", headers=token)[0] == 200
-    assert request(stack, "GET", "/people?lang=fr&id=1&id=2", headers=token)[0] == 403
-    assert request(stack, "GET", "/people/1?lang=en&id=1&id=2", headers=token)[0] == 403
+    assert request(stack.url + "/people?lang=en&id=1&id=2", "GET", headers=token)[0] == 200
+    assert request(stack.url + "/people?lang=fr&id=1&id=2", "GET", headers=token)[0] == 403
+    assert request(stack.url + "/people/1?lang=en&id=1&id=2", "GET", headers=token)[0] == 403
     # agentgov's identity hook still runs first: no token, no policy evaluation.
-    assert request(stack, "GET", "/people?lang=en&id=1&id=2")[0] == 401
+    assert request(stack.url + "/people?lang=en&id=1&id=2", "GET")[0] == 401
 
 
 @pytest.mark.envoy
@@ -132,8 +118,8 @@ def test_docs_parsed_body_policy_runs_unchanged(tmp_path: Path, started: list[Lo
     stack = _stack(tmp_path, DOCS_PARSED_BODY)
     started.append(stack.start())
     token = bearer(stack.keys.token("alice", ["analyst"], "acme"))
-    assert request(stack, "POST", "/people", {"firstname": "Charlie", "lastname": "Opa"}, token)[0] == 200
-    assert request(stack, "POST", "/people", {"firstname": "Mallory", "lastname": "Opa"}, token)[0] == 403
+    assert request(stack.url + "/people", "POST", {"firstname": "Charlie", "lastname": "Opa"}, token)[0] == 200
+    assert request(stack.url + "/people", "POST", {"firstname": "Mallory", "lastname": "Opa"}, token)[0] == 403
     status, _, body = post(stack.url + "/people", None, token, raw=b'{"firstname": ')
     assert (status, body["reasons"]) == (400, ["malformed_request"])
 
@@ -143,7 +129,7 @@ def test_structured_result_fields_reach_envoy(tmp_path: Path, started: list[Loca
     stack = _stack(tmp_path, RESULT_POLICY, rule="data.envoy.authz.result")
     started.append(stack.start())
     token = bearer(stack.keys.token("alice", ["analyst"], "acme"))
-    status, headers, raw = request(stack, "GET", "/people/7?debug=1&keep=1",
+    status, headers, raw = request(stack.url + "/people/7?debug=1&keep=1", "GET",
                                    headers={**token, "x-user": "alice", "one-auth-header": "secret",
                                             "x-agentgov-subject": "mallory"})
     assert status == 200
@@ -156,10 +142,10 @@ def test_structured_result_fields_reach_envoy(tmp_path: Path, started: list[Loca
     assert sorted(echoed["query"].split("&")) == ["checked=yes", "keep=1"]
     assert headers["x-foo"] == "bar"
     # Denied: the policy's status, body and headers, verbatim.
-    status, headers, raw = request(stack, "GET", "/people/7", headers={**token, "x-user": "bob"})
+    status, headers, raw = request(stack.url + "/people/7", "GET", headers={**token, "x-user": "bob"})
     assert (status, raw) == (403, b"Unauthorized Request")
     assert headers["x-ext-auth-allow"] == "yes"
-    status, _, raw = request(stack, "GET", "/people/7", headers=token)
+    status, _, raw = request(stack.url + "/people/7", "GET", headers=token)
     assert (status, raw) == (401, b"Authentication Failed")
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import urllib.request
 from collections.abc import Iterator
 from typing import Any
 
@@ -15,7 +14,7 @@ from agentgov.cli.stack import LocalStack, free_port
 from agentgov.engine.protocols.usage import Usage, UsageMeter
 from agentgov.engine.server.demo_backend import DEMO_INPUT_TOKENS, DEMO_OUTPUT_TOKENS
 from tests.conftest import POLICIES
-from tests.http_helpers import CALL, bearer, send
+from tests.http_helpers import CALL, bearer, request, send
 
 
 def sse(*events: tuple[str | None, Any]) -> bytes:
@@ -105,7 +104,9 @@ def metered() -> Iterator[tuple[LocalStack, int]]:
 
 
 def _tokens(metrics_port: int) -> dict[tuple[str, str], float]:
-    text = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5).read().decode()
+    status, _, raw = request(f"http://127.0.0.1:{metrics_port}/metrics", "GET")
+    assert status == 200
+    text = raw.decode()
     out: dict[tuple[str, str], float] = {}
     for line in text.splitlines():
         if line.startswith(("agentgov_llm_tokens_total{", "agentgov_llm_unmetered_total{")):
@@ -136,11 +137,8 @@ def test_ext_proc_meters_tokens_through_envoy(metered: tuple[LocalStack, int], r
     stack, metrics_port = metered
     before = _tokens(metrics_port)
     token = bearer(stack.keys.token("alice", [role], "acme"))
-    req = urllib.request.Request(stack.url + path, data=json.dumps(body).encode(), method="POST",  # noqa: S310
-                                 headers={"content-type": "application/json", **token})
-    with urllib.request.urlopen(req, timeout=10) as resp:  # noqa: S310
-        assert resp.status == 200
-        answer = resp.read()
+    status, _, answer = request(stack.url + path, "POST", body, token)
+    assert status == 200
     assert b"demo answer" in answer or b"demo " in answer  # the response passed through whole
     after = _tokens(metrics_port)
     model = body["model"]
@@ -157,10 +155,7 @@ def test_streams_without_usage_are_counted_as_unmetered(metered: tuple[LocalStac
     before = _count(_tokens(metrics_port), "agentgov_llm_unmetered_total", tenant="acme")
     token = bearer(stack.keys.token("alice", ["analyst"], "acme"))
     body = {"model": "gpt-4o", "max_tokens": 64, "messages": [{"role": "user", "content": "hi"}], "stream": True}
-    req = urllib.request.Request(stack.url + "/v1/chat/completions", data=json.dumps(body).encode(), method="POST",  # noqa: S310
-                                 headers={"content-type": "application/json", **token})
-    with urllib.request.urlopen(req, timeout=10) as resp:  # noqa: S310
-        assert resp.status == 200
+    assert request(stack.url + "/v1/chat/completions", "POST", body, token)[0] == 200
     assert _count(_tokens(metrics_port), "agentgov_llm_unmetered_total", tenant="acme") == before + 1
 
 
