@@ -39,6 +39,8 @@ STATUS_TOO_LARGE = 413
 # Never handed to policy: credentials, and agentgov's own headers (which only agentgov may set).
 _HIDDEN_HEADERS = {"authorization", "proxy-authorization", "cookie", "x-api-key", "api-key"}
 JUSTIFICATION_HEADER = "x-agentgov-justification"
+# Request headers that fill `context.<key>` in the policy input (the justification is read apart: it is longer).
+CONTEXT_HEADERS = {"agent": "x-agent-id", "session": "mcp-session-id"}
 
 
 @dataclass(frozen=True)
@@ -198,7 +200,7 @@ class Governor:
         justification = env.headers.get(JUSTIFICATION_HEADER, "").strip()
         if justification:
             ctx["justification"] = justification[:500]
-        for key, header in (("agent", "x-agent-id"), ("session", "mcp-session-id")):
+        for key, header in CONTEXT_HEADERS.items():
             if env.headers.get(header):
                 ctx[key] = env.headers[header][:200]
         return ctx

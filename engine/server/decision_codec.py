@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from agentgov.engine.governor import JUSTIFICATION_HEADER, Envelope, Verdict
+from agentgov.engine.governor import CONTEXT_HEADERS, JUSTIFICATION_HEADER, Envelope, Verdict
 from agentgov.engine.model import ACTION_KINDS, Decision, HttpDirectives, Obligations, Subject, json_default
 from agentgov.engine.proto import decision_pb2 as pb
 from agentgov.engine.protocols.errors import ProtocolError
@@ -21,7 +21,7 @@ from agentgov.engine.protocols.parsed import ParsedAction
 _RESOURCE_TYPES = {"llm.chat": "model", "tool.call": "tool", "tool.list": "server", "resource.read": "resource",
                    "prompt.get": "prompt", "mcp.session": "server", "http": "route"}
 # ActionRequest.context keys and the request headers the Governor reads them from.
-_CONTEXT_HEADERS = {"agent": "x-agent-id", "session": "mcp-session-id", "justification": JUSTIFICATION_HEADER}
+_CONTEXT_HEADERS = {**CONTEXT_HEADERS, "justification": JUSTIFICATION_HEADER}
 
 
 class InvalidRequest(ValueError):
