@@ -87,7 +87,8 @@ class LocalStack:
     tls_files: dict[str, str] = field(default_factory=dict)
     envoy_sends_client_cert: bool = True  # False: Envoy omits its certificate although agentgov wants one
     max_request_bytes: int = 1024 * 1024  # what Envoy sends of a body to agentgov
-    ext_proc: bool = False  # Envoy's ext_proc filter: agentgov meters LLM token usage
+    ext_proc: bool = False  # Envoy's ext_proc filter: redaction, response inspection, token metering
+    config_extra: dict[str, Any] = field(default_factory=dict)  # more top-level agentgov.yaml sections
     server_extra: dict[str, Any] = field(default_factory=dict)  # more agentgov.yaml `server:` keys
     workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="agentgov-stack-")))
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
@@ -125,6 +126,8 @@ class LocalStack:
             server["decision_service"] = self.decision_service
         if self.unix_sockets:
             server["socket_dir"] = str(self.workdir / "sockets")
+        if self.ext_proc:
+            server["ext_proc"] = True
         server.update(self.server_extra)
         if self.tls_files:
             server["tls"] = {"cert_file": self.tls_files["server_cert"], "key_file": self.tls_files["server_key"],
@@ -135,6 +138,7 @@ class LocalStack:
             "identity": {"issuers": [{"issuer": DEMO_ISSUER, "audiences": [DEMO_AUDIENCE], "algorithms": ["RS256"],
                                       "jwks_file": "jwks.json"}], **self.identity_extra},
             "server": server,
+            **self.config_extra,
         }
         path = self.workdir / "agentgov.yaml"
         path.write_text(yaml.safe_dump(config))

@@ -14,22 +14,26 @@ from agentgov.engine.backends.opa_remote import RemoteOpaBackend
 from agentgov.engine.backends.rego import DEFAULT_RULE
 from agentgov.engine.governor import INPUT_FORMATS, Governor, GovernorOptions, InputFormat
 from agentgov.engine.hooks.api_keys import DEFAULT_API_KEY_HEADER, api_keys_from_config
+from agentgov.engine.hooks.base import Hook
 from agentgov.engine.hooks.identity import IdentityVerifier, issuers_from_config
+from agentgov.engine.hooks.pii.hook import PiiConfigError, PiiHook, settings_from_config
+from agentgov.engine.hooks.registry import HookLoadError, HookSlot, assemble
+from agentgov.engine.hooks.tool_filter import ToolListHook
 from agentgov.engine.policy.library import build_backends
 from agentgov.engine.policy.problems import yaml_problem
 from agentgov.engine.policy.sources import discover
 
-_TOP = {"policy", "identity", "server"}
+_TOP = {"policy", "identity", "server", "pii", "hooks"}
 _POLICY = {"engine", "paths", "rule", "opa_url", "input_format"}
 _IDENTITY = {"issuers", "api_keys", "api_key_header", "leeway_s", "required"}
 _SERVER = {"host", "port", "workers", "metrics_port", "data_api_port", "allow_truncated_body", "mcp_paths",
            "decision_service", "decision_service_timeout_s", "tls", "drain_s", "drain_notice_s",
-           "socket_dir"}
+           "socket_dir", "ext_proc"}
 _TLS = {"cert_file", "key_file", "client_ca_file", "ca_file"}
 _SERVER_TYPES: dict[str, Any] = {
     "host": str, "port": int, "workers": int, "metrics_port": int, "data_api_port": int,
     "allow_truncated_body": bool, "decision_service": str, "decision_service_timeout_s": (int, float),
-    "drain_s": (int, float), "drain_notice_s": (int, float), "socket_dir": str,
+    "drain_s": (int, float), "drain_notice_s": (int, float), "socket_dir": str, "ext_proc": bool,
 }
 _TYPE_NAMES: dict[Any, str] = {str: "a string", int: "an integer", bool: "true or false", (int, float): "a number"}
 OPA_ENVOY_DEFAULT_RULE = "data.envoy.authz.allow"  # the plugin's default decision path
@@ -70,6 +74,11 @@ class Config:
     # Server TLS (cert_file, key_file, client_ca_file for mTLS); with decision_service, the client's
     # (ca_file, and cert_file/key_file for mTLS).
     tls: dict[str, str] = field(default_factory=dict)
+    # Envoy runs agentgov's ext_proc filter (envoy-config --ext-proc): request bodies can be redacted
+    # and responses inspected. Without it a `redact` obligation is refused (redaction_unavailable).
+    ext_proc: bool = False
+    pii: dict[str, Any] = field(default_factory=lambda: {})
+    hooks: list[Any] | None = None  # the `hooks:` list: order, third-party plugins and their options
     explicit: set[str] = field(default_factory=set)  # policy keys the file set (so flags know what to derive)
 
     def socket_path(self, index: int) -> str | None:
@@ -124,6 +133,14 @@ def load_config(path: Path | None) -> Config:
         raise ConfigError(f"{path}: `server.tls` must be a mapping")
     _keys(path, "server.tls.", tls, _TLS)
     cfg.tls = {k: str(v) for k, v in tls.items()}
+    pii = doc.get("pii") or {}
+    if not isinstance(pii, dict):
+        raise ConfigError(f"{path}: `pii` must be a mapping")
+    cfg.pii = pii
+    hooks = doc.get("hooks")
+    if hooks is not None and not isinstance(hooks, list):
+        raise ConfigError(f"{path}: `hooks` must be a list of {{name, failure_mode?, timeout_s?, options?}}")
+    cfg.hooks = hooks
     if cfg.engine not in ("rego", "cedar", "opa"):
         raise ConfigError(f"{path}: policy.engine must be rego, cedar or opa")
     return cfg
@@ -173,4 +190,24 @@ def build_governor(cfg: Config) -> Governor:
                           "(set identity.required: false to accept that)")
     return Governor(build_backend(cfg), identity, GovernorOptions(
         allow_truncated_body=bool(cfg.allow_truncated_body), mcp_paths=tuple(cfg.mcp_paths),
-        input_format=cfg.input_format))
+        input_format=cfg.input_format, can_redact=bool(cfg.ext_proc)), hooks=build_hooks(cfg))
+
+
+def build_hooks(cfg: Config) -> list[HookSlot]:
+    """The configured hooks after identity, in order. Built-ins: `pii` (unless `pii.enabled: false`)
+    and `tools_list`; third-party hooks from the entry-point group `agentgov.hooks`."""
+    builtins: dict[str, Hook] = {}
+    pii = dict(cfg.pii)
+    enabled = pii.pop("enabled", True)
+    if not isinstance(enabled, bool):
+        raise ConfigError("pii.enabled must be true or false")
+    if enabled:
+        try:
+            builtins["pii"] = PiiHook(settings_from_config(pii))
+        except PiiConfigError as exc:
+            raise ConfigError(str(exc)) from None
+    builtins["tools_list"] = ToolListHook()
+    try:
+        return assemble(cfg.hooks, builtins)
+    except HookLoadError as exc:
+        raise ConfigError(str(exc)) from None

@@ -1,11 +1,20 @@
-"""The one place the order of a decision lives: identity → protocol → policy → obligations.
+"""The one place the order of a decision lives: the staged runner every entry point uses.
+
+    identity hook → parse (per input format) → before hooks, in the configured order → policy
+    → after hooks → Verdict
+
+and, for ext_proc, the two later stages of the same exchange: `rewrite_request` (body-rewriting
+obligations) and `response_processors` (the backend's answer, judged by the same policy).
 
 Adapters hand over an `Envelope` (transport facts) and get back a `Verdict`. Nothing here knows
-Envoy or gRPC; nothing here turns an unexpected exception into a status: that is server/'s job.
+Envoy or gRPC. A hook's exception or timeout is handled here by its declared failure mode (that is
+the hook contract); anything else unexpected propagates to server/, which alone maps it to a 503.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import time
 import uuid
 from collections.abc import Mapping, Sequence
@@ -14,26 +23,38 @@ from datetime import UTC, datetime
 from typing import Any, Literal, Protocol
 
 from agentgov.engine.backends.base import DecisionBackend
-from agentgov.engine.hooks.identity import IdentityError, IdentityVerifier
-from agentgov.engine.metrics import STAGE_LATENCY
+from agentgov.engine.hooks.base import (
+    Deny,
+    Enrichment,
+    HookRequest,
+    PolicyQuestion,
+    ResponseContext,
+    ResponseProcessor,
+)
+from agentgov.engine.hooks.identity import IdentityHook, IdentityVerifier
+from agentgov.engine.hooks.registry import HookSlot
+from agentgov.engine.metrics import HOOK_FAILURES, STAGE_LATENCY
 from agentgov.engine.model import (
     ANONYMOUS,
+    STATUS_ERROR,
     STATUS_FORBIDDEN,
     STATUS_OK,
     STATUS_RATE_LIMITED,
-    STATUS_UNAUTHENTICATED,
     Action,
     AgentRequest,
     Decision,
     Obligations,
     Resource,
     Subject,
+    summarize_findings,
 )
 from agentgov.engine.protocols import ProtocolError
 from agentgov.engine.protocols.classify import classify
+from agentgov.engine.protocols.jsonbody import strings_in
 from agentgov.engine.protocols.opa_envoy import opa_envoy_input
 from agentgov.engine.protocols.parsed import ParsedAction
 
+log = logging.getLogger("agentgov.governor")
 STATUS_BAD_REQUEST = 400
 STATUS_TOO_LARGE = 413
 # Never handed to policy: credentials, and agentgov's own headers (which only agentgov may set).
@@ -60,6 +81,16 @@ class Envelope:
 
 
 @dataclass(frozen=True)
+class HookRun:
+    """One hook's part in one decision: which hook, in which phase, how it went, how long it took."""
+
+    name: str
+    phase: str
+    outcome: str  # ok | deny | error | timeout (error and timeout then follow the failure mode)
+    seconds: float
+
+
+@dataclass(frozen=True)
 class Verdict:
     decision: Decision
     subject: Subject
@@ -69,12 +100,13 @@ class Verdict:
     action: str = ""  # what was decided, for logs: "tool.call crm.query"
     # Headers that carried an agentgov-only credential (an API key): removed before the backend.
     consumed_headers: tuple[str, ...] = ()
+    hooks: tuple[HookRun, ...] = ()  # every hook that ran, in order
+    actions: tuple[ParsedAction, ...] = ()  # what was decided, for the response phase (ext_proc)
 
 
 InputFormat = Literal["agentgov", "opa-envoy"]
 INPUT_FORMATS: tuple[str, ...] = ("agentgov", "opa-envoy")
 MCP_FILTER_NAMESPACE = "envoy.filters.http.mcp"
-_IDENTITY_STAGE = STAGE_LATENCY.labels(stage="identity")
 _PARSE_STAGE = STAGE_LATENCY.labels(stage="parse")
 _POLICY_STAGE = STAGE_LATENCY.labels(stage="policy")
 
@@ -86,6 +118,7 @@ class GovernorOptions:
     mcp_paths: tuple[str, ...] = ()
     # "opa-envoy": policies get the OPA-Envoy plugin's input and answer in its result shapes.
     input_format: InputFormat = "agentgov"
+    revision: str = ""  # the loaded policy set's revision (cache keys, records)
 
 
 class Decider(Protocol):
@@ -101,11 +134,20 @@ class Decider(Protocol):
 
 class Governor:
     def __init__(self, backend: DecisionBackend, identity: IdentityVerifier | None,
-                 options: GovernorOptions | None = None) -> None:
+                 options: GovernorOptions | None = None, hooks: Sequence[HookSlot] = ()) -> None:
         self.backend = backend
         self.identity = identity
         self.options = options or GovernorOptions()
+        self.revision = self.options.revision or uuid.uuid4().hex[:12]
         self._hidden = _HIDDEN_HEADERS | ({identity.api_key_header} if identity else set())
+        self._identity = HookSlot(IdentityHook(identity), "deny", None) if identity else None
+        self.hooks = tuple(hooks)
+        self._before = [h for h in self.hooks if "before" in h.hook.phases]
+        self._after = [h for h in self.hooks if "after" in h.hook.phases]
+        self._rewrite = [h for h in self.hooks if "rewrite" in h.hook.phases]
+        self._response = [h for h in self.hooks if "response" in h.hook.phases]
+        self._stages = {h.name: STAGE_LATENCY.labels(stage=h.name)
+                        for h in (*self.hooks, *([self._identity] if self._identity else []))}
 
     @property
     def wants_envoy_attributes(self) -> bool:
@@ -114,53 +156,103 @@ class Governor:
     async def close(self) -> None:
         await self.backend.close()
 
-    async def decide(self, env: Envelope) -> Verdict:
+    async def decide(self, env: Envelope, *, entry_point: str = "ext_authz") -> Verdict:
         """An HTTP request as an enforcement point saw it: parse the protocol, then decide each action."""
-        return await self._decide(env, None)
+        return await self._decide(env, None, entry_point)
 
-    async def decide_action(self, env: Envelope, action: ParsedAction) -> Verdict:
+    async def decide_action(self, env: Envelope, action: ParsedAction, *,
+                            entry_point: str = "decision_service") -> Verdict:
         """An action a caller described itself (the decision service's ActionRequest): no body to parse."""
-        return await self._decide(env, [action])
+        return await self._decide(env, [action], entry_point)
 
-    async def _decide(self, env: Envelope, given: Sequence[ParsedAction] | None) -> Verdict:
+    async def decide_stated(self, policy_input: Mapping[str, Any], *, entry_point: str = "data_api") -> Verdict:
+        """A policy input a caller stated whole (OPA's Data API). The subject is the caller's word
+        (so the identity hook does not run; bind the Data API where only trusted callers reach it);
+        every other stage runs: the PII hook scans the arguments, after hooks see the decision."""
         decision_id = uuid.uuid4().hex
-        started = time.perf_counter()
-        try:
-            subject = self._identify(env)
-        except IdentityError as exc:
-            return Verdict(Decision.deny(exc.reason, status=STATUS_UNAUTHENTICATED, error=exc.detail),
-                           ANONYMOUS, decision_id)
-        finally:
-            started = _observe(_IDENTITY_STAGE, started)
+        runs: list[HookRun] = []
+        subject = _stated_subject(policy_input)
+        if self.options.input_format == "opa-envoy":
+            request = HookRequest(decision_id, entry_point, "", "", "", {}, subject, ())
+            return await self._finish_opa_envoy(request, dict(policy_input), runs)
+        action, resource = policy_input.get("action", {}), policy_input.get("resource", {})
+        arguments = dict(policy_input.get("arguments") or {})
+        parsed = ParsedAction(str(action.get("kind", "")), str(action.get("name", "")), str(resource.get("type", "")),
+                              str(resource.get("id", "")), arguments, tuple(strings_in(arguments, "arguments")),
+                              protocol="stated")
+        request = HookRequest(decision_id, entry_point, "", "", str(resource.get("server") or ""), {}, subject,
+                              (parsed,))
+        request, early = await self._before_hooks(request, runs)
+        if early is not None:
+            return await self._finish(request, early, runs)
+        document = dict(policy_input)
+        stated = list(policy_input.get("pii", {}).get("findings", []))
+        found = [f.to_input() for f in (request.findings[0] if request.findings else ())]
+        document["pii"] = summarize_findings(stated + [f for f in found if f not in stated])
+        extensions = dict(request.extensions)
+        budget = extensions.pop("_budget", [{}])[0]
+        if budget:
+            document["budget"] = {**budget, **dict(policy_input.get("budget") or {})}
+        if extensions:
+            document["hooks"] = extensions
+        decision = await self.backend.evaluate(document)
+        return await self._finish(request, decision, runs, inputs=(document,))
+
+    async def _decide(self, env: Envelope, given: Sequence[ParsedAction] | None, entry_point: str) -> Verdict:
+        decision_id = uuid.uuid4().hex
+        runs: list[HookRun] = []
+        request = HookRequest(decision_id, entry_point, env.method, env.path, env.host, env.headers, ANONYMOUS, (),
+                              body=env.body)
+        consumed: tuple[str, ...] = ()
+        if self._identity is not None:
+            result = await self._run_before(self._identity, request, runs)
+            if isinstance(result, Deny):
+                return await self._finish(request, _deny(result), runs)
+            if isinstance(result, Enrichment) and result.subject is not None:
+                request = replace(request, subject=result.subject)
+                consumed = result.consumed_headers
         if env.body_truncated and not self.options.allow_truncated_body:
-            return Verdict(Decision.deny("body_truncated", status=STATUS_TOO_LARGE,
-                                         error="request body exceeds the inspection limit",
-                                         detail="the request body exceeds the inspection limit"),
-                           subject, decision_id)
-        if self.options.input_format == "opa-envoy" and given is None:
-            return await self._decide_opa_envoy(env, subject, decision_id, started)
+            return await self._finish(request, Decision.deny(
+                "body_truncated", status=STATUS_TOO_LARGE, error="request body exceeds the inspection limit",
+                detail="the request body exceeds the inspection limit"), runs, consumed=consumed)
+        started = time.perf_counter()
         try:
             actions = list(given) if given is not None else classify(
                 env.method, env.path, env.host, env.body, self.options.mcp_paths,
                 mcp_metadata=env.filter_metadata.get(MCP_FILTER_NAMESPACE))
         except ProtocolError as exc:
-            return Verdict(_malformed(exc), subject, decision_id)
+            if self.options.input_format == "opa-envoy":
+                actions = []  # OPA-Envoy policies judge any body; the input builder below is the parser
+            else:
+                return await self._finish(request, _malformed(exc), runs, consumed=consumed)
         finally:
-            started = _observe(_PARSE_STAGE, started)
+            _observe(_PARSE_STAGE, started)
+        request = replace(request, actions=tuple(actions))
+        if self.options.input_format == "opa-envoy" and given is None:
+            return await self._decide_opa_envoy(env, request, runs, consumed)
+        request, early = await self._before_hooks(request, runs)
+        if early is not None:
+            return await self._finish(request, early, runs, consumed=consumed)
+        started = time.perf_counter()
         inputs: list[dict[str, Any]] = []
         decisions: list[Decision] = []
-        for parsed in actions:
-            request = AgentRequest(
-                subject=subject,
+        budgets = request.extensions.get("_budget", ())
+        extensions = {k: v for k, v in request.extensions.items() if not k.startswith("_")}
+        for i, parsed in enumerate(actions):
+            agent_request = AgentRequest(
+                subject=request.subject,
                 action=Action(parsed.kind, parsed.name),
                 resource=Resource(parsed.resource_type, parsed.resource_id, env.host or None),
                 arguments=parsed.arguments,
+                findings=tuple(request.findings[i]) if i < len(request.findings) else (),
+                budget=budgets[i] if i < len(budgets) else {},
                 context=self._context(env, decision_id),
                 http={"method": env.method, "path": env.path, "host": env.host,
                       "headers": {k: v for k, v in env.headers.items()
                                   if k not in self._hidden and not k.startswith("x-agentgov-")}},
+                extensions=extensions,
             )
-            policy_input = request.to_input()
+            policy_input = agent_request.to_input()
             inputs.append(policy_input)
             decision = await self.backend.evaluate(policy_input)
             decisions.append(decision)
@@ -168,30 +260,163 @@ class Governor:
                 break
         _observe(_POLICY_STAGE, started)
         decision = self._combine(decisions)
-        summary = ", ".join(f"{a.kind} {a.name}" for a in actions[:len(decisions)])
-        return Verdict(decision, subject, decision_id, tuple(inputs), _retry_after(decision, inputs), summary,
-                       _consumed(subject))
+        return await self._finish(request, decision, runs, inputs=tuple(inputs), consumed=consumed,
+                                  summary=", ".join(f"{a.kind} {a.name}" for a in actions[:len(decisions)]))
 
-    async def _decide_opa_envoy(self, env: Envelope, subject: Subject, decision_id: str, started: float) -> Verdict:
+    async def _decide_opa_envoy(self, env: Envelope, request: HookRequest, runs: list[HookRun],
+                                consumed: tuple[str, ...]) -> Verdict:
+        started = time.perf_counter()
         try:
             policy_input = opa_envoy_input(
                 method=env.method, path=env.path, host=env.host, headers=env.headers, body=env.body,
                 body_truncated=env.body_truncated, source_ip=env.source_ip, request_id=env.request_id,
                 attributes=env.envoy_attributes)
         except ProtocolError as exc:
-            return Verdict(_malformed(exc), subject, decision_id)
+            return await self._finish(request, _malformed(exc), runs, consumed=consumed)
         finally:
-            started = _observe(_PARSE_STAGE, started)
+            _observe(_PARSE_STAGE, started)
+        if not request.actions and env.body:
+            # Not a protocol agentgov parses: the hooks still see the body as text.
+            text = env.body.decode("utf-8", "replace")
+            request = replace(request, actions=(ParsedAction("http", f"{env.method} {env.path.split('?', 1)[0]}",
+                                                             "route", env.path, texts=(("body", text),)),))
+        verdict = await self._finish_opa_envoy(request, policy_input, runs)
+        return replace(verdict, consumed_headers=consumed)
+
+    async def _finish_opa_envoy(self, request: HookRequest, policy_input: dict[str, Any],
+                                runs: list[HookRun]) -> Verdict:
+        """OPA-Envoy inputs keep the plugin's shape; what agentgov's hooks add goes under `input.agentgov`
+        (a key the plugin never sets), so existing policies run unchanged and new ones can read it."""
+        request, early = await self._before_hooks(request, runs)
+        if early is not None:
+            return await self._finish(request, early, runs)
+        findings = [f.to_input() for per_action in request.findings for f in per_action]
+        extensions = {k: v for k, v in request.extensions.items() if not k.startswith("_")}
+        policy_input["agentgov"] = {"subject": request.subject.to_input(), "pii": summarize_findings(findings),
+                                    "hooks": extensions}
+        started = time.perf_counter()
         decision = await self.backend.evaluate(policy_input)
         _observe(_POLICY_STAGE, started)
         # The path without its query string: queries can carry personal data, and this ends up in logs.
-        action = f"http {env.method} {env.path.split('?', 1)[0]}"
-        return Verdict(decision, subject, decision_id, (policy_input,), action=action, consumed_headers=_consumed(subject))
+        summary = f"http {request.method} {request.path.split('?', 1)[0]}"
+        return await self._finish(request, decision, runs, inputs=(policy_input,), summary=summary)
 
-    def _identify(self, env: Envelope) -> Subject:
-        if self.identity is None:
-            return ANONYMOUS
-        return self.identity.verify_headers(env.headers)
+    # --- hooks ----------------------------------------------------------------------------------
+
+    async def _before_hooks(self, request: HookRequest, runs: list[HookRun]) -> tuple[HookRequest, Decision | None]:
+        """Run the before hooks in order, folding each enrichment into the request the next one sees."""
+        for slot in self._before:
+            result = await self._run_before(slot, request, runs)
+            if isinstance(result, Deny):
+                return request, _deny(result)
+            if isinstance(result, Enrichment):
+                request = _enrich(request, slot.name, result)
+        return request, None
+
+    async def _run_before(self, slot: HookSlot, request: HookRequest, runs: list[HookRun]) -> Enrichment | Deny | None:
+        started = time.perf_counter()
+        outcome = "ok"
+        try:
+            call = slot.hook.before(request)  # type: ignore[attr-defined]
+            result = await (asyncio.wait_for(call, slot.timeout_s) if slot.timeout_s else call)
+            if result is not None and not isinstance(result, Enrichment | Deny):
+                raise TypeError(f"before() returned {type(result).__name__}, not Enrichment, Deny or None")
+            if isinstance(result, Deny):
+                outcome = "deny"
+            return result
+        except TimeoutError:
+            outcome = "timeout"
+            return self._failed(slot, "before", "timed out")
+        except Exception as exc:
+            outcome = "error"
+            return self._failed(slot, "before", type(exc).__name__)
+        finally:
+            elapsed = time.perf_counter() - started
+            self._stages[slot.name].observe(elapsed)
+            runs.append(HookRun(slot.name, "before", outcome, elapsed))
+
+    def _failed(self, slot: HookSlot, phase: str, why: str) -> Deny | None:
+        """A hook that raised or timed out: its failure mode decides. Never the exception's text in a
+        response or a log line (it may quote request data); only the hook, phase and error type."""
+        allowed = slot.failure_mode == "allow"
+        HOOK_FAILURES.labels(hook=slot.name, phase=phase, outcome="allowed" if allowed else "denied").inc()
+        log.warning("hook %s failed in %s (%s); failure mode %s", slot.name, phase, why, slot.failure_mode)
+        if allowed:
+            return None
+        return Deny("hook_error", status=STATUS_ERROR, error=f"hook {slot.name} {phase}: {why}")
+
+    async def _finish(self, request: HookRequest, decision: Decision, runs: list[HookRun], *,
+                      inputs: tuple[dict[str, Any], ...] = (), consumed: tuple[str, ...] = (),
+                      summary: str = "") -> Verdict:
+        """Every exit goes through here: the after hooks see every decision, early denies included."""
+        for slot in self._after:
+            started = time.perf_counter()
+            outcome = "ok"
+            try:
+                call = slot.hook.after(request, decision)  # type: ignore[attr-defined]
+                await (asyncio.wait_for(call, slot.timeout_s) if slot.timeout_s else call)
+            except TimeoutError:
+                outcome = "timeout"
+            except Exception as exc:
+                outcome = "error"
+                log.debug("after hook %s raised %s", slot.name, type(exc).__name__)
+            finally:
+                elapsed = time.perf_counter() - started
+                self._stages[slot.name].observe(elapsed)
+                runs.append(HookRun(slot.name, "after", outcome, elapsed))
+            if outcome != "ok":
+                failed = self._failed(slot, "after", outcome)
+                if failed is not None and decision.allow:
+                    decision = _deny(failed)
+        if not summary:
+            summary = ", ".join(f"{a.kind} {a.name}" for a in request.actions)
+        return Verdict(decision, request.subject, request.decision_id, inputs, _retry_after(decision, list(inputs)),
+                       summary, consumed, tuple(runs), tuple(request.actions))
+
+    # --- the exchange's later stages (ext_proc) -------------------------------------------------
+
+    @property
+    def rewrites_bodies(self) -> bool:
+        return bool(self._rewrite)
+
+    @property
+    def inspects_responses(self) -> bool:
+        return bool(self._response)
+
+    def rewrite_request(self, body: bytes, redact: Sequence[str]) -> bytes | None:
+        """Carry out `redact` on a request body: each rewrite hook in order; None if nothing changed.
+        Raises what a hook raises: the caller (ext_proc) refuses the request then."""
+        changed = False
+        for slot in self._rewrite:
+            started = time.perf_counter()
+            out = slot.hook.rewrite(body, redact)  # type: ignore[attr-defined]
+            self._stages[slot.name].observe(time.perf_counter() - started)
+            if out is not None:
+                body, changed = out, True
+        return body if changed else None
+
+    def response_processors(self, decision_id: str, path: str, subject: Subject,
+                            actions: Sequence[ParsedAction]) -> list[tuple[str, ResponseProcessor]]:
+        context = ResponseContext(decision_id, path, subject, tuple(actions),
+                                  ask=lambda q: self.ask(subject, q, decision_id), revision=self.revision)
+        out: list[tuple[str, ResponseProcessor]] = []
+        for slot in self._response:
+            processor = slot.hook.response(context)  # type: ignore[attr-defined]
+            if processor is not None:
+                out.append((slot.name, processor))
+        return out
+
+    async def ask(self, subject: Subject, question: PolicyQuestion, decision_id: str = "") -> Decision:
+        """The policy, asked about a response (`context.phase` "response", with its findings) or about
+        one tool of a listing (`context.phase` "list", no arguments)."""
+        action = question.action
+        request = AgentRequest(
+            subject=subject, action=Action(action.kind, action.name),
+            resource=Resource(action.resource_type, action.resource_id, None),
+            arguments=action.arguments if question.phase == "response" else {},
+            findings=tuple(question.findings),
+            context={"time": datetime.now(UTC).isoformat(), "request_id": decision_id, "phase": question.phase})
+        return await self.backend.evaluate(request.to_input())
 
     @staticmethod
     def _context(env: Envelope, decision_id: str) -> dict[str, Any]:
@@ -224,10 +449,27 @@ class Governor:
                        obligations=Obligations(redact=tuple(redact), headers=headers))
 
 
-def _consumed(subject: Subject) -> tuple[str, ...]:
-    """An API key is agentgov's credential, not the backend's: the header that carried it goes no further."""
-    header = subject.claims.get("credential_header") if subject.claims.get("auth") == "api_key" else None
-    return (header,) if isinstance(header, str) else ()
+def _enrich(request: HookRequest, name: str, result: Enrichment) -> HookRequest:
+    n = len(request.actions)
+    findings = [list(request.findings[i]) if i < len(request.findings) else [] for i in range(n)]
+    for i, extra in enumerate(result.findings[:n]):
+        findings[i].extend(extra)
+    extensions = dict(request.extensions)
+    if result.data is not None:
+        extensions[name] = dict(result.data)
+    if result.budget:
+        extensions["_budget"] = tuple(result.budget[:n])
+    return replace(request, findings=tuple(tuple(f) for f in findings), extensions=extensions)
+
+
+def _deny(result: Deny) -> Decision:
+    return Decision.deny(result.reason, status=result.status, error=result.error or None, detail=result.detail)
+
+
+def _stated_subject(policy_input: Mapping[str, Any]) -> Subject:
+    s = policy_input.get("subject") or {}
+    return Subject(id=str(s.get("id") or "anonymous"), roles=tuple(s.get("roles") or ()), tenant=s.get("tenant"),
+                   claims=dict(s.get("claims") or {}), authenticated=bool(s.get("authenticated", False)))
 
 
 def _malformed(exc: ProtocolError) -> Decision:

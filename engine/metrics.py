@@ -19,6 +19,11 @@ STAGE_LATENCY = Histogram("agentgov_stage_seconds", "Time spent in each stage of
                           buckets=_BUCKETS)
 TOKENS = Counter("agentgov_llm_tokens_total", "LLM tokens used, metered from responses by ext_proc",
                  ["tenant", "model", "direction"])
+HOOK_FAILURES = Counter("agentgov_hook_failures_total",
+                        "Hooks that raised or timed out, by what their failure mode made of it",
+                        ["hook", "phase", "outcome"])
+RESPONSES = Counter("agentgov_responses_total", "Responses inspected by ext_proc, by what happened to them",
+                    ["outcome", "reason"])
 UNMETERED = Counter("agentgov_llm_unmetered_total", "LLM responses whose token usage could not be read",
                     ["tenant"])
 

@@ -79,10 +79,11 @@ class AgentRequest:
     budget: Mapping[str, Any] = field(default_factory=dict)
     context: Mapping[str, Any] = field(default_factory=dict)
     http: Mapping[str, Any] = field(default_factory=dict)
+    extensions: Mapping[str, Any] = field(default_factory=dict)  # third-party hooks' enrichments, by hook
 
     def to_input(self) -> dict[str, Any]:
         findings = [f.to_input() for f in self.findings]
-        return {
+        doc = {
             "subject": self.subject.to_input(),
             "action": {"kind": self.action.kind, "name": self.action.name},
             "resource": {"type": self.resource.type, "id": self.resource.id, "server": self.resource.server},
@@ -92,6 +93,9 @@ class AgentRequest:
             "context": dict(self.context),
             "http": dict(self.http),
         }
+        if self.extensions:
+            doc["hooks"] = {name: dict(data) for name, data in self.extensions.items()}
+        return doc
 
 
 def summarize_findings(findings: list[dict[str, Any]]) -> dict[str, Any]:

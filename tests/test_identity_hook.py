@@ -3,6 +3,7 @@ than the interval; an algorithm allow-list per issuer; claim mapping; a cache th
 
 from __future__ import annotations
 
+import asyncio
 import json
 import threading
 import time
@@ -17,6 +18,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from agentgov.cli.stack import DEMO_AUDIENCE, DEMO_ISSUER, DEMO_KID, DemoKeys
 from agentgov.engine.hooks.identity import ClaimMapping, IdentityError, IdentityVerifier, Issuer
+from agentgov.engine.model import Subject
 
 
 class JwksServer:
@@ -59,6 +61,11 @@ def _issuer(url: str, **kw: Any) -> Issuer:
     return Issuer(DEMO_ISSUER, (DEMO_AUDIENCE,), jwks_url=url, **kw)
 
 
+def verify_async(verifier: IdentityVerifier, token: str) -> Subject:
+    """As the identity hook verifies: an unknown kid may fetch the JWKS again, off the event loop."""
+    return asyncio.run(verifier.verify_headers_async({"authorization": f"Bearer {token}"}))
+
+
 def test_jwks_url_is_fetched_once_and_refetched_on_unknown_kid(jwks_server: tuple[JwksServer, DemoKeys]) -> None:
     server, keys = jwks_server
     verifier = IdentityVerifier([_issuer(server.url, refetch_interval_s=0.0)])
@@ -71,7 +78,10 @@ def test_jwks_url_is_fetched_once_and_refetched_on_unknown_kid(jwks_server: tupl
     server.jwks = {"keys": [*keys.jwks()["keys"], new_jwk]}
     token = jwt.encode({"iss": DEMO_ISSUER, "aud": DEMO_AUDIENCE, "sub": "bob", "exp": int(time.time()) + 600},
                        rotated.private_key, algorithm="RS256", headers={"kid": "demo-key-2"})
-    assert verifier.verify(token).id == "bob"
+    with pytest.raises(IdentityError) as err:
+        verifier.verify(token)  # the synchronous path never touches the network
+    assert (err.value.reason, server.fetches) == ("unknown_key", 1)
+    assert verify_async(verifier, token).id == "bob"
     assert server.fetches == 2
 
 
@@ -82,7 +92,7 @@ def test_unknown_kid_refetches_at_most_once_per_interval(jwks_server: tuple[Jwks
     for i in range(5):  # an attacker spraying random kids cannot make agentgov hammer the issuer
         token = jwt.encode(claims, keys.private_key, algorithm="RS256", headers={"kid": f"random-{i}"})
         with pytest.raises(IdentityError) as err:
-            verifier.verify(token)
+            verify_async(verifier, token)
         assert err.value.reason == "unknown_key"
     assert server.fetches == 1
 
@@ -147,6 +157,24 @@ def test_a_broken_refetch_keeps_the_keys_already_loaded(jwks_server: tuple[JwksS
     server.jwks = {"keys": [{"kid": "bad", "kty": "RSA", "n": "not-base64!"}]}
     claims = {"iss": DEMO_ISSUER, "aud": DEMO_AUDIENCE, "sub": "x", "exp": int(time.time()) + 600}
     with pytest.raises(IdentityError) as err:
-        verifier.verify(jwt.encode(claims, keys.private_key, algorithm="RS256", headers={"kid": "bad"}))
+        verify_async(verifier, jwt.encode(claims, keys.private_key, algorithm="RS256", headers={"kid": "bad"}))
     assert err.value.reason == "unknown_key"
+    assert server.fetches == 2
     assert verifier.verify(keys.token("alice", ["analyst"], "acme")).id == "alice"
+
+
+def test_a_burst_of_unknown_kids_fetches_once_and_never_blocks_the_loop(
+        jwks_server: tuple[JwksServer, DemoKeys]) -> None:
+    """Twenty concurrent checks with unknown kids: one fetch (single-flight), done in a thread."""
+    server, keys = jwks_server
+    verifier = IdentityVerifier([_issuer(server.url, refetch_interval_s=0.0)])
+    claims = {"iss": DEMO_ISSUER, "aud": DEMO_AUDIENCE, "sub": "x", "exp": int(time.time()) + 600}
+
+    async def burst() -> list[BaseException | Subject]:
+        tokens = [jwt.encode(claims, keys.private_key, algorithm="RS256", headers={"kid": f"k{i}"}) for i in range(20)]
+        return await asyncio.gather(*(verifier.verify_headers_async({"authorization": f"Bearer {t}"})
+                                      for t in tokens), return_exceptions=True)
+
+    results = asyncio.run(burst())
+    assert all(isinstance(r, IdentityError) and r.reason == "unknown_key" for r in results)
+    assert server.fetches == 2  # the start-up load and one refetch for the whole burst

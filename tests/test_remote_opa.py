@@ -12,6 +12,7 @@ from aiohttp import web
 
 from agentgov.engine.backends.opa_remote import OpaEndpoint, RemoteOpaBackend
 from agentgov.engine.backends.rego import RegoBackend
+from agentgov.engine.governor import Governor
 from agentgov.engine.policy.sources import discover
 from agentgov.engine.policy_input import normalize_input
 from agentgov.engine.server.data_api import create_app
@@ -47,7 +48,7 @@ def test_remote_opa_decides_like_embedded_rego() -> None:
     embedded = RegoBackend(sources.rego, sources.data)
 
     async def scenario() -> None:
-        runner, port = await serve(create_app(embedded, "data.agentgov.decision"))
+        runner, port = await serve(create_app(Governor(embedded, None), "data.agentgov.decision"))
         remote = RemoteOpaBackend(f"http://127.0.0.1:{port}")
         try:
             for args in ({"tenant_id": "acme"}, {"tenant_id": "globex"}, {}):

@@ -5,7 +5,7 @@
 - resource: `<Type>::"<resource.id>"` where Type is resource.type capitalised (`tool` → `Tool`);
   its attributes come from the resource catalog in data (default `data.agentgov.catalog.<type>.<id>`).
 - context: `arguments`, `pii` {types, secrets, count}, `budget`, `justification`, `agent`,
-  `source_ip`, `http` {method, path, host}, `action_name`, `server`.
+  `source_ip`, `http` {method, path, host}, `action_name`, `server`, `phase` (request | response | list).
 
 Cedar has no null and no floats: nulls are dropped, floats become `decimal` (4 places) when they fit,
 and other values that do not fit (huge integers) become strings.
@@ -100,6 +100,7 @@ def build_request(policy_input: Mapping[str, Any]) -> tuple[dict[str, Any], dict
         "http": {k: http.get(k, "") for k in ("method", "path", "host")},
         "action_name": action.get("name", ""),
         "server": resource.get("server") or "",
+        "phase": ctx.get("phase") or "request",
     })
     request = {
         "principal": principal["uid"],

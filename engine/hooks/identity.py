@@ -4,10 +4,15 @@ Rules that hold for every issuer: the algorithm must be in that issuer's allow-l
 type must match the algorithm family (so `none`, and HS256 "signed" with an RSA public key, are
 always rejected); `exp` is required; `iss` and `aud` must match; `nbf`/`iat` are honoured with
 leeway. Verified tokens are cached by SHA-256 until they expire, bounded in size.
+
+A token signed with a key id the JWKS does not have makes the JWKS be fetched again, at most once
+per interval, off the event loop and single-flight (`verify_headers_async`): a worker never blocks
+on the network inside a decision, and a burst of unknown kids costs one fetch.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import time
@@ -22,6 +27,7 @@ import jwt
 from jwt import PyJWK
 
 from agentgov.engine.hooks.api_keys import DEFAULT_API_KEY_HEADER, ApiKey, ApiKeyStore
+from agentgov.engine.hooks.base import Deny, Enrichment, HookRequest
 from agentgov.engine.model import Subject
 
 _ASYMMETRIC = {"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"}
@@ -31,10 +37,11 @@ _KEY_TYPES = {"RS": "RSA", "PS": "RSA", "ES": "EC", "Ed": "OKP"}
 class IdentityError(Exception):
     """Why a credential was refused. `reason` is a stable, client-safe code."""
 
-    def __init__(self, reason: str, detail: str) -> None:
+    def __init__(self, reason: str, detail: str, *, refetch: KeySet | None = None) -> None:
         super().__init__(detail)
         self.reason = reason
         self.detail = detail
+        self.refetch = refetch  # a key set worth fetching again before giving up (unknown kid)
 
 
 @dataclass(frozen=True)
@@ -72,6 +79,7 @@ class KeySet:
         self._issuer = issuer
         self._keys: dict[str, PyJWK] = {}
         self._loaded_at = 0.0
+        self._refreshing: asyncio.Lock | None = None
         try:
             self._load()
         except (OSError, ValueError, jwt.PyJWTError) as exc:
@@ -96,14 +104,27 @@ class KeySet:
         self._loaded_at = time.monotonic()
 
     def get(self, kid: str) -> PyJWK | None:
-        key = self._keys.get(kid)
-        if key is None and time.monotonic() - self._loaded_at >= self._issuer.refetch_interval_s:
-            try:
-                self._load()
-            except (OSError, ValueError, jwt.PyJWTError):  # keep serving with the keys we have
-                return None
-            key = self._keys.get(kid)
-        return key
+        return self._keys.get(kid)
+
+    def refetch_due(self) -> bool:
+        return time.monotonic() - self._loaded_at >= self._issuer.refetch_interval_s
+
+    def refresh(self) -> None:
+        """Fetch again (blocking). A broken fetch keeps the keys already loaded."""
+        try:
+            self._load()
+        except (OSError, ValueError, jwt.PyJWTError):
+            self._loaded_at = time.monotonic()  # do not retry before the interval either
+
+    async def refresh_async(self) -> None:
+        """`refresh` in a thread, once for all callers waiting at the same moment."""
+        if self._refreshing is None:
+            self._refreshing = asyncio.Lock()
+        started = self._loaded_at
+        async with self._refreshing:
+            if self._loaded_at != started or not self.refetch_due():
+                return  # another caller refreshed while this one waited
+            await asyncio.to_thread(self.refresh)
 
 
 class IdentityVerifier:
@@ -118,6 +139,16 @@ class IdentityVerifier:
         self._leeway = leeway_s
         self._cache: OrderedDict[str, tuple[float, Subject]] = OrderedDict()
         self._cache_size = cache_size
+
+    async def verify_headers_async(self, headers: Mapping[str, str]) -> Subject:
+        """`verify_headers`, fetching the JWKS again (off the event loop) for an unknown key id."""
+        try:
+            return self.verify_headers(headers)
+        except IdentityError as exc:
+            if exc.refetch is None:
+                raise
+            await exc.refetch.refresh_async()
+            return self.verify_headers(headers)
 
     def verify_headers(self, headers: Mapping[str, str]) -> Subject:
         """`Authorization: Bearer <JWT or API key>` or `<api_key_header>: <key>`; both at once is refused.
@@ -178,9 +209,11 @@ class IdentityVerifier:
         alg = header.get("alg")
         if alg not in issuer.algorithms:
             raise IdentityError("invalid_algorithm", f"algorithm {alg!r} is not allowed for this issuer")
-        key = self._keys[issuer.issuer].get(str(header.get("kid", "")))
+        keyset = self._keys[issuer.issuer]
+        key = keyset.get(str(header.get("kid", "")))
         if key is None:
-            raise IdentityError("unknown_key", "token key id is not in the issuer's JWKS")
+            raise IdentityError("unknown_key", "token key id is not in the issuer's JWKS",
+                                refetch=keyset if keyset.refetch_due() else None)
         if key.key_type != _KEY_TYPES.get(str(alg)[:2]):
             raise IdentityError("invalid_algorithm", "token algorithm does not match the key type")
         try:
@@ -229,3 +262,23 @@ def issuers_from_config(doc: Any, base: Path) -> list[Issuer]:
             jwks_file=str(base / jwks_file) if jwks_file else None, jwks_url=item.get("jwks_url"),
             claims=ClaimMapping(**(item.get("claims") or {}))))
     return out
+
+
+class IdentityHook:
+    """Who is calling, as the first `before` hook: a verified Subject, or a 401 deny."""
+
+    name = "identity"
+    phases = frozenset({"before"})
+    failure_mode = "deny"
+    timeout_s: float | None = None  # verification is CPU-bound; the JWKS refetch has its own 5 s bound
+
+    def __init__(self, verifier: IdentityVerifier) -> None:
+        self.verifier = verifier
+
+    async def before(self, request: HookRequest) -> Enrichment | Deny | None:
+        try:
+            subject = await self.verifier.verify_headers_async(request.headers)
+        except IdentityError as exc:
+            return Deny(exc.reason, status=401, error=exc.detail)
+        header = subject.claims.get("credential_header") if subject.claims.get("auth") == "api_key" else None
+        return Enrichment(subject=subject, consumed_headers=(header,) if isinstance(header, str) else ())

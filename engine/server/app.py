@@ -53,8 +53,10 @@ async def run_worker(decider: Decider, cfg: WorkerConfig, ready: asyncio.Event |
     """Serve until `stop` is set (or SIGTERM/SIGINT). A delegating worker (a remote decider) serves
     ext_authz only: the decision service and the Data API need the policies here."""
     server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
-    authz_grpc.add_AuthorizationServicer_to_server(AuthorizationService(decider), server)
-    ep_grpc.add_ExternalProcessorServicer_to_server(ExternalProcessorService(), server)
+    exchange = isinstance(decider, Governor) and decider.options.can_redact
+    authz_grpc.add_AuthorizationServicer_to_server(AuthorizationService(decider, exchange=exchange), server)
+    ep_grpc.add_ExternalProcessorServicer_to_server(
+        ExternalProcessorService(decider if isinstance(decider, Governor) else None), server)
     services = ["", AUTHZ_SERVICE, EXT_PROC_SERVICE]
     if isinstance(decider, Governor):
         add_decision_service(server, DecisionService(decider))
@@ -77,7 +79,7 @@ async def run_worker(decider: Decider, cfg: WorkerConfig, ready: asyncio.Event |
         start_http_server(cfg.metrics_port, addr=cfg.host)
     runner = None
     if cfg.data_api_port and isinstance(decider, Governor):
-        runner = web.AppRunner(create_app(decider.backend, cfg.rule, input_format=decider.options.input_format),
+        runner = web.AppRunner(create_app(decider, cfg.rule),
                                access_log=None)
         await runner.setup()
         await web.TCPSite(runner, cfg.host, cfg.data_api_port, reuse_port=True).start()

@@ -14,7 +14,7 @@ from typing import Any
 
 from aiohttp import web
 
-from agentgov.engine.backends.base import DecisionBackend
+from agentgov.engine.governor import Governor
 from agentgov.engine.metrics import LATENCY, count_decision
 from agentgov.engine.policy_input import InputError, normalize_input
 
@@ -27,8 +27,10 @@ def _error(status: int, code: str, message: str) -> web.Response:
     return web.json_response({"code": code, "message": message}, status=status)
 
 
-def create_app(backend: DecisionBackend, rule: str, *, input_format: str = "agentgov") -> web.Application:
-    """`input_format` "opa-envoy" accepts OPA-Envoy inputs as they are (only an object is required)."""
+def create_app(governor: Governor, rule: str) -> web.Application:
+    """The Governor's staged runner, fed a stated input: hooks run (the PII hook scans the arguments),
+    the subject is the caller's word. In OPA-Envoy mode inputs are taken as they are (an object)."""
+    input_format = governor.options.input_format
     rule_path = rule.removeprefix("data.").replace(".", "/")
     package_path, _, rule_name = rule_path.rpartition("/")
 
@@ -53,7 +55,8 @@ def create_app(backend: DecisionBackend, rule: str, *, input_format: str = "agen
         except InputError as exc:
             return _error(400, "invalid_parameter", str(exc))
         started = time.perf_counter()
-        decision = await backend.evaluate(policy_input)
+        verdict = await governor.decide_stated(policy_input)
+        decision = verdict.decision
         count_decision("data_api", decision)
         _LATENCY.observe(time.perf_counter() - started)
         document: dict[str, Any] = decision.to_dict()

@@ -65,7 +65,7 @@ class DecisionService:
             raise InvalidRequest("this server runs OPA-Envoy compatibility mode: send an `http` request")
         try:
             if which == "http":
-                verdict = await self.governor.decide(envelope_from_http(request.http))
+                verdict = await self.governor.decide(envelope_from_http(request.http), entry_point="decision_service")
             else:
                 env, action = action_from_request(request.action)
                 verdict = await self.governor.decide_action(env, action)

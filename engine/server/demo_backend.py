@@ -7,7 +7,9 @@ what crossed the trust boundary. It is the only fake in the stack: Envoy and age
 from __future__ import annotations
 
 import argparse
+import base64
 import json
+import os
 from collections.abc import Sequence
 from typing import Any
 
@@ -23,22 +25,63 @@ def _seen(request: web.Request) -> dict[str, str]:
     return seen
 
 
+DEMO_TOOLS = ("crm.query", "crm.export", "hr.lookup", "tickets.create", "web.search", "code.exec")
+
+
+def _fixture(kind: str) -> str:
+    """What a tool "returns" when a test asks for it with `arguments.fixture` (made up per call: no key
+    material lives in the repository)."""
+    if kind == "private_key":
+        body = base64.b64encode(os.urandom(96)).decode()
+        return "here is the deploy key:\n-----BEGIN PRIVATE KEY-----\n" + "\n".join(
+            body[i:i + 64] for i in range(0, len(body), 64)) + "\n-----END PRIVATE KEY-----"
+    if kind == "email":
+        return "The account owner is dana.fields@example.org; renewal is due in March."
+    return "nothing special"
+
+
+def _received(request: web.Request, raw: bytes) -> dict[str, str]:
+    """What arrived, for tests that check a rewritten body: its length and the declared length."""
+    return {"x-demo-seen": json.dumps(_seen(request)), "x-demo-body-length": str(len(raw)),
+            "x-demo-content-length": request.headers.get("content-length", "")}
+
+
 async def mcp(request: web.Request) -> web.Response:
-    doc = json.loads(await request.read() or b"{}")
+    raw = await request.read()
+    doc = json.loads(raw or b"{}")
     messages = doc if isinstance(doc, list) else [doc]
     answers: list[dict[str, Any]] = []
     for m in messages:
         method = m.get("method")
         if method == "tools/list":
-            result: dict[str, Any] = {"tools": [{"name": "crm.query"}, {"name": "web.search"}]}
+            result: dict[str, Any] = {"tools": [{"name": t, "description": f"the {t} tool"} for t in DEMO_TOOLS]}
         elif method == "tools/call":
-            name = m.get("params", {}).get("name")
-            result = {"content": [{"type": "text", "text": f"{name} ok"}]}
+            params = m.get("params", {})
+            name = params.get("name")
+            fixture = (params.get("arguments") or {}).get("fixture")
+            text = _fixture(fixture) if isinstance(fixture, str) else f"{name} ok"
+            result = {"content": [{"type": "text", "text": text}]}
         else:
             result = {}
         answers.append({"jsonrpc": "2.0", "id": m.get("id"), "result": result})
     body = answers if isinstance(doc, list) else answers[0]
-    return web.json_response(body, headers={"x-demo-seen": json.dumps(_seen(request))})
+    return web.json_response(body, headers=_received(request, raw))
+
+
+def _last_user_text(doc: dict[str, Any]) -> str:
+    for message in reversed(doc.get("messages") or []):
+        if isinstance(message, dict) and message.get("role") == "user" and isinstance(message.get("content"), str):
+            return str(message["content"])
+    return ""
+
+
+def _answer(doc: dict[str, Any]) -> str:
+    """The fake model: echoes the prompt it received (so the demo shows what crossed the boundary),
+    and, asked for a contact, answers with an e-mail address (so tests see output inspection)."""
+    prompt = _last_user_text(doc)
+    if "contact" in prompt.lower():
+        return "You can reach the on-call team at help.desk@example.org at any time."
+    return f"demo answer (you said: {prompt})" if prompt else "demo answer"
 
 
 # Fixed usage figures, so tests can check what agentgov meters.
@@ -47,22 +90,26 @@ DEMO_OUTPUT_TOKENS = 2
 
 
 async def chat(request: web.Request) -> web.StreamResponse:
-    """OpenAI Chat Completions; with `stream`, server-sent events (usage last, if the client asked)."""
-    doc = json.loads(await request.read() or b"{}")
+    """OpenAI Chat Completions; with `stream`, server-sent events, a few characters each (usage last,
+    if the client asked)."""
+    raw = await request.read()
+    doc = json.loads(raw or b"{}")
     usage = {"prompt_tokens": DEMO_INPUT_TOKENS, "completion_tokens": DEMO_OUTPUT_TOKENS,
              "total_tokens": DEMO_INPUT_TOKENS + DEMO_OUTPUT_TOKENS}
+    answer = _answer(doc)
     if doc.get("stream"):
+        pieces = [answer[i:i + 7] for i in range(0, len(answer), 7)]
         chunks: list[Any] = [{"id": "chatcmpl-demo", "object": "chat.completion.chunk", "model": doc.get("model"),
-                              "choices": [{"index": 0, "delta": {"content": word}}]} for word in ("demo ", "answer")]
+                              "choices": [{"index": 0, "delta": {"content": piece}}]} for piece in pieces]
         if (doc.get("stream_options") or {}).get("include_usage"):
             chunks.append({"id": "chatcmpl-demo", "object": "chat.completion.chunk", "model": doc.get("model"),
                            "choices": [], "usage": usage})
         return await _sse(request, [(None, c) for c in chunks] + [(None, "[DONE]")])
     return web.json_response({
         "id": "chatcmpl-demo", "object": "chat.completion", "model": doc.get("model"),
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": "demo answer"}, "finish_reason": "stop"}],
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": answer}, "finish_reason": "stop"}],
         "usage": usage,
-    }, headers={"x-demo-seen": json.dumps(_seen(request))})
+    }, headers=_received(request, raw))
 
 
 async def messages(request: web.Request) -> web.StreamResponse:

@@ -70,13 +70,16 @@ def bootstrap(layout: EnvoyLayout) -> dict[str, Any]:
                 for method, paths in extract.items()]}}})
     filters.append({"name": "envoy.filters.http.ext_authz", "typed_config": authz_config})
     if layout.ext_proc:
-        # After ext_authz, so it sees the identity headers ext_authz set. Response bodies stream
-        # through (never held back); agentgov overrides the mode to skip responses it does not meter.
+        # After ext_authz, so it sees the identity headers and the metadata ext_authz set (what was
+        # decided, what to redact). Per exchange agentgov overrides the mode: the request body is
+        # sent only when it must be redacted; responses it neither inspects nor meters are skipped;
+        # JSON answers are buffered (a verdict needs all of it), event streams flow chunk by chunk.
         filters.append({"name": "envoy.filters.http.ext_proc", "typed_config": {
             "@type": "type.googleapis.com/envoy.extensions.filters.http.ext_proc.v3.ExternalProcessor",
             "grpc_service": {"envoy_grpc": {"cluster_name": "agentgov"}},
             "failure_mode_allow": False,
             "allow_mode_override": True,
+            "metadata_options": {"forwarding_namespaces": {"untyped": ["envoy.filters.http.ext_authz"]}},
             "message_timeout": f"{layout.ext_proc_timeout_s}s",
             "processing_mode": {"request_header_mode": "SEND", "response_header_mode": "SEND",
                                 "request_body_mode": "NONE", "response_body_mode": "STREAMED",

@@ -53,15 +53,16 @@ def envelope_from_check(request: authz.CheckRequest, *, with_attributes: bool = 
 
 
 class AuthorizationService(authz_grpc.AuthorizationServicer):  # type: ignore[misc]
-    def __init__(self, decider: Decider) -> None:
+    def __init__(self, decider: Decider, *, exchange: bool = False) -> None:
         self.decider = decider
+        self.exchange = exchange  # Envoy runs ext_proc after us: hand it the exchange's context
 
     async def Check(self, request: authz.CheckRequest, context: grpc.aio.ServicerContext) -> authz.CheckResponse:
         started = time.perf_counter()
         try:
             env = envelope_from_check(request, with_attributes=self.decider.wants_envoy_attributes)
             verdict = await self.decider.decide(env)
-            response = verdict_response(verdict, env.headers.keys())
+            response = verdict_response(verdict, env.headers.keys(), exchange=self.exchange)
             outcome, _ = count_decision("ext_authz", verdict.decision)
             if verdict.decision.errors:
                 log.warning("decision %s: %s", verdict.decision_id, "; ".join(verdict.decision.errors))

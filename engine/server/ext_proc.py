@@ -1,33 +1,51 @@
-"""Envoy ext_proc (`envoy.service.ext_proc.v3.ExternalProcessor/Process`): meter LLM token usage
-from responses as they stream back, attributed to the caller agentgov authorized.
+"""Envoy ext_proc (`envoy.service.ext_proc.v3.ExternalProcessor/Process`): the later stages of an
+exchange ext_authz allowed. The Governor decides; this adapter only moves bytes and headers.
 
-ext_authz decides before the request leaves; only ext_proc sees the answer. For each LLM call the
-processor reads the identity headers ext_authz set (`x-agentgov-subject`, `-tenant`,
-`-decision-id`), streams the response body through a `UsageMeter` without holding it back, and
-records the tokens used. Other requests are released at once: the processor asks Envoy (mode
-override) not to send their bodies. Bodies are never modified here; redaction will be.
+- request body: carries out the policy's `redact` obligation (the Governor's rewrite hooks) before
+  the body reaches the backend; content-length follows the new body.
+- response: runs the Governor's response processors (the PII hook judges tool results and model
+  output by the same policy; the tools_list hook filters `tools/list`), buffered for JSON and as it
+  streams for server-sent events; and meters LLM token usage as before.
+
+What ext_authz decided reaches this processor as dynamic metadata (namespace
+`envoy.filters.http.ext_authz`, key `agentgov`, forwarded by the filter's `metadata_options`): the
+decision id, the subject, the actions and the redaction obligation. Envoy strips anything a client
+sends that looks like it, so it cannot be forged. A stream with no such metadata on an inspected
+path is refused (fail closed), never passed uninspected.
 """
 
 from __future__ import annotations
 
+import json
 import logging
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
 
 import grpc
 from envoy.config.core.v3 import base_pb2
 from envoy.extensions.filters.http.ext_proc.v3 import processing_mode_pb2 as mode_pb2
 from envoy.service.ext_proc.v3 import external_processor_pb2 as ep
 from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as ep_grpc
+from envoy.type.v3 import http_status_pb2
+from google.protobuf.json_format import MessageToDict
 
-from agentgov.engine.metrics import TOKENS, UNMETERED
+from agentgov.engine.governor import Governor
+from agentgov.engine.hooks.base import BodyVerdict, ResponseProcessor
+from agentgov.engine.metrics import RESPONSES, TOKENS, UNMETERED
+from agentgov.engine.model import Subject
+from agentgov.engine.protocols import ProtocolError
 from agentgov.engine.protocols.llm import LLM_PATHS
+from agentgov.engine.protocols.parsed import ParsedAction
 from agentgov.engine.protocols.usage import Usage, UsageMeter
+from agentgov.engine.server.exchange import EXCHANGE_KEY, EXT_AUTHZ_NAMESPACE
 
 log = logging.getLogger("agentgov.ext_proc")
 EXT_PROC_SERVICE = "envoy.service.ext_proc.v3.ExternalProcessor"
-_SKIP_RESPONSE = mode_pb2.ProcessingMode(response_header_mode=mode_pb2.ProcessingMode.SKIP,
-                                         response_body_mode=mode_pb2.ProcessingMode.NONE)
+_MODE = mode_pb2.ProcessingMode
+_SKIP_RESPONSE = _MODE(response_header_mode=_MODE.SKIP, response_body_mode=_MODE.NONE)
+# Actions whose answers carry data worth inspecting (tool results, resources, prompts, model output).
+_INSPECTED_KINDS = {"llm.chat", "tool.call", "tool.list", "resource.read", "prompt.get"}
 
 
 @dataclass
@@ -41,6 +59,11 @@ class _Exchange:
     status: str = ""
     meter: UsageMeter | None = None
     done: bool = False
+    context: Mapping[str, Any] | None = None  # what ext_authz decided (dynamic metadata)
+    redact: tuple[str, ...] = ()
+    processors: list[tuple[str, ResponseProcessor]] = field(default_factory=list)
+    blocked: bool = False
+    inspected: bool = False
 
     @property
     def metered(self) -> bool:
@@ -55,47 +78,191 @@ def _header_map(headers: base_pb2.HeaderMap) -> dict[str, str]:
     return out
 
 
+def _exchange_context(request: ep.ProcessingRequest) -> Mapping[str, Any] | None:
+    namespaces = request.metadata_context.filter_metadata
+    if EXT_AUTHZ_NAMESPACE not in namespaces:
+        return None
+    doc = MessageToDict(namespaces[EXT_AUTHZ_NAMESPACE]).get(EXCHANGE_KEY)
+    return doc if isinstance(doc, dict) else None
+
+
+def _set_header(name: str, value: str) -> base_pb2.HeaderValueOption:
+    return base_pb2.HeaderValueOption(header=base_pb2.HeaderValue(key=name, raw_value=value.encode()),
+                                      append_action=base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD)
+
+
+def _immediate(status: int, body: bytes, decision_id: str) -> ep.ProcessingResponse:
+    headers = ep.HeaderMutation(set_headers=[_set_header("content-type", "application/json"),
+                                             _set_header("x-agentgov-decision-id", decision_id)])
+    return ep.ProcessingResponse(immediate_response=ep.ImmediateResponse(
+        status=http_status_pb2.HttpStatus(code=status), headers=headers, body=body,
+        details="agentgov_response_policy"))
+
+
+def _error_body(status: int, reason: str, decision_id: str, detail: str) -> bytes:
+    error = {400: "bad_request", 403: "forbidden", 503: "unavailable"}.get(status, "denied")
+    return json.dumps({"error": error, "reasons": [reason], "decision_id": decision_id, "detail": detail}).encode()
+
+
 class ExternalProcessorService(ep_grpc.ExternalProcessorServicer):  # type: ignore[misc]
+    def __init__(self, governor: Governor | None = None) -> None:
+        self.governor = governor  # None on a delegating edge: metering only
+
     async def Process(self, request_iterator: AsyncIterator[ep.ProcessingRequest],
                       context: grpc.aio.ServicerContext) -> AsyncIterator[ep.ProcessingResponse]:
         exchange = _Exchange()
         async for request in request_iterator:
-            yield self._answer(exchange, request)
+            try:
+                yield await self._answer(exchange, request)
+            except Exception:
+                # Fail closed: a processor that cannot judge a body does not let it through.
+                log.exception("ext_proc error on decision %s; answering 503", exchange.decision_id or "-")
+                RESPONSES.labels(outcome="error", reason="internal_error").inc()
+                yield _immediate(503, _error_body(503, "internal_error", exchange.decision_id, ""),
+                                 exchange.decision_id)
+                return
         if not exchange.done and exchange.meter is not None:
             # The stream ended without end_of_stream (client went away): count what was seen.
             self._record(exchange)
 
-    def _answer(self, exchange: _Exchange, request: ep.ProcessingRequest) -> ep.ProcessingResponse:
+    async def _answer(self, exchange: _Exchange, request: ep.ProcessingRequest) -> ep.ProcessingResponse:
         which = request.WhichOneof("request")
         if which == "request_headers":
-            headers = _header_map(request.request_headers.headers)
-            exchange.path = headers.get(":path", "")
-            exchange.decision_id = headers.get("x-agentgov-decision-id", "")
-            exchange.subject = headers.get("x-agentgov-subject", "")
-            exchange.tenant = headers.get("x-agentgov-tenant", "")
-            response = ep.ProcessingResponse(request_headers=ep.HeadersResponse())
-            if not exchange.metered:
-                response.mode_override.CopyFrom(_SKIP_RESPONSE)
-            return response
-        if which == "response_headers":
-            headers = _header_map(request.response_headers.headers)
-            exchange.status = headers.get(":status", "")
-            if exchange.metered and exchange.status.startswith("2"):
-                exchange.meter = UsageMeter(headers.get("content-type", ""))
-                if request.response_headers.end_of_stream:
-                    self._record(exchange)
-            return ep.ProcessingResponse(response_headers=ep.HeadersResponse())
-        if which == "response_body":
-            if exchange.meter is not None and not exchange.done:
-                exchange.meter.feed(request.response_body.body)
-                if request.response_body.end_of_stream:
-                    self._record(exchange)
-            return ep.ProcessingResponse(response_body=ep.BodyResponse())
+            return self._request_headers(exchange, request)
         if which == "request_body":
-            return ep.ProcessingResponse(request_body=ep.BodyResponse())
+            return self._request_body(exchange, request.request_body)
+        if which == "response_headers":
+            return self._response_headers(exchange, request.response_headers)
+        if which == "response_body":
+            return await self._response_body(exchange, request.response_body)
         if which == "request_trailers":
             return ep.ProcessingResponse(request_trailers=ep.TrailersResponse())
         return ep.ProcessingResponse(response_trailers=ep.TrailersResponse())
+
+    # --- request ----------------------------------------------------------------------------------
+
+    def _request_headers(self, exchange: _Exchange, request: ep.ProcessingRequest) -> ep.ProcessingResponse:
+        headers = _header_map(request.request_headers.headers)
+        exchange.path = headers.get(":path", "")
+        exchange.decision_id = headers.get("x-agentgov-decision-id", "")
+        exchange.subject = headers.get("x-agentgov-subject", "")
+        exchange.tenant = headers.get("x-agentgov-tenant", "")
+        exchange.context = _exchange_context(request)
+        if exchange.context is not None:
+            exchange.redact = tuple(str(t) for t in exchange.context.get("redact", []))
+        response = ep.ProcessingResponse(request_headers=ep.HeadersResponse())
+        inspect = self._inspects(exchange)
+        mode = _MODE()
+        if exchange.redact:
+            mode.request_body_mode = _MODE.BUFFERED
+        if not inspect and not exchange.metered:
+            mode.response_header_mode = _MODE.SKIP
+            mode.response_body_mode = _MODE.NONE
+        if mode.ByteSize():
+            response.mode_override.CopyFrom(mode)
+        return response
+
+    def _inspects(self, exchange: _Exchange) -> bool:
+        if self.governor is None or not self.governor.inspects_responses:
+            return False
+        actions = (exchange.context or {}).get("actions")
+        if actions is None:
+            # ext_authz said nothing: inspect anything that looks like an agent protocol (fail closed).
+            bare = exchange.path.split("?", 1)[0]
+            return bare in LLM_PATHS or bare.rstrip("/").endswith("/mcp")
+        return any(isinstance(a, dict) and a.get("kind") in _INSPECTED_KINDS for a in actions)
+
+    def _request_body(self, exchange: _Exchange, body: ep.HttpBody) -> ep.ProcessingResponse:
+        response = ep.ProcessingResponse(request_body=ep.BodyResponse())
+        if not exchange.redact:
+            return response
+        if self.governor is None or not self.governor.rewrites_bodies:
+            RESPONSES.labels(outcome="blocked", reason="redaction_unavailable").inc()
+            return _immediate(403, _error_body(403, "redaction_unavailable", exchange.decision_id,
+                                               "the policy requires redaction, which is not available here"),
+                              exchange.decision_id)
+        try:
+            rewritten = self.governor.rewrite_request(body.body, exchange.redact)
+        except ProtocolError as exc:
+            return _immediate(400, _error_body(400, "malformed_request", exchange.decision_id, str(exc)),
+                              exchange.decision_id)
+        if rewritten is None:
+            return response
+        RESPONSES.labels(outcome="redacted", reason="request").inc()
+        common = ep.CommonResponse(
+            header_mutation=ep.HeaderMutation(set_headers=[_set_header("content-length", str(len(rewritten)))]),
+            body_mutation=ep.BodyMutation(body=rewritten))
+        return ep.ProcessingResponse(request_body=ep.BodyResponse(response=common))
+
+    # --- response ---------------------------------------------------------------------------------
+
+    def _response_headers(self, exchange: _Exchange, message: ep.HttpHeaders) -> ep.ProcessingResponse:
+        headers = _header_map(message.headers)
+        exchange.status = headers.get(":status", "")
+        status = int(exchange.status) if exchange.status.isdigit() else 0
+        if exchange.metered and exchange.status.startswith("2"):
+            exchange.meter = UsageMeter(headers.get("content-type", ""))
+            if message.end_of_stream:
+                self._record(exchange)
+        response = ep.ProcessingResponse(response_headers=ep.HeadersResponse())
+        if self.governor is not None and self._inspects(exchange) and not message.end_of_stream:
+            subject, actions = self._restore(exchange)
+            candidates = self.governor.response_processors(exchange.decision_id, exchange.path, subject, actions)
+            exchange.processors = [(n, p) for n, p in candidates if p.on_headers(status, headers)]
+        if exchange.processors:
+            exchange.inspected = True
+            buffered = any(p.wants_buffering for _, p in exchange.processors)
+            response.mode_override.CopyFrom(_MODE(response_body_mode=_MODE.BUFFERED if buffered else _MODE.STREAMED))
+            # The body may change length: let Envoy frame it (chunked) rather than keep a stale length.
+            response.response_headers.response.header_mutation.remove_headers.append("content-length")
+        return response
+
+    def _restore(self, exchange: _Exchange) -> tuple[Subject, list[ParsedAction]]:
+        """The subject and actions ext_authz decided, from its metadata (anonymous, none: if absent,
+        which the policy then refuses, so an unannounced response is withheld, not passed)."""
+        ctx = exchange.context or {}
+        s = ctx.get("subject") or {}
+        subject = Subject(id=str(s.get("id") or "anonymous"), roles=tuple(str(r) for r in s.get("roles") or ()),
+                          tenant=s.get("tenant") or None, authenticated=bool(s.get("authenticated", False)))
+        actions = [ParsedAction(str(a.get("kind", "")), str(a.get("name", "")), str(a.get("resource_type", "")),
+                                str(a.get("resource_id", "")), protocol=str(a.get("protocol", "")))
+                   for a in ctx.get("actions") or [] if isinstance(a, dict)]
+        if not actions:
+            bare = exchange.path.split("?", 1)[0]
+            actions = [ParsedAction("http", bare, "route", bare, protocol="mcp" if bare.endswith("/mcp") else "http")]
+        return subject, actions
+
+    async def _response_body(self, exchange: _Exchange, message: ep.HttpBody) -> ep.ProcessingResponse:
+        chunk, end = message.body, message.end_of_stream
+        if exchange.meter is not None and not exchange.done:
+            exchange.meter.feed(chunk)  # usage is read from what the backend sent, before any rewrite
+            if end:
+                self._record(exchange)
+        if not exchange.processors:
+            return ep.ProcessingResponse(response_body=ep.BodyResponse())
+        if exchange.blocked:
+            return self._replace(b"")
+        data: bytes = chunk
+        for name, processor in exchange.processors:
+            verdict: BodyVerdict = await processor.on_body(data, end)
+            if verdict.block:
+                exchange.blocked = True
+                RESPONSES.labels(outcome="blocked", reason=verdict.reason or name).inc()
+                log.warning("response of decision %s withheld by %s: %s", exchange.decision_id or "-", name,
+                            verdict.reason or "denied")
+                if processor.wants_buffering:
+                    return _immediate(verdict.block_status, verdict.block_body, exchange.decision_id)
+                return self._replace(verdict.replace or b"")
+            if verdict.replace is not None:
+                data = verdict.replace
+        if end:
+            RESPONSES.labels(outcome="passed" if data == chunk else "rewritten", reason="").inc()
+        return self._replace(data) if data != chunk else ep.ProcessingResponse(response_body=ep.BodyResponse())
+
+    @staticmethod
+    def _replace(body: bytes) -> ep.ProcessingResponse:
+        return ep.ProcessingResponse(response_body=ep.BodyResponse(
+            response=ep.CommonResponse(body_mutation=ep.BodyMutation(body=body))))
 
     @staticmethod
     def _record(exchange: _Exchange) -> None:

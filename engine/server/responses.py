@@ -19,6 +19,7 @@ from google.rpc import code_pb2, status_pb2
 
 from agentgov.engine.governor import Verdict
 from agentgov.engine.model import HttpDirectives, json_default
+from agentgov.engine.server.exchange import EXCHANGE_KEY, exchange_metadata
 
 _ERRORS = {400: "bad_request", 401: "unauthenticated", 403: "forbidden", 413: "payload_too_large",
            429: "rate_limited", 503: "unavailable"}
@@ -59,7 +60,8 @@ def error_body(status: int, reasons: Iterable[str], decision_id: str, detail: st
     return json.dumps(doc).encode()
 
 
-def allow_response(verdict: Verdict, client_headers: Iterable[str]) -> authz.CheckResponse:
+def allow_response(verdict: Verdict, client_headers: Iterable[str], *, exchange: bool = False) -> authz.CheckResponse:
+    """`exchange`: also emit what ext_proc needs to finish the exchange (see server/exchange.py)."""
     subject = verdict.subject
     directives = verdict.decision.directives or HttpDirectives()
     ours = {
@@ -82,8 +84,11 @@ def allow_response(verdict: Verdict, client_headers: Iterable[str]) -> authz.Che
         query_parameters_to_remove=list(directives.query_parameters_to_remove),
     )
     response = authz.CheckResponse(status=status_pb2.Status(code=code_pb2.OK), ok_response=ok)
-    if directives.dynamic_metadata:
-        response.dynamic_metadata.CopyFrom(_struct(directives.dynamic_metadata))
+    metadata = dict(directives.dynamic_metadata)
+    if exchange:
+        metadata[EXCHANGE_KEY] = exchange_metadata(verdict)  # ours wins over a policy's key of that name
+    if metadata:
+        response.dynamic_metadata.CopyFrom(_struct(metadata))
     return response
 
 
@@ -112,8 +117,8 @@ def deny_response(status: int, reasons: Iterable[str], decision_id: str, retry_a
     return response
 
 
-def verdict_response(verdict: Verdict, client_headers: Iterable[str]) -> authz.CheckResponse:
+def verdict_response(verdict: Verdict, client_headers: Iterable[str], *, exchange: bool = False) -> authz.CheckResponse:
     d = verdict.decision
     if d.allow:
-        return allow_response(verdict, client_headers)
+        return allow_response(verdict, client_headers, exchange=exchange)
     return deny_response(d.status, d.reasons, verdict.decision_id, verdict.retry_after_s, d.directives, d.detail)

@@ -16,6 +16,13 @@ roles := {r | some r in input.subject.roles}
 
 pii_present if count(input.pii.types) > 0
 
+# What is being decided: the request (context.phase absent or "request"), the backend's response
+# (pii holds the response's findings), or whether a tool may be listed ("list": no arguments yet).
+# Argument rules judge requests; responses and listings are judged by grants and content.
+request_phase if not input.context.phase
+
+request_phase if input.context.phase == "request"
+
 justified if {
 	is_string(input.context.justification)
 	input.context.justification != ""
@@ -74,11 +81,13 @@ deny contains "pii_blocked_for_role" if {
 }
 
 deny contains "tenant_argument_missing" if {
+	request_phase
 	entry.tenant_scoped == true
 	not input.arguments.tenant_id
 }
 
 deny contains "tenant_mismatch" if {
+	request_phase
 	entry.tenant_scoped == true
 	input.arguments.tenant_id != input.subject.tenant
 }
