@@ -15,6 +15,7 @@ from agentgov.cli.envoy_config import envoy_config
 from agentgov.cli.evaluate import eval_command
 from agentgov.cli.fmt import fmt
 from agentgov.cli.output import EXIT_ERROR
+from agentgov.cli.pii import pii
 from agentgov.cli.policy_test import test
 from agentgov.cli.serve import serve
 from agentgov.cli.up import up
@@ -48,7 +49,7 @@ def cli() -> None:
     """agentgov: policy-as-code governance for AI agents (LLM calls and MCP tool calls)."""
 
 
-for command in (check, eval_command, test, fmt, demo, serve, envoy_config, up, api_key):
+for command in (check, eval_command, test, fmt, demo, serve, envoy_config, up, api_key, pii):
     cli.add_command(command)
 
 

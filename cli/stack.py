@@ -89,6 +89,7 @@ class LocalStack:
     max_request_bytes: int = 1024 * 1024  # what Envoy sends of a body to agentgov
     ext_proc: bool = False  # Envoy's ext_proc filter: redaction, response inspection, token metering
     config_extra: dict[str, Any] = field(default_factory=dict)  # more top-level agentgov.yaml sections
+    env_extra: dict[str, str] = field(default_factory=dict)  # more environment for the child processes
     server_extra: dict[str, Any] = field(default_factory=dict)  # more agentgov.yaml `server:` keys
     workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="agentgov-stack-")))
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
@@ -157,7 +158,7 @@ class LocalStack:
     def _spawn(self, name: str, args: list[str]) -> None:
         log = (self.workdir / f"{name}.log").open("wb")
         self.procs[name] = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, cwd=self.workdir,
-                                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                                            env={**os.environ, "PYTHONUNBUFFERED": "1", **self.env_extra})
 
     def start_backend(self) -> None:
         self._spawn("backend", [sys.executable, "-m", "agentgov.engine.server.demo_backend",

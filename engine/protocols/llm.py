@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from agentgov.engine.protocols.errors import ProtocolError
-from agentgov.engine.protocols.jsonbody import decode_json
+from agentgov.engine.protocols.jsonbody import decode_json, strings_in
 from agentgov.engine.protocols.parsed import ParsedAction
 
 OPENAI_CHAT = "/v1/chat/completions"
@@ -47,6 +47,8 @@ def parse_llm(path: str, body: bytes) -> ParsedAction:
 
 
 def _messages_texts(messages: Any, path: str) -> list[tuple[str, str]]:
+    """Every text a conversation carries: message content, and the tool calls (OpenAI `tool_calls`,
+    legacy `function_call`) an assistant turn made, whose arguments are where agents put data."""
     if not isinstance(messages, list) or not messages:
         raise ProtocolError("`messages` must be a non-empty array")
     out: list[tuple[str, str]] = []
@@ -54,11 +56,21 @@ def _messages_texts(messages: Any, path: str) -> list[tuple[str, str]]:
         if not isinstance(message, dict):
             raise ProtocolError(f"{path}[{i}] must be an object")
         out.extend(_content_texts(message.get("content"), f"{path}[{i}].content"))
+        calls = message.get("tool_calls")
+        for j, call in enumerate(calls if isinstance(calls, list) else []):
+            fn = call.get("function") if isinstance(call, dict) else None
+            if isinstance(fn, dict):
+                out.extend(strings_in(fn.get("arguments"), f"{path}[{i}].tool_calls[{j}].function.arguments"))
+        legacy = message.get("function_call")
+        if isinstance(legacy, dict):
+            out.extend(strings_in(legacy.get("arguments"), f"{path}[{i}].function_call.arguments"))
     return out
 
 
 def _content_texts(content: Any, path: str) -> list[tuple[str, str]]:
-    """Content is a string or an array of parts; text parts (`text`, `input_text`) are scanned."""
+    """Content is a string or an array of parts. Text parts (`text`, `input_text`, `output_text`),
+    Anthropic `tool_use` input and `tool_result` content, and OpenAI Responses function call
+    arguments and outputs are all scanned; images and files are not text."""
     if content is None:
         return []
     if isinstance(content, str):
@@ -66,14 +78,28 @@ def _content_texts(content: Any, path: str) -> list[tuple[str, str]]:
     if isinstance(content, list):
         out: list[tuple[str, str]] = []
         for j, part in enumerate(content):
-            if isinstance(part, str):
-                out.append((f"{path}[{j}]", part))
-            elif isinstance(part, dict) and isinstance(part.get("text"), str):
-                out.append((f"{path}[{j}].text", part["text"]))
-            elif isinstance(part, dict) and isinstance(part.get("content"), str | list):
-                out.extend(_content_texts(part["content"], f"{path}[{j}].content"))
+            out.extend(_part_texts(part, f"{path}[{j}]"))
         return out
     raise ProtocolError(f"{path} must be a string or an array of content parts")
+
+
+def _part_texts(part: Any, path: str) -> list[tuple[str, str]]:
+    if isinstance(part, str):
+        return [(path, part)]
+    if not isinstance(part, dict):
+        return []
+    out: list[tuple[str, str]] = []
+    if isinstance(part.get("text"), str):
+        out.append((f"{path}.text", part["text"]))
+    if isinstance(part.get("content"), str | list):
+        out.extend(_content_texts(part["content"], f"{path}.content"))
+    if part.get("type") == "tool_use" and "input" in part:
+        out.extend(strings_in(part["input"], f"{path}.input"))
+    for key in ("arguments", "output"):  # OpenAI Responses function_call / function_call_output items
+        if key in part and part.get("type") in ("function_call", "function_call_output", "custom_tool_call",
+                                                 "custom_tool_call_output"):
+            out.extend(strings_in(part[key], f"{path}.{key}"))
+    return out
 
 
 def _responses_texts(doc: dict[str, Any]) -> list[tuple[str, str]]:
@@ -85,10 +111,7 @@ def _responses_texts(doc: dict[str, Any]) -> list[tuple[str, str]]:
         out.append(("input", value))
     elif isinstance(value, list):
         for i, item in enumerate(value):
-            if isinstance(item, dict):
-                out.extend(_content_texts(item.get("content"), f"input[{i}].content"))
-            elif isinstance(item, str):
-                out.append((f"input[{i}]", item))
+            out.extend(_part_texts(item, f"input[{i}]"))
     elif value is not None:
         raise ProtocolError("`input` must be a string or an array")
     return out

@@ -70,7 +70,7 @@ def parse_message(message: Any, server: str) -> ParsedAction:
         uri = params.get("uri")
         if not isinstance(uri, str) or not uri:
             raise ProtocolError("resources/read needs params.uri")
-        return ParsedAction("resource.read", uri, "resource", uri, {"uri": uri}, protocol="mcp")
+        return ParsedAction("resource.read", uri, "resource", uri, {"uri": uri}, (("params.uri", uri),), "mcp")
     if method == "prompts/get":
         name, arguments = _name_and_arguments(method, params)
         return ParsedAction("prompt.get", name, "prompt", name, arguments,

@@ -327,7 +327,7 @@ def _private_keys(text: Text, _: DetectContext) -> Iterator[tuple[int, int, floa
 _AZURE_CONN = re.compile(r"DefaultEndpointsProtocol=https?;AccountName=[A-Za-z0-9]{3,24};AccountKey=[A-Za-z0-9+/]{86}=="
                          r"(?:;[A-Za-z]+=[^;\s\"']+)*;?")
 _AZURE_KEY = re.compile(r"(?i)(?:accountkey|azure[_-]?storage[_-]?key|sharedaccesskey)\s*[=:]\s*[\"']?"
-                        r"([A-Za-z0-9+/]{43,86}=)")
+                        r"([A-Za-z0-9+/]{43,86}={0,2})(?![A-Za-z0-9+/=])")
 
 
 def _azure_connection_strings(text: Text, _: DetectContext) -> Iterator[tuple[int, int, float]]:
