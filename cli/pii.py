@@ -5,6 +5,7 @@ Prints character offsets and types only (never the matched text), so the output 
 
 from __future__ import annotations
 
+import io
 import json
 import sys
 from pathlib import Path
@@ -35,7 +36,7 @@ def scan(jsonl: bool, config_path: Path | None) -> None:
     except (ConfigError, PiiConfigError) as exc:
         click.echo(f"config error: {exc}", err=True)
         raise SystemExit(EXIT_ERROR) from None
-    stdin = click.get_text_stream("stdin", encoding="utf-8", errors="strict")
+    stdin = io.TextIOWrapper(sys.stdin.buffer, encoding="utf-8", errors="strict")
     try:
         if not jsonl:
             click.echo(json.dumps(_findings(scanner, stdin.read())))

@@ -276,7 +276,7 @@ class Governor:
         finally:
             _observe(_PARSE_STAGE, started)
         if not request.actions and env.body:
-            # Not a protocol agentgov parses: the hooks still see the body as text.
+            # A body agentgov's parsers refused (OPA-Envoy policies judge it anyway): hooks see it as text.
             text = env.body.decode("utf-8", "replace")
             request = replace(request, actions=(ParsedAction("http", f"{env.method} {env.path.split('?', 1)[0]}",
                                                              "route", env.path, texts=(("body", text),)),))

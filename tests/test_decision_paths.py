@@ -19,6 +19,7 @@ from tests.http_helpers import CALL, batch_decide, bearer, decide, post, send
 pytestmark = pytest.mark.envoy
 
 CHAT = {"model": "gpt-4o", "max_tokens": 64, "messages": [{"role": "user", "content": "hi"}]}
+AWS_KEY = "AKIAQ7RZ3KXW5MN2PL4T"  # TEST VALUE, shaped like an access key id
 
 
 @pytest.fixture(scope="module")
@@ -44,6 +45,8 @@ def cases(stack: LocalStack) -> list[tuple[str, str, dict[str, Any], str | None]
         ("forbidden model", "/v1/chat/completions", CHAT, support),
         ("max_tokens over the cap", "/v1/chat/completions", {**CHAT, "max_tokens": 10**6}, alice),
         ("tools/list", "/mcp", {"jsonrpc": "2.0", "id": 1, "method": "tools/list"}, dev),
+        ("secret in a tool argument", "/mcp",
+         {**CALL, "params": {"name": "crm.query", "arguments": {"tenant_id": "acme", "note": AWS_KEY}}}, alice),
     ]
 
 
@@ -177,3 +180,24 @@ def test_ext_authz_delegates_to_a_remote_decision_service(stack: LocalStack, tmp
     finally:
         edge.stop()
         decider.stop()
+
+
+def test_every_door_runs_the_pii_hook(stack: LocalStack) -> None:
+    """No entry point skips a stage: the PII hook finds the secret whichever way the action arrives."""
+    target = f"127.0.0.1:{stack.agentgov_ports[0]}"
+    alice = stack.keys.token("alice", ["analyst"], "acme")
+    arguments = {"tenant_id": "acme", "note": f"rotate {AWS_KEY}"}
+    # The decision service, with an action the caller describes.
+    described = decide(target, pb.DecideRequest(include_input=True, action=pb.ActionRequest(
+        credential=alice, kind="tool.call", name="crm.query", arguments_json=json.dumps(arguments))))
+    assert (described.allow, list(described.reasons)) == (False, ["secret_detected"])
+    findings = json.loads(described.inputs_json[0])["pii"]["findings"]
+    assert findings == [{"type": "AWS_KEY", "count": 1, "path": "arguments.note", "category": "secret"}]
+    # OPA's Data API, with a stated input that carries no findings: agentgov scans the arguments itself.
+    stated = {"subject": {"id": "alice", "roles": ["analyst"], "tenant": "acme", "authenticated": True},
+              "action": {"kind": "tool.call", "name": "crm.query"}, "resource": {"type": "tool", "id": "crm.query"},
+              "arguments": arguments}
+    status, _, data = post(f"http://127.0.0.1:{stack.data_api_port}/v1/data/agentgov/decision", {"input": stated})
+    assert status == 200
+    assert (data["result"]["allow"], data["result"]["reasons"]) == (False, ["secret_detected"])
+    assert AWS_KEY not in json.dumps(data)

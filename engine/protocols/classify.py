@@ -36,7 +36,9 @@ def classify(method: str, path: str, host: str, body: bytes, mcp_paths: tuple[st
         return parse_mcp(body, _mcp_server(bare, host))
     if method == "POST" and bare in LLM_PATHS:
         return [parse_llm(bare, body)]
-    return [ParsedAction("http", f"{method} {bare}", "route", bare, protocol="http")]
+    # Any other route: the body is still text a detector should see (the PII hook scans it whole).
+    texts = (("body", body.decode("utf-8", "replace")),) if body.strip() else ()
+    return [ParsedAction("http", f"{method} {bare}", "route", bare, texts=texts, protocol="http")]
 
 
 def _mcp_server(bare_path: str, host: str) -> str:

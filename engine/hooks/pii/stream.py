@@ -49,6 +49,7 @@ class _Segment:
 class _Event:
     lines: list[bytes]  # the non-data lines (event:, id:, retry:, comments), kept as they came
     data: bytes
+    has_data: bool = True
     doc: Any = None
     segments: list[_Segment] = field(default_factory=list)
     end: int = 0  # logical offset this event reaches (its release point)
@@ -56,7 +57,7 @@ class _Event:
     def encode(self) -> bytes:
         data = self.data if self.doc is None else json.dumps(self.doc, ensure_ascii=False,
                                                              separators=(",", ":")).encode()
-        lines = [*self.lines, *(b"data: " + part for part in data.split(b"\n"))]
+        lines = [*self.lines, *(b"data: " + part for part in data.split(b"\n") if self.has_data)]
         return b"\n".join(lines) + b"\n\n"
 
 
@@ -152,7 +153,8 @@ class SseInspector:
     async def _add(self, raw: bytes) -> bytes:
         lines = raw.split(b"\n")
         data_parts = [ln[5:].removeprefix(b" ") for ln in lines if ln.startswith(b"data:")]
-        event = _Event(lines=[ln for ln in lines if not ln.startswith(b"data:")], data=b"\n".join(data_parts))
+        event = _Event(lines=[ln for ln in lines if not ln.startswith(b"data:")], data=b"\n".join(data_parts),
+                       has_data=bool(data_parts))
         try:
             event.doc = json.loads(event.data) if data_parts else None
         except ValueError:
