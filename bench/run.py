@@ -10,6 +10,9 @@ Layers, each including the one before:
               the event loop and the cores, so this row includes the client's cost too)
   decide      one agentgov.v1 Decide over gRPC (loopback, same caveat)
   envoy       one HTTP request through the real Envoy → agentgov → demo backend
+
+and, for the PII hook: precision/recall per type on the labelled development set
+(tests/data/pii), scan cost per KB of text, and the whole hook on a 2 KB MCP tool call.
 """
 
 from __future__ import annotations
@@ -39,12 +42,17 @@ sys.path.insert(0, str(REPO))
 from agentgov.cli.stack import DEMO_AUDIENCE, DEMO_ISSUER, DemoKeys, LocalStack, free_port  # noqa: E402
 from agentgov.engine.backends.envoy_result import decision_from_envoy_result  # noqa: E402
 from agentgov.engine.backends.rego import RegoBackend  # noqa: E402
+from agentgov.engine.config import Config, build_hooks  # noqa: E402
 from agentgov.engine.governor import Envelope, Governor  # noqa: E402
+from agentgov.engine.hooks.base import HookRequest  # noqa: E402
 from agentgov.engine.hooks.identity import IdentityVerifier, Issuer  # noqa: E402
+from agentgov.engine.hooks.pii.hook import PiiHook  # noqa: E402
+from agentgov.engine.model import ANONYMOUS  # noqa: E402
 from agentgov.engine.policy.library import build_backends  # noqa: E402
 from agentgov.engine.policy.sources import discover  # noqa: E402
 from agentgov.engine.proto import DECIDE  # noqa: E402
 from agentgov.engine.proto import decision_pb2 as pb  # noqa: E402
+from agentgov.engine.protocols.mcp import parse_mcp  # noqa: E402
 from agentgov.engine.server.app import WorkerConfig, run_worker  # noqa: E402
 
 POLICIES = REPO / "policies"
@@ -117,7 +125,61 @@ def bench_engines(n: int) -> list[Row]:
 def governor(workdir: Path, keys: DemoKeys, engine: str = "rego") -> Governor:
     (workdir / "jwks.json").write_text(json.dumps(keys.jwks()))
     identity = IdentityVerifier([Issuer(DEMO_ISSUER, (DEMO_AUDIENCE,), jwks_file=str(workdir / "jwks.json"))])
-    return Governor(build_backends(discover([POLICIES]))[engine], identity)
+    # The default hooks (pii, tools_list), as `agentgov serve` runs them.
+    return Governor(build_backends(discover([POLICIES]))[engine], identity, hooks=build_hooks(Config(base=REPO)))
+
+
+PROSE = ("The quarterly review covers churn in the enterprise segment, the onboarding backlog and the "
+         "migration of the reporting pipeline. Customer escalations rose in October; most concern invoice "
+         "disputes and delayed exports. Please summarise the open deals for account 4471 and draft a reply "
+         "to the customer, who asked about renewal terms, volume discounts and the SLA for priority support. ")
+
+
+def prose(size: int) -> str:
+    """Ordinary business text of about `size` bytes with two findings at the end."""
+    tail = " Contact jane.doe@acme-corp.io or +1 202 927 0711."
+    return (PROSE * (size // len(PROSE) + 1))[:size - len(tail)] + tail
+
+
+@dataclass
+class PiiReport:
+    accuracy: dict[str, Any]
+    per_kb: list[tuple[str, float]]  # (text, median ms per KB)
+    hook_rows: list[Row]
+
+
+def bench_pii(n: int) -> PiiReport:
+    sys.path.insert(0, str(REPO / "bench"))
+    from pii_eval import evaluate  # the same scorer docs/pii.md and the tests use
+
+    hook = PiiHook()
+    scanner = hook.scanner
+    corpus = sorted((REPO / "tests" / "data" / "pii").glob("*.jsonl"))
+    accuracy = evaluate(corpus)
+    per_kb: list[tuple[str, float]] = []
+    dev_texts = [json.loads(line)["text"] for path in corpus for line in path.read_text().splitlines() if line]
+    for label, texts in (("2 KB business text, 2 findings", [prose(2048)]), ("16 KB business text, 2 findings",
+                                                                          [prose(16384)]),
+                         ("dev set texts (dense: most lines hold PII)", dev_texts)):
+        costs = []
+        for text in texts:
+            kb = len(text.encode()) / 1024
+            for _ in range(max(3, n // (10 * len(texts)))):
+                t = time.perf_counter_ns()
+                scanner.scan(text)
+                costs.append((time.perf_counter_ns() - t) / 1e6 / kb)
+        per_kb.append((label, statistics.median(costs)))
+    call = {"jsonrpc": "2.0", "id": 7, "method": "tools/call", "params": {"name": "crm.query", "arguments": {
+        "tenant_id": "acme", "query": prose(1000), "notes": prose(900)}}}
+    body = json.dumps(call).encode()
+
+    async def whole_hook() -> None:
+        actions = parse_mcp(body, "crm")
+        await hook.before(HookRequest("d", "bench", "POST", "/crm/mcp", "crm", {}, ANONYMOUS, tuple(actions)))
+
+    rows = [summarize("pii hook", f"parse + scan + findings, {len(body) / 1024:.1f} KB MCP tools/call",
+                      asyncio.run(atimed(whole_hook, n)))]
+    return PiiReport(accuracy, per_kb, rows)
 
 
 def bench_governor(n: int, workdir: Path, keys: DemoKeys) -> list[Row]:
@@ -230,7 +292,22 @@ def bench_envoy(n: int, seconds: float, concurrency: int) -> list[Row]:
     return rows
 
 
-def write_report(rows: list[Row], out: Path, args: argparse.Namespace) -> None:
+def pii_section(report: PiiReport) -> list[str]:
+    lines = ["", "## PII and secrets", "",
+             "Precision and recall per type on the labelled development set (`tests/data/pii`, scored by "
+             "`bench/pii_eval.py`; STRIPE_KEY, AWS_SECRET_KEY and URL_CREDENTIALS findings count as the set's "
+             "GENERIC_SECRET label):", "",
+             "| type | true pos. | false pos. | missed | precision | recall |", "| --- | ---: | ---: | ---: | ---: | ---: |"]
+    for label, r in report.accuracy["types"].items():
+        lines.append(f"| {label} | {r['tp']} | {r['fp']} | {r['fn']} | {r['precision']:.3f} | {r['recall']:.3f} |")
+    lines += ["", "Scan cost (median over runs, all detectors on):", "", "| text | ms per KB |", "| --- | ---: |"]
+    lines += [f"| {label} | {cost:.3f} |" for label, cost in report.per_kb]
+    lines += ["", "The `pii hook` row in the table above is the whole before-hook on a ~2 KB MCP tool call: "
+              "JSON-RPC parsing, extraction of every argument string with its path, the scan, and the findings."]
+    return lines
+
+
+def write_report(rows: list[Row], out: Path, args: argparse.Namespace, pii: PiiReport | None = None) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -285,7 +362,9 @@ def write_report(rows: list[Row], out: Path, args: argparse.Namespace) -> None:
               "load generator, Envoy and the demo backend already take the cores; the worker model (one process per "
               "core, each its own Envoy endpoint) is for machines with cores to spare, which this run cannot show.",
               ""]
-    (out / "benchmarks.md").write_text("\n".join(lines))
+    if pii is not None:
+        lines += pii_section(pii)
+    (out / "benchmarks.md").write_text("\n".join(lines) + "\n")
 
 
 def main() -> None:
@@ -299,12 +378,16 @@ def main() -> None:
     keys = DemoKeys()
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
-        rows = bench_engines(args.n) + bench_governor(args.n, workdir, keys) + bench_grpc(args.n, workdir, keys)
+        pii = bench_pii(args.n)
+        rows = bench_engines(args.n) + pii.hook_rows + bench_governor(args.n, workdir, keys) + \
+            bench_grpc(args.n, workdir, keys)
     if not args.skip_envoy:
         rows += bench_envoy(max(200, args.n // 4), args.seconds, args.concurrency)
     for r in rows:
         print(f"{r.layer:28} {r.case:32} p50 {r.p50_us:9.1f} µs  p99 {r.p99_us:9.1f} µs  {r.per_s:10,.0f}/s")
-    write_report(rows, args.out, args)
+    for label, cost in pii.per_kb:
+        print(f"pii scan {label:48} {cost:.3f} ms/KB")
+    write_report(rows, args.out, args, pii)
     print(f"wrote {args.out / 'benchmarks.md'} and {args.out / 'benchmarks.png'}")
 
 

@@ -27,7 +27,8 @@ from agentgov.engine.server.envoy_bootstrap import EnvoyLayout, bootstrap_yaml
 @click.option("--tls-key", type=click.Path(dir_okay=False), help="Envoy's client key, for mTLS.")
 @click.option("--tls-server-name", help="SNI to send to agentgov.")
 @click.option("--ext-proc", is_flag=True,
-              help="Add Envoy's ext_proc filter: agentgov meters LLM token usage from the responses.")
+              help="Add Envoy's ext_proc filter: redaction of request bodies, inspection of tool results and model "
+                   "output, tools/list filtering, token metering (set server.ext_proc: true in agentgov.yaml too).")
 @click.option("--mcp-filter", is_flag=True,
               help="Put Envoy's MCP filter first and forward its metadata to agentgov (Envoy >= 1.37).")
 @click.option("--no-request-body", is_flag=True,

@@ -1,4 +1,7 @@
-"""`agentgov up`: Envoy + agentgov + demo backend on this machine, with ready-to-paste curl commands."""
+"""`agentgov up`: Envoy + agentgov + demo backend on this machine, with ready-to-paste curl commands.
+
+Envoy runs both of agentgov's filters: ext_authz (who, allowed, PII findings) and ext_proc (the
+redaction obligation on the request body, tool results and model output on the way back)."""
 
 from __future__ import annotations
 
@@ -36,6 +39,16 @@ def demo_calls(stack: LocalStack) -> list[tuple[str, str | None, dict[str, objec
         ("allowed LLM call (analyst → gpt-4o-mini)", alice,
          {"model": "gpt-4o-mini", "max_tokens": 64, "messages": [{"role": "user", "content": "hello"}]},
          f"{stack.url}/v1/chat/completions"),
+        ("a prompt with PII reaches the model redacted (the fake model echoes what it received)", alice,
+         {"model": "gpt-4o-mini", "max_tokens": 64, "messages": [
+             {"role": "user", "content": "Send the receipt to jane.doe@example.org, card 4111 1111 1111 1111"}]},
+         f"{stack.url}/v1/chat/completions"),
+        ("a secret in a tool argument: 403 secret_detected", alice,
+         {**call, "params": {"name": "crm.query", "arguments": {"tenant_id": "acme",
+                                                              "query": "is AKIAQ7RZ3KXW5MN2PL4T still valid?"}}},
+         f"{stack.url}/mcp"),
+        ("tools/list shows only the tools this caller may call", dev,
+         {"jsonrpc": "2.0", "id": 2, "method": "tools/list"}, f"{stack.url}/mcp"),
         ("the same policy through OPA's Data API (no Envoy; the caller states the subject)", None,
          {"input": {"subject": {"id": "alice", "roles": ["analyst"], "tenant": "acme", "authenticated": True},
                     "action": {"kind": "tool.call", "name": "crm.query"},
@@ -51,7 +64,7 @@ def demo_calls(stack: LocalStack) -> list[tuple[str, str | None, dict[str, objec
 @click.option("--check", "check_only", is_flag=True, help="Run the demo calls, print the answers, stop.")
 def up(policies: Path, engine: str, workers: int, check_only: bool) -> None:
     """Start a local Envoy + agentgov + demo backend and print curl commands to try."""
-    stack = LocalStack(policies=policies, engine=engine, workers=workers, data_api=True)
+    stack = LocalStack(policies=policies, engine=engine, workers=workers, data_api=True, ext_proc=True)
     signal.signal(signal.SIGTERM, _exit_on_signal)  # `finally` below then stops every child process
     try:
         stack.start()
@@ -90,6 +103,6 @@ def _send(url: str, token: str | None, body: dict[str, object]) -> tuple[int, st
     request = urllib.request.Request(url, data=json.dumps(body).encode(), headers=headers, method="POST")  # noqa: S310
     try:
         with urllib.request.urlopen(request, timeout=10) as resp:  # noqa: S310
-            return resp.status, resp.read().decode()[:300]
+            return resp.status, resp.read().decode()[:400]
     except urllib.error.HTTPError as exc:
-        return exc.code, exc.read().decode()[:300]
+        return exc.code, exc.read().decode()[:400]
