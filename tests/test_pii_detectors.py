@@ -73,6 +73,8 @@ def test_iban_mod97_and_country_lengths() -> None:
     assert not v.iban_ok("GB82WEST1234569876543")  # length for GB
     assert not v.iban_ok("ZZ82WEST12345698765432")  # no such country
     assert found("pay to GB82 WEST 1234 5698 7654 32 today") == [("IBAN", "GB82 WEST 1234 5698 7654 32")]
+    assert found("iban gb82west12345698765432 please") == [("IBAN", "gb82west12345698765432")]
+    assert found("GB82 WEST 1234 5698 7654 3200") == []  # runs past the length GB fixes
 
 
 @pytest.mark.parametrize(("ssn", "ok"), [("123-45-6788", True), ("000-12-3456", False), ("666-12-3456", False),
@@ -106,6 +108,9 @@ def test_ip_addresses_and_version_strings() -> None:
 
 def test_dates_of_birth_need_a_cue_and_a_real_past_date() -> None:
     assert found("DOB: 1984-07-21") == [("DATE_OF_BIRTH", "1984-07-21")]
+    assert found("date of birth: March 15, 1987") == [("DATE_OF_BIRTH", "March 15, 1987")]
+    assert found("born 3 Sept 1990 in Leeds") == [("DATE_OF_BIRTH", "3 Sept 1990")]
+    assert found("DOB: Feb 30, 1990") == []
     assert found("born on 21/07/1984") == [("DATE_OF_BIRTH", "21/07/1984")]
     assert found("due 1984-07-21") == []
     assert found("DOB: 1984-13-45") == []
@@ -153,6 +158,12 @@ def test_key_material_in_pem_and_in_json_escaped_form() -> None:
     truncated = "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAABG5vbmUAAAAE"
     assert found(truncated) == [("PRIVATE_KEY", truncated)]  # no END line: still the key
     assert found("-----BEGIN PUBLIC KEY-----\nMFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAE\n-----END PUBLIC KEY-----") == []
+
+
+def test_http_basic_credentials() -> None:
+    assert found("Authorization: Basic dXNlcjpwYXNzd29yZA==") == [("GENERIC_SECRET", "dXNlcjpwYXNzd29yZA==")]
+    assert found("basic dXNlcjo=") == []  # "user:" has no password
+    assert found("a basic question about Python") == []
 
 
 def test_azure_and_connection_strings() -> None:
@@ -224,6 +235,22 @@ def test_any_text_scans_without_error_into_ordered_disjoint_spans(text: str) -> 
     for a, b in itertools.pairwise(spans):
         assert a.end <= b.start
     assert all(0 <= s.start < s.end <= len(text) and s.type in ALL_TYPES for s in spans)
+
+
+_PIECES = ["DOB", "date of birth:", "born on", "March", "Sept", "15", "31", "1987", "2990", "/", "-", ".", "SSN", "ssn",
+           "+1", "+44", "202", "555", "0711", "(415)", "@", "ex.com", "AKIA", "Basic", "bearer", "password=", "pwd=",
+           "://", ":", ";", "IBAN", "GB82", "WEST", "0x", "bc1q", "1A1zP1", "-----BEGIN PRIVATE KEY-----", "eyJ", "sk-",
+           "ghp_", "xoxb-", "AccountKey=", "call", "phone", "4111", "1111", "::", "10.0.0.1", "v", "version"]
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(_PIECES), st.sampled_from(["", " ", "  ", ",", "\n", "=", "'"])),
+                max_size=25))
+def test_texts_built_from_detector_cues_never_break_a_detector(parts: list[tuple[str, str]]) -> None:
+    """Random text rarely reaches a detector's deeper branches; text made of their cues does."""
+    text = "".join(piece + sep for piece, sep in parts)
+    spans = SCANNER.scan(text)
+    assert all(0 <= s.start < s.end <= len(text) for s in spans)
 
 
 _FILLER = st.text(alphabet=st.sampled_from(list("abcdefgh ,;:()\n\t")), max_size=40)

@@ -8,6 +8,7 @@ wins: a GitHub token inside a URL is a GitHub token) and applies the operator's 
 
 from __future__ import annotations
 
+import base64
 import functools
 import re
 from collections.abc import Callable, Iterator
@@ -135,16 +136,35 @@ def _cards(text: Text, _: DetectContext) -> Iterator[tuple[int, int, float]]:
             yield m.start(), m.end(), 0.95
 
 
-_IBAN = re.compile(r"(?<![\w])[A-Z]{2}\d{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,3})?(?![\w])")
+_IBAN = re.compile(r"(?<![\w])[A-Z]{2}\d{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,3})?(?![\w])", re.IGNORECASE)
 
 
 def _ibans(text: Text, _: DetectContext) -> Iterator[tuple[int, int, float]]:
     seen: set[int] = set()
     # The country code and the letters of a bank code come before the first long run of digits.
     for m in _windowed(_IBAN, text, left=24, right=12):
-        if m.start() not in seen and v.iban_ok(m.group(0).replace(" ", "")):
+        if m.start() in seen:
+            continue
+        end = _iban_end(m.group(0))
+        if end and v.iban_ok(m.group(0)[:end].replace(" ", "").upper()):
             seen.add(m.start())
-            yield m.start(), m.end(), 0.98
+            yield m.start(), m.start() + end, 0.98
+
+
+def _iban_end(candidate: str) -> int:
+    """Where an IBAN starting `candidate` ends: its country fixes its length, so a word that follows
+    ("… 3000 please") is not read as more of it. 0 when the candidate is shorter or runs on."""
+    length = v.IBAN_LENGTHS.get(candidate[:2].upper())
+    if length is None:
+        return 0
+    count = 0
+    for i, ch in enumerate(candidate):
+        if ch != " ":
+            count += 1
+        if count == length:
+            rest = candidate[i + 1:i + 2]
+            return 0 if rest.isalnum() else i + 1
+    return 0
 
 
 _SSN = re.compile(r"(?<![\w-])(\d{3})([- ])(\d{2})\2(\d{4})(?![\w-])")
@@ -245,8 +265,11 @@ def _wallets(text: Text, _: DetectContext) -> Iterator[tuple[int, int, float]]:
             yield eth.start(), eth.end(), 0.8
 
 
+_MONTHS = ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec")
+_MONTH = r"(?:jan|feb|mar|apr|may|jun|jul|aug|sept?|oct|nov|dec)[a-z]*\.?"
 _DOB_CUE = re.compile(r"(?i)\b(?:dob|d\.o\.b\.?|date of birth|birth ?date|born(?: on)?)\b[\s:=#-]{0,4}"
-                      r"(\d{4}-\d{1,2}-\d{1,2}|\d{1,2}[/.-]\d{1,2}[/.-]\d{4})")
+                      r"(\d{4}-\d{1,2}-\d{1,2}|\d{1,2}[/.-]\d{1,2}[/.-]\d{4}|" + _MONTH + r" \d{1,2},? \d{4}|"
+                      r"\d{1,2} " + _MONTH + r",? \d{4})")
 
 
 def _dates_of_birth(text: Text, _: DetectContext) -> Iterator[tuple[int, int, float]]:
@@ -259,20 +282,26 @@ def _dates_of_birth(text: Text, _: DetectContext) -> Iterator[tuple[int, int, fl
 
 
 def _plausible_birth_date(raw: str) -> bool:
+    words = re.findall(r"[A-Za-z]+", raw)
+    if words:  # "March 15, 1987" or "15 Mar 1987"
+        month = _MONTHS.index(words[0][:3].lower()) + 1
+        day, year = (int(n) for n in re.findall(r"\d+", raw))
+        return _real_past_date(year, month, day)
     parts = [int(p) for p in re.split(r"[/.-]", raw)]
     if parts[0] > 31:
         candidates = [(parts[0], parts[1], parts[2])]
     else:
         a, b, year = parts
         candidates = [(year, a, b), (year, b, a)]  # US and European order: either real date will do
-    for y, mo, d in candidates:
-        try:
-            when = date(y, mo, d)
-        except ValueError:
-            continue
-        if when.year >= 1900 and when <= date.today():
-            return True
-    return False
+    return any(_real_past_date(y, mo, d) for y, mo, d in candidates)
+
+
+def _real_past_date(year: int, month: int, day: int) -> bool:
+    try:
+        when = date(year, month, day)
+    except ValueError:
+        return False
+    return when.year >= 1900 and when <= date.today()
 
 
 # --- secrets -----------------------------------------------------------------------------------
@@ -392,6 +421,17 @@ _AWS_SECRET = re.compile(r"aws.{0,20}?secret.{0,20}?[\"']?\s*[:=]\s*[\"']?([A-Za
 _SECRET_WORDS = ("pass", "pwd", "secret", "key", "token", "credential")
 _ASSIGNMENT = re.compile(r"[A-Za-z0-9_-]{0,20}[\"']?\s*(?::=|=|:)\s*([\"']?)([^\s\"',;`]{8,256})\1")
 _BEARER = re.compile(r"bearer\s+([A-Za-z0-9._~+/=-]{16,512})", re.IGNORECASE)
+_BASIC = re.compile(r"basic\s+([A-Za-z0-9+/]{6,512}={0,2})(?![A-Za-z0-9+/=])", re.IGNORECASE)
+
+
+def _is_user_password(encoded: str) -> bool:
+    """HTTP Basic credentials: base64 of `user:password` with a non-empty password."""
+    try:
+        decoded = base64.b64decode(encoded + "=" * (-len(encoded) % 4), validate=True).decode("utf-8")
+    except (ValueError, UnicodeDecodeError):
+        return False
+    _user, sep, password = decoded.partition(":")
+    return bool(sep and password and decoded.isprintable())
 
 
 def _generic_secrets(text: Text, ctx: DetectContext) -> Iterator[tuple[int, int, float]]:
@@ -416,6 +456,10 @@ def _generic_secrets(text: Text, ctx: DetectContext) -> Iterator[tuple[int, int,
         m = _BEARER.match(raw, at)
         if m and v.looks_random(m.group(1), ctx.secret_min_entropy):
             yield m.start(1), m.end(1), 0.85
+    for at in text.find_all("basic", lower=True):
+        m = _BASIC.match(raw, at)
+        if m and _is_user_password(m.group(1)):
+            yield m.start(1), m.end(1), 0.9
 
 
 DETECTORS: tuple[Detector, ...] = (
