@@ -351,8 +351,9 @@ def write_report(rows: list[Row], out: Path, args: argparse.Namespace, pii: PiiR
         lines.append(f"| {r.layer} | {r.case} | {r.n} | {fmt(r.p50_us)} | {fmt(r.p99_us)} | {fmt(r.mean_us)} | "
                      f"{r.per_s:,.0f} |")
     lines += ["", "![time per decision by layer](benchmarks.png)", "",
-              "What the layers add: `governor` over `engine` is identity (a cached JWT check), protocol parsing and "
-              "the input document; `ext_authz gRPC` adds protobuf and loopback gRPC, whose own cost in Python (client "
+              "What the layers add: `governor` over `engine` is identity (a cached JWT check), protocol parsing, "
+              "the default hooks (the PII/secrets scan of every prompt and argument; `pii hook` is that hook alone on "
+              "a larger call) and the input document; `ext_authz gRPC` adds protobuf and loopback gRPC, whose own cost in Python (client "
               "and server on one event loop) is the `gRPC floor` row; `Envoy e2e` adds Envoy, HTTP and the demo "
               "backend, all on the same two cores as the load generator.", "",
               "Where the time goes: the policy evaluation (the shipped library's `data.agentgov.decision` in "
