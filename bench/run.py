@@ -353,9 +353,9 @@ def write_report(rows: list[Row], out: Path, args: argparse.Namespace, pii: PiiR
     lines += ["", "![time per decision by layer](benchmarks.png)", "",
               "What the layers add: `governor` over `engine` is identity (a cached JWT check), protocol parsing, "
               "the default hooks (the PII/secrets scan of every prompt and argument; `pii hook` is that hook alone on "
-              "a larger call) and the input document; `ext_authz gRPC` adds protobuf and loopback gRPC, whose own cost in Python (client "
-              "and server on one event loop) is the `gRPC floor` row; `Envoy e2e` adds Envoy, HTTP and the demo "
-              "backend, all on the same two cores as the load generator.", "",
+              "a larger call) and the input document; `ext_authz gRPC` adds protobuf and loopback gRPC, whose own "
+              "cost in Python (client and server on one event loop) is the `gRPC floor` row; `Envoy e2e` adds "
+              "Envoy, HTTP and the demo backend, all on the same two cores as the load generator.", "",
               "Where the time goes: the policy evaluation (the shipped library's `data.agentgov.decision` in "
               "regorus, or the Cedar policy set) and Python gRPC are the two large pieces; identity with a cached "
               "token and protocol parsing are tens of microseconds. A plain OPA-Envoy style policy evaluates in about a "
