@@ -22,18 +22,20 @@ from agentgov.engine.hooks.tool_filter import ToolListHook
 from agentgov.engine.policy.library import build_backends
 from agentgov.engine.policy.problems import yaml_problem
 from agentgov.engine.policy.sources import discover
+from agentgov.engine.protocols.mcp import DEFAULT_MAX_BATCH
 
 _TOP = {"policy", "identity", "server", "pii", "hooks"}
 _POLICY = {"engine", "paths", "rule", "opa_url", "input_format"}
 _IDENTITY = {"issuers", "api_keys", "api_key_header", "leeway_s", "required"}
 _SERVER = {"host", "port", "workers", "metrics_port", "data_api_port", "allow_truncated_body", "mcp_paths",
            "decision_service", "decision_service_timeout_s", "tls", "drain_s", "drain_notice_s",
-           "socket_dir", "ext_proc"}
+           "socket_dir", "ext_proc", "max_batch"}
 _TLS = {"cert_file", "key_file", "client_ca_file", "ca_file"}
 _SERVER_TYPES: dict[str, Any] = {
     "host": str, "port": int, "workers": int, "metrics_port": int, "data_api_port": int,
     "allow_truncated_body": bool, "decision_service": str, "decision_service_timeout_s": (int, float),
     "drain_s": (int, float), "drain_notice_s": (int, float), "socket_dir": str, "ext_proc": bool,
+    "max_batch": int,
 }
 _TYPE_NAMES: dict[Any, str] = {str: "a string", int: "an integer", bool: "true or false", (int, float): "a number"}
 OPA_ENVOY_DEFAULT_RULE = "data.envoy.authz.allow"  # the plugin's default decision path
@@ -77,6 +79,7 @@ class Config:
     # Envoy runs agentgov's ext_proc filter (envoy-config --ext-proc): request bodies can be redacted
     # and responses inspected. Without it a `redact` obligation is refused (redaction_unavailable).
     ext_proc: bool = False
+    max_batch: int = DEFAULT_MAX_BATCH  # JSON-RPC messages per MCP request (each one is a decision)
     pii: dict[str, Any] = field(default_factory=lambda: {})
     hooks: list[Any] | None = None  # the `hooks:` list: order, third-party plugins and their options
     explicit: set[str] = field(default_factory=set)  # policy keys the file set (so flags know what to derive)
@@ -127,6 +130,8 @@ def load_config(path: Path | None) -> Config:
             if isinstance(value, bool) != (kind is bool) or not isinstance(value, kind):
                 raise ConfigError(f"{path}: server.{key} must be {_TYPE_NAMES[kind]}, got {value!r}")
             setattr(cfg, key, value)
+    if cfg.max_batch < 1:
+        raise ConfigError(f"{path}: server.max_batch must be at least 1")
     cfg.mcp_paths = [str(p) for p in server.get("mcp_paths", [])]
     tls = server.get("tls") or {}
     if not isinstance(tls, dict):
@@ -190,7 +195,8 @@ def build_governor(cfg: Config) -> Governor:
                           "(set identity.required: false to accept that)")
     return Governor(build_backend(cfg), identity, GovernorOptions(
         allow_truncated_body=bool(cfg.allow_truncated_body), mcp_paths=tuple(cfg.mcp_paths),
-        input_format=cfg.input_format, can_redact=bool(cfg.ext_proc)), hooks=build_hooks(cfg))
+        input_format=cfg.input_format, can_redact=bool(cfg.ext_proc), max_batch=cfg.max_batch),
+        hooks=build_hooks(cfg))
 
 
 def build_hooks(cfg: Config) -> list[HookSlot]:

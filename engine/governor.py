@@ -51,12 +51,14 @@ from agentgov.engine.model import (
 from agentgov.engine.protocols import ProtocolError
 from agentgov.engine.protocols.classify import classify
 from agentgov.engine.protocols.jsonbody import strings_in
+from agentgov.engine.protocols.mcp import DEFAULT_MAX_BATCH
 from agentgov.engine.protocols.opa_envoy import opa_envoy_input
 from agentgov.engine.protocols.parsed import ParsedAction
 
 log = logging.getLogger("agentgov.governor")
 STATUS_BAD_REQUEST = 400
 STATUS_TOO_LARGE = 413
+STATUS_UNSUPPORTED_MEDIA = 415
 # Never handed to policy: credentials, and agentgov's own headers (which only agentgov may set).
 _HIDDEN_HEADERS = {"authorization", "proxy-authorization", "cookie", "x-api-key", "api-key"}
 JUSTIFICATION_HEADER = "x-agentgov-justification"
@@ -119,6 +121,7 @@ class GovernorOptions:
     # "opa-envoy": policies get the OPA-Envoy plugin's input and answer in its result shapes.
     input_format: InputFormat = "agentgov"
     revision: str = ""  # the loaded policy set's revision (cache keys, records)
+    max_batch: int = DEFAULT_MAX_BATCH  # JSON-RPC messages per MCP request
 
 
 class Decider(Protocol):
@@ -215,11 +218,19 @@ class Governor:
             return await self._finish(request, Decision.deny(
                 "body_truncated", status=STATUS_TOO_LARGE, error="request body exceeds the inspection limit",
                 detail="the request body exceeds the inspection limit"), runs, consumed=consumed)
+        charset = _declared_charset(env.headers.get("content-type", ""))
+        if env.body and charset not in ("", "utf-8", "utf8"):
+            # A backend that honours the declared charset would read other characters than agentgov does.
+            return await self._finish(request, Decision.deny(
+                "unsupported_charset", status=STATUS_UNSUPPORTED_MEDIA,
+                detail="the request body must be UTF-8 (Content-Type declares another charset)"), runs,
+                consumed=consumed)
         started = time.perf_counter()
         try:
             actions = list(given) if given is not None else classify(
                 env.method, env.path, env.host, env.body, self.options.mcp_paths,
-                mcp_metadata=env.filter_metadata.get(MCP_FILTER_NAMESPACE))
+                mcp_metadata=env.filter_metadata.get(MCP_FILTER_NAMESPACE), headers=env.headers,
+                max_batch=self.options.max_batch)
         except ProtocolError as exc:
             if self.options.input_format == "opa-envoy":
                 actions = []  # OPA-Envoy policies judge any body; the input builder below is the parser
@@ -460,6 +471,15 @@ def _enrich(request: HookRequest, name: str, result: Enrichment) -> HookRequest:
     if result.budget:
         extensions["_budget"] = tuple(result.budget[:n])
     return replace(request, findings=tuple(tuple(f) for f in findings), extensions=extensions)
+
+
+def _declared_charset(content_type: str) -> str:
+    """The `charset` parameter of a Content-Type, lower-cased ("" when none is declared)."""
+    for param in content_type.split(";")[1:]:
+        name, _, value = param.partition("=")
+        if name.strip().lower() == "charset":
+            return value.strip().strip('"').lower()
+    return ""
 
 
 def _deny(result: Deny) -> Decision:

@@ -119,7 +119,9 @@ def test_batch_decide_answers_in_order(stack: LocalStack) -> None:
     (pb.DecideRequest(action=pb.ActionRequest(kind="tool.call", name="x", arguments_json="[1]")), "JSON object"),
     (pb.DecideRequest(action=pb.ActionRequest(kind="tool.call", name="x", arguments_json="{")), "not valid JSON"),
     (pb.DecideRequest(action=pb.ActionRequest(kind="tool.call", name="x", arguments_json='{"a": 1, "a": 2}')),
-     "repeats the key"),
+     "repeats a key"),
+    (pb.DecideRequest(action=pb.ActionRequest(kind="tool.call", name="crm.query", resource_id="crm.export")),
+     "action.resource_id (crm.export) must name the same tool as action.name"),
     (pb.DecideRequest(http=pb.HttpRequest(method="POST", envoy_attributes_json='{"metadataContext": []}')),
      "filterMetadata"),
     (pb.DecideRequest(action=pb.ActionRequest(kind="tool.call", name="")), "name is required"),
@@ -201,3 +203,12 @@ def test_every_door_runs_the_pii_hook(stack: LocalStack) -> None:
     assert status == 200
     assert (data["result"]["allow"], data["result"]["reasons"]) == (False, ["secret_detected"])
     assert AWS_KEY not in json.dumps(data)
+
+
+def test_a_redaction_obligation_without_ext_proc_is_refused(stack: LocalStack) -> None:
+    """This stack runs no ext_proc: nobody could carry out `redact`, so the allow becomes a deny."""
+    chat = {**CHAT, "model": "gpt-4o-mini", "messages": [{"role": "user", "content": "mail ann.lee@example.org"}]}
+    status, headers, body = send(stack, "/v1/chat/completions", chat,
+                                 bearer(stack.keys.token("alice", ["analyst"], "acme")))
+    assert (status, body["reasons"]) == (403, ["redaction_unavailable"])
+    assert "x-demo-seen" not in headers

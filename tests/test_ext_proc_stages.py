@@ -153,13 +153,15 @@ def test_a_processor_that_fails_fails_closed_with_503(tmp_path: Path, monkeypatc
     assert answers[-1].immediate_response.status.code == 503
 
 
-def test_without_ext_proc_a_redaction_obligation_is_refused_at_the_door(tmp_path: Path) -> None:
+def test_the_data_api_hands_redaction_obligations_to_its_caller(tmp_path: Path) -> None:
     gov = governor(tmp_path, ext_proc=False)
     token_free = Envelope("POST", "/v1/chat/completions", "llm", {}, CHAT.encode())
     verdict = asyncio.run(gov.decide(token_free))
-    assert verdict.decision.reasons == ("unauthenticated",)  # identity off: the policy still wants a caller
+    assert verdict.decision.status == 401  # identity off: the policy still wants a caller
+    assert "unauthenticated" in verdict.decision.reasons
     stated = {"subject": ALICE, "action": {"kind": "llm.chat", "name": "gpt-4o-mini"},
-              "resource": {"type": "model", "id": "gpt-4o-mini"}, "arguments": {"model": "gpt-4o-mini"},
+              "resource": {"type": "model", "id": "gpt-4o-mini"},
+              "arguments": {"model": "gpt-4o-mini", "max_tokens": 64},
               "pii": {"findings": [{"type": "EMAIL", "count": 1, "path": "messages[0].content"}]}}
     answer = asyncio.run(gov.decide_stated(stated))
     assert answer.decision.obligations.redact == ("EMAIL",)  # the Data API hands obligations to its caller

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from agentgov.engine.protocols import ProtocolError
 from agentgov.engine.protocols.classify import classify
+from agentgov.engine.protocols.jsonbody import decode_json
 from agentgov.engine.protocols.llm import parse_llm
 from agentgov.engine.protocols.mcp import parse_mcp
 
@@ -104,7 +105,7 @@ def test_parsers_raise_only_protocol_errors_on_json(doc: object) -> None:
 def test_repeated_json_keys_are_refused() -> None:
     """Parsers disagree on which repeated key wins; the policy must see what the backend acts on."""
     body = b'{"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "web.search", "name": "crm.delete"}}'
-    with pytest.raises(ProtocolError, match="repeats the key 'name'"):
+    with pytest.raises(ProtocolError, match="repeats a key in one object"):
         classify("POST", "/mcp", "h", body)
 
 
@@ -130,3 +131,61 @@ def test_configured_mcp_paths_are_parsed_as_mcp() -> None:
     assert classify("POST", "/tools", "h", body)[0].kind == "http"
     [action] = classify("POST", "/tools?x=1", "h", body, mcp_paths=("/tools",))
     assert (action.kind, action.protocol) == ("tool.list", "mcp")
+
+
+@pytest.mark.parametrize(("body", "message"), [
+    (b'{"jsonrpc": "2.0", "method": "tools/call", "params": {"name": "a", "Name": "b"}}',
+     "keys in one object that differ only in case"),
+    (b'{"a": {"ID": 1, "id": 2}}', "differ only in case"),
+    (b'{"n": ' + b"9" * 5000 + b"}", "outside the 64-bit range"),
+    (b'{"n": 9223372036854775808}', "outside the 64-bit range"),
+    (b'{"n": -9223372036854775809}', "outside the 64-bit range"),
+    (b'{"n": 1e400}', "too large to represent"),
+    (b'{"n": NaN}', "NaN or Infinity"),
+    (b'{"n": -Infinity}', "NaN or Infinity"),
+    (b'{"s": "\\ud800"}', "unpaired UTF-16 surrogate"),
+    (b'{"\\udfff": 1}', "unpaired UTF-16 surrogate"),
+    (b'{"a": 1, "a": 1}', "repeats a key in one object"),
+])
+def test_bodies_two_parsers_could_read_differently_are_refused(body: bytes, message: str) -> None:
+    with pytest.raises(ProtocolError) as err:
+        decode_json(body)
+    assert message in str(err.value)
+    assert "Name" not in str(err.value) and "ud800" not in str(err.value)  # noqa: PT018 - nothing of the body echoed
+
+
+def test_numbers_at_the_edges_of_64_bits_and_paired_surrogates_are_fine() -> None:
+    doc = decode_json(b'{"a": 9223372036854775807, "b": -9223372036854775808, "c": 1.5e308, "d": "\\ud83d\\ude00"}')
+    assert doc == {"a": 2**63 - 1, "b": -(2**63), "c": 1.5e308, "d": "\U0001f600"}
+
+
+@given(st.dictionaries(st.text(alphabet="aAbBßSs", min_size=1, max_size=3),
+                       st.integers(min_value=-(2**63), max_value=2**63 - 1), min_size=2, max_size=6))
+def test_case_folding_collisions_are_always_refused(doc: dict[str, int]) -> None:
+    body = json.dumps(doc).encode()
+    if len({k.casefold() for k in doc}) != len(doc):
+        with pytest.raises(ProtocolError, match="differ only in case"):
+            decode_json(body)
+    else:
+        assert decode_json(body) == doc
+
+
+@pytest.mark.parametrize(("path", "fields", "expected"), [
+    ("/v1/chat/completions", {"max_tokens": None, "max_completion_tokens": 300}, 300),
+    ("/v1/chat/completions", {"max_tokens": 200, "max_completion_tokens": None}, 200),
+    ("/v1/chat/completions", {"max_tokens": 200, "max_completion_tokens": 200}, 200),
+    ("/v1/chat/completions", {"max_tokens": None}, None),
+    ("/v1/responses", {"max_output_tokens": 50, "max_tokens": 9999}, 50),  # Responses reads only its own field
+    ("/v1/messages", {"max_tokens": 70}, 70),
+])
+def test_the_effective_output_limit_is_what_the_api_reads(path: str, fields: dict[str, object],
+                                                          expected: int | None) -> None:
+    doc: dict[str, object] = {"model": "m", "messages": [{"role": "user", "content": "x"}], "input": "x", **fields}
+    action = parse_llm(path, json.dumps(doc).encode())
+    assert action.arguments.get("max_tokens") == expected
+
+
+def test_two_different_output_limits_are_refused() -> None:
+    doc = {"model": "m", "messages": [{"role": "user", "content": "x"}], "max_tokens": 10, "max_completion_tokens": 9000}
+    with pytest.raises(ProtocolError, match="max_completion_tokens and max_tokens disagree"):
+        parse_llm("/v1/chat/completions", json.dumps(doc).encode())

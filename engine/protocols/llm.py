@@ -22,21 +22,19 @@ def parse_llm(path: str, body: bytes) -> ParsedAction:
     if not isinstance(model, str) or not model:
         raise ProtocolError("LLM request needs a `model` string")
     if path == OPENAI_RESPONSES:
-        max_tokens = doc.get("max_output_tokens")
+        max_tokens = _token_limit(doc, "max_output_tokens")
         texts = _responses_texts(doc)
         protocol = "openai.responses"
     elif path == ANTHROPIC_MESSAGES:
-        max_tokens = doc.get("max_tokens")
+        max_tokens = _token_limit(doc, "max_tokens")
         texts = _messages_texts(doc.get("messages"), "messages")
         system = doc.get("system")
         texts = _content_texts(system, "system") + texts if system is not None else texts
         protocol = "anthropic.messages"
     else:
-        max_tokens = doc.get("max_completion_tokens", doc.get("max_tokens"))
+        max_tokens = _token_limit(doc, "max_completion_tokens", "max_tokens")
         texts = _messages_texts(doc.get("messages"), "messages")
         protocol = "openai.chat"
-    if max_tokens is not None and (isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 0):
-        raise ProtocolError("max_tokens must be a non-negative integer")
     stream = doc.get("stream", False)
     if not isinstance(stream, bool):
         raise ProtocolError("stream must be a boolean")
@@ -44,6 +42,18 @@ def parse_llm(path: str, body: bytes) -> ParsedAction:
     if max_tokens is not None:
         arguments["max_tokens"] = max_tokens
     return ParsedAction("llm.chat", model, "model", model, arguments, tuple(texts), protocol)
+
+
+def _token_limit(doc: dict[str, Any], *fields: str) -> int | None:
+    """The output token limit the backend will apply: the API's limit fields, null meaning absent.
+    Two fields with different values are refused: which one a backend honours is its own choice."""
+    values = {f: doc[f] for f in fields if doc.get(f) is not None}
+    for name, value in values.items():
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ProtocolError(f"{name} must be a non-negative integer")
+    if len(set(values.values())) > 1:
+        raise ProtocolError(f"{' and '.join(values)} disagree; send one output token limit")
+    return next(iter(values.values()), None)
 
 
 def _messages_texts(messages: Any, path: str) -> list[tuple[str, str]]:

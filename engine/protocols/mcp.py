@@ -13,12 +13,16 @@ from agentgov.engine.protocols.errors import ProtocolError
 from agentgov.engine.protocols.jsonbody import decode_json, strings_in
 from agentgov.engine.protocols.parsed import ParsedAction
 
+DEFAULT_MAX_BATCH = 32  # JSON-RPC messages in one batch: each is a decision, so the work per request is bounded
 
-def parse_mcp(body: bytes, server: str) -> list[ParsedAction]:
+
+def parse_mcp(body: bytes, server: str, max_batch: int = DEFAULT_MAX_BATCH) -> list[ParsedAction]:
     doc = decode_json(body)
     messages = doc if isinstance(doc, list) else [doc]
     if not messages:
         raise ProtocolError("empty JSON-RPC batch")
+    if len(messages) > max_batch:
+        raise ProtocolError(f"JSON-RPC batch of {len(messages)} messages; at most {max_batch} are accepted")
     return [parse_message(m, server) for m in messages]
 
 

@@ -20,6 +20,8 @@ from agentgov.engine.protocols.parsed import ParsedAction
 # What an ActionRequest's kind acts on, when the caller does not say.
 _RESOURCE_TYPES = {"llm.chat": "model", "tool.call": "tool", "tool.list": "server", "resource.read": "resource",
                    "prompt.get": "prompt", "mcp.session": "server", "http": "route"}
+# Kinds whose resource is the named thing itself (a server or a route may differ from the name).
+_NAMED_BY_RESOURCE = {"tool.call": "tool", "llm.chat": "model", "resource.read": "resource", "prompt.get": "prompt"}
 # ActionRequest.context keys and the request headers the Governor reads them from.
 _CONTEXT_HEADERS = {**CONTEXT_HEADERS, "justification": JUSTIFICATION_HEADER}
 
@@ -51,6 +53,11 @@ def action_from_request(action: pb.ActionRequest) -> tuple[Envelope, ParsedActio
     unknown = sorted(set(action.context) - {*_CONTEXT_HEADERS, "request_id"})
     if unknown:
         raise InvalidRequest(f"unknown action.context key(s): {', '.join(unknown)}")
+    named = _NAMED_BY_RESOURCE.get(action.kind)
+    if named and action.resource_id and action.resource_id != action.name:
+        # One reading: the policy must not approve one tool (resource_id) while the caller runs another (name).
+        raise InvalidRequest(f"action.resource_id ({action.resource_id[:100]}) must name the same {named} as "
+                             f"action.name, or be left empty")
     arguments = _json_object(action.arguments_json, "arguments_json") if action.arguments_json else {}
     headers = {header: action.context[key] for key, header in _CONTEXT_HEADERS.items() if key in action.context}
     if action.credential:

@@ -20,7 +20,9 @@ _CREDENTIALS = ("authorization", "x-api-key")
 
 def _seen(request: web.Request) -> dict[str, str]:
     """The x-agentgov-* headers as received, and whether credential headers arrived (never their values)."""
-    seen = {k.lower(): v for k, v in request.headers.items() if k.lower().startswith("x-agentgov-")}
+    # Also what a backend that maps `_` to `-` would take for an identity header (x_agentgov_subject).
+    seen = {k.lower(): v for k, v in request.headers.items()
+            if k.lower().replace("_", "-").startswith("x-agentgov-")}
     seen.update({name: "<present>" for name in _CREDENTIALS if name in request.headers})
     return seen
 

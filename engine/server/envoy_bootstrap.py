@@ -87,6 +87,14 @@ def bootstrap(layout: EnvoyLayout) -> dict[str, Any]:
     hcm = {
         "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
         "stat_prefix": "agents",
+        # One reading of the path: Envoy normalises it (RFC 3986 dot segments, merged slashes) before
+        # ext_authz sees it and the backend gets it, and refuses encoded slashes, which backends split
+        # differently. Headers with underscores are dropped: some backends map `_` to `-`, which would
+        # let `x_agentgov_subject` pass as `x-agentgov-subject` behind agentgov's back.
+        "normalize_path": True,
+        "merge_slashes": True,
+        "path_with_escaped_slashes_action": "REJECT_REQUEST",
+        "common_http_protocol_options": {"headers_with_underscores_action": "DROP_HEADER"},
         "route_config": {"name": "agents", "virtual_hosts": [{
             "name": "backend", "domains": ["*"],
             "routes": [{"match": {"prefix": "/"}, "route": {"cluster": "backend", "timeout": "120s"}}],

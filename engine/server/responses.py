@@ -21,7 +21,7 @@ from agentgov.engine.governor import Verdict
 from agentgov.engine.model import HttpDirectives, json_default
 from agentgov.engine.server.exchange import EXCHANGE_KEY, exchange_metadata
 
-_ERRORS = {400: "bad_request", 401: "unauthenticated", 403: "forbidden", 413: "payload_too_large",
+_ERRORS = {400: "bad_request", 401: "unauthenticated", 403: "forbidden", 413: "payload_too_large", 415: "unsupported_media_type",
            429: "rate_limited", 503: "unavailable"}
 _OVERWRITE = base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD
 _APPEND = base_pb2.HeaderValueOption.APPEND_IF_EXISTS_OR_ADD

@@ -94,6 +94,16 @@ deny contains "tenant_mismatch" if {
 
 deny contains "max_tokens_exceeded" if input.arguments.max_tokens > entry.max_tokens
 
+# A model with a cap: a request that names no output limit would get the provider's default, which
+# can be far above the cap. It is refused (the client sets max_tokens, max_completion_tokens or
+# max_output_tokens); null counts as not set.
+deny contains "max_tokens_required" if {
+	request_phase
+	input.action.kind == "llm.chat"
+	entry.max_tokens
+	not is_number(input.arguments.max_tokens)
+}
+
 deny contains "break_glass_justification_required" if {
 	"break_glass" in roles
 	not justified

@@ -63,7 +63,10 @@ test_status_401_beats_429 if {
 }
 
 test_status_429_only_for_budget if {
-	agentgov.status == 429 with input as req(analyst, "llm.chat", "model", "gpt-4o", {"budget": {"exhausted": true}})
+	agentgov.status == 429 with input as req(
+		analyst, "llm.chat", "model", "gpt-4o",
+		{"budget": {"exhausted": true}, "arguments": {"max_tokens": 64}},
+	)
 }
 
 test_grant_from_mocked_data if {
@@ -87,7 +90,7 @@ test_redact_lists_each_type_once if {
 	redact := agentgov.redact with input as req(
 		{"id": "s", "roles": ["support"], "tenant": "acme", "claims": {}, "authenticated": true},
 		"llm.chat", "model", "gpt-4o-mini",
-		{"pii": {"findings": [], "types": ["EMAIL", "PHONE"], "secrets": []}},
+		{"pii": {"findings": [], "types": ["EMAIL", "PHONE"], "secrets": []}, "arguments": {"max_tokens": 64}},
 	)
 	redact == ["EMAIL", "PHONE"]
 }
@@ -128,4 +131,16 @@ test_budget_insufficient_needs_both_figures if {
 
 todo_test_time_of_day_restrictions if {
 	false
+}
+
+test_a_capped_model_needs_an_output_limit if {
+	"max_tokens_required" in agentgov.deny with input as req(analyst, "llm.chat", "model", "gpt-4o", {})
+	not "max_tokens_required" in agentgov.deny with input as req(
+		analyst, "llm.chat", "model", "gpt-4o",
+		{"arguments": {"max_tokens": 64}},
+	)
+	not "max_tokens_required" in agentgov.deny with input as req(
+		analyst, "llm.chat", "model", "gpt-4o",
+		{"context": {"phase": "response"}},
+	)
 }
