@@ -49,7 +49,12 @@ class RegoBackend:
         # regorus's eval_rule refuses partial object rules (`result["allowed"] := allow`, the OPA-Envoy
         # idiom); those paths are evaluated as a query instead, about 20 µs slower.
         self._as_query = False
-        self._engine = build_engine(modules, data or {})
+        # A pristine copy of the loaded engine: after a Rust panic regorus's engine is poisoned (every
+        # later evaluation fails with "recursion detected"), so the working engine is replaced by a
+        # fresh clone and one bad input cannot turn every later decision into an engine_error.
+        self._pristine = build_engine(modules, data or {})
+        self._engine = self._pristine.clone()
+        self._coverage = False
         self._modules = modules
 
     def evaluate_sync(self, policy_input: Mapping[str, Any]) -> Decision:
@@ -59,8 +64,15 @@ class RegoBackend:
         except BaseException as exc:
             if is_fatal(exc):
                 raise
+            self._heal()
             return engine_error(self.name, f"{type(exc).__name__}: {exc}")
         return self._read(result, engine=self.name)
+
+    def _heal(self) -> None:
+        """Start again from the loaded policy set (cheap: a clone of already-compiled policies)."""
+        self._engine = self._pristine.clone()
+        if self._coverage:
+            self._engine.set_enable_coverage(True)
 
     def _eval(self, engine: regorus.Engine) -> Any:
         if not self._as_query:
@@ -121,6 +133,7 @@ class RegoBackend:
         return names
 
     def enable_coverage(self) -> None:
+        self._coverage = True
         self._engine.set_enable_coverage(True)
 
     def coverage_report(self) -> list[dict[str, Any]]:
