@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import multiprocessing
 import os
-import signal
+import socket
 import sys
 from pathlib import Path
 
@@ -23,6 +22,7 @@ from agentgov.engine.governor import INPUT_FORMATS, Decider
 from agentgov.engine.policy.problems import PolicyLoadError
 from agentgov.engine.server.app import WorkerConfig, run_worker
 from agentgov.engine.server.decision_client import RemoteDecider, RemoteTLS
+from agentgov.engine.server.supervisor import Supervisor
 
 
 def build_decider(cfg: Config) -> Decider:
@@ -56,6 +56,31 @@ def _worker(cfg: Config, index: int) -> None:
         await run_worker(build_decider(cfg), worker_config(cfg, index))
 
     asyncio.run(main())
+
+
+def _check_free(cfg: Config) -> None:
+    """Every address the workers will bind, tried in the parent: one clear line instead of one
+    traceback per worker after a timeout."""
+    wanted: list[tuple[str, int, str]] = []
+    for i in range(cfg.workers):
+        if not cfg.socket_dir:
+            wanted.append((cfg.host, cfg.port + i, f"worker {i}'s port"))
+        if cfg.metrics_port:
+            wanted.append((cfg.host, cfg.metrics_port + i, f"worker {i}'s metrics port"))
+    if cfg.data_api_port:
+        wanted.append((cfg.host, cfg.data_api_port, "the Data API port"))
+    for host, port, what in wanted:
+        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+            try:
+                probe.bind((host, port))
+            except OSError as exc:
+                raise ConfigError(f"{what} {host}:{port} is not available: {exc.strerror}") from None
+    for i in range(cfg.workers if cfg.socket_dir else 0):
+        path = cfg.socket_path(i)
+        if path and Path(path).is_socket():
+            with socket.socket(socket.AF_UNIX) as probe:
+                if probe.connect_ex(path) == 0:
+                    raise ConfigError(f"worker {i}'s socket {path} is in use by a running server")
 
 
 @click.command()
@@ -105,6 +130,7 @@ def serve(config_path: Path | None, host: str | None, port: int | None, workers:
         else:
             build_governor(cfg)
         worker_config(cfg, 0)
+        _check_free(cfg)
     except PolicyLoadError as exc:
         report_problems(exc, "pretty")
         raise SystemExit(EXIT_ERROR) from None
@@ -112,22 +138,9 @@ def serve(config_path: Path | None, host: str | None, port: int | None, workers:
         click.echo(f"config error: {exc}", err=True)
         raise SystemExit(EXIT_ERROR) from None
     if cfg.workers == 1:
+        # One worker: this process is the worker; the platform's restart policy is its supervisor.
         _worker(cfg, 0)
         return
-    ctx = multiprocessing.get_context("spawn")
-    procs = [ctx.Process(target=_worker, args=(cfg, i), daemon=False) for i in range(cfg.workers)]
-    for p in procs:
-        p.start()
-
-    def forward(signum: int, _frame: object) -> None:
-        for p in procs:
-            if p.pid:
-                os.kill(p.pid, signum)
-
-    signal.signal(signal.SIGTERM, forward)
-    signal.signal(signal.SIGINT, forward)
-    codes = []
-    for p in procs:
-        p.join()
-        codes.append(p.exitcode)
-    sys.exit(0 if all(c == 0 for c in codes) else 1)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s supervisor %(name)s %(message)s")
+    supervisor = Supervisor(_worker, (cfg,), cfg.workers, stop_timeout_s=float(cfg.drain_s) + 5)
+    sys.exit(supervisor.run())

@@ -108,6 +108,14 @@ def bootstrap(layout: EnvoyLayout) -> dict[str, Any]:
         "connect_timeout": "0.25s",
         # Envoy holds one HTTP/2 connection per endpoint: every worker is its own endpoint.
         "lb_policy": "ROUND_ROBIN",
+        # A worker that dies (and is restarted by `agentgov serve`) is taken out of rotation within about
+        # a second: gRPC health checks every second, and outlier detection on connection failures at once.
+        "health_checks": [{"timeout": "0.5s", "interval": "1s", "no_traffic_interval": "1s",
+                           "unhealthy_threshold": 1, "healthy_threshold": 1,
+                           "grpc_health_check": {"service_name": "envoy.service.auth.v3.Authorization"}}],
+        "outlier_detection": {"split_external_local_origin_errors": True, "consecutive_local_origin_failure": 1,
+                              "consecutive_5xx": 3, "interval": "1s", "base_ejection_time": "2s",
+                              "max_ejection_percent": 100},
         "typed_extension_protocol_options": {"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
             "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
             "explicit_http_config": {"http2_protocol_options": {}}}},
