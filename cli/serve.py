@@ -38,7 +38,9 @@ def worker_config(cfg: Config, index: int) -> WorkerConfig:
     return WorkerConfig(
         host=cfg.host, port=cfg.port + index, socket_path=cfg.socket_path(index),
         metrics_port=cfg.metrics_port + index if cfg.metrics_port else None,
-        data_api_port=cfg.data_api_port, rule=cfg.rule,
+        # One process serves the Data API (worker 0): a port is never shared between processes.
+        data_api_port=cfg.data_api_port if index == 0 else None, data_api_host=cfg.data_api_host,
+        data_api_token=cfg.data_api_token() if index == 0 else None, rule=cfg.rule,
         drain_s=float(cfg.drain_s), drain_notice_s=float(cfg.drain_notice_s),
         tls_cert=cfg.read_tls("cert_file") if serving_tls else None,
         tls_key=cfg.read_tls("key_file") if serving_tls else None,
@@ -68,7 +70,7 @@ def _check_free(cfg: Config) -> None:
         if cfg.metrics_port:
             wanted.append((cfg.host, cfg.metrics_port + i, f"worker {i}'s metrics port"))
     if cfg.data_api_port:
-        wanted.append((cfg.host, cfg.data_api_port, "the Data API port"))
+        wanted.append((cfg.data_api_host, cfg.data_api_port, "the Data API port"))
     for host, port, what in wanted:
         with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
             try:

@@ -29,13 +29,13 @@ _POLICY = {"engine", "paths", "rule", "opa_url", "input_format"}
 _IDENTITY = {"issuers", "api_keys", "api_key_header", "leeway_s", "required"}
 _SERVER = {"host", "port", "workers", "metrics_port", "data_api_port", "allow_truncated_body", "mcp_paths",
            "decision_service", "decision_service_timeout_s", "tls", "drain_s", "drain_notice_s",
-           "socket_dir", "ext_proc", "max_batch"}
+           "socket_dir", "ext_proc", "max_batch", "data_api_host", "data_api_token_file"}
 _TLS = {"cert_file", "key_file", "client_ca_file", "ca_file"}
 _SERVER_TYPES: dict[str, Any] = {
     "host": str, "port": int, "workers": int, "metrics_port": int, "data_api_port": int,
     "allow_truncated_body": bool, "decision_service": str, "decision_service_timeout_s": (int, float),
     "drain_s": (int, float), "drain_notice_s": (int, float), "socket_dir": str, "ext_proc": bool,
-    "max_batch": int,
+    "max_batch": int, "data_api_host": str, "data_api_token_file": str,
 }
 _TYPE_NAMES: dict[Any, str] = {str: "a string", int: "an integer", bool: "true or false", (int, float): "a number"}
 OPA_ENVOY_DEFAULT_RULE = "data.envoy.authz.allow"  # the plugin's default decision path
@@ -64,6 +64,10 @@ class Config:
     workers: int = 1
     metrics_port: int | None = None
     data_api_port: int | None = None
+    # OPA's Data API trusts the subject the caller states: loopback unless deliberately exposed, and
+    # with a token file, `Authorization: Bearer <token>` required (OPA's --authentication=token).
+    data_api_host: str = "127.0.0.1"
+    data_api_token_file: str | None = None
     allow_truncated_body: bool = False
     mcp_paths: list[str] = field(default_factory=list)
     # Delegate every decision to this remote agentgov.v1.DecisionService (a gRPC target).
@@ -86,6 +90,17 @@ class Config:
 
     def socket_path(self, index: int) -> str | None:
         return worker_socket(self.base / self.socket_dir, index) if self.socket_dir else None
+
+    def data_api_token(self) -> str | None:
+        if not self.data_api_token_file:
+            return None
+        try:
+            token = (self.base / self.data_api_token_file).read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise ConfigError(f"server.data_api_token_file: {self.data_api_token_file}: {exc.strerror}") from None
+        if len(token) < 16:
+            raise ConfigError("server.data_api_token_file: the token must be at least 16 characters")
+        return token
 
     def default_rule(self) -> str:
         return OPA_ENVOY_DEFAULT_RULE if self.input_format == "opa-envoy" else DEFAULT_RULE

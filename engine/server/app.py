@@ -40,6 +40,8 @@ class WorkerConfig:
     socket_path: str | None = None  # listen on this Unix socket instead of host:port
     metrics_port: int | None = None
     data_api_port: int | None = None
+    data_api_host: str = "127.0.0.1"  # the Data API trusts the stated subject: loopback unless configured
+    data_api_token: str | None = None  # required as `Authorization: Bearer …` when set
     rule: str = ""
     drain_s: float = 5.0  # how long in-flight calls may take to finish once stopping
     drain_notice_s: float = 0.0  # keep serving this long after reporting NOT_SERVING, so health checks notice
@@ -79,15 +81,16 @@ async def run_worker(decider: Decider, cfg: WorkerConfig, ready: asyncio.Event |
         start_http_server(cfg.metrics_port, addr=cfg.host)
     runner = None
     if cfg.data_api_port and isinstance(decider, Governor):
-        runner = web.AppRunner(create_app(decider, cfg.rule),
-                               access_log=None)
+        runner = web.AppRunner(create_app(decider, cfg.rule, token=cfg.data_api_token), access_log=None)
         await runner.setup()
-        await web.TCPSite(runner, cfg.host, cfg.data_api_port, reuse_port=True).start()
+        # No reuse_port: a second agentgov (or anything else) on this port must fail to start, not
+        # silently take half of the queries.
+        await web.TCPSite(runner, cfg.data_api_host, cfg.data_api_port).start()
     await server.start()
     for service in services:
         await health_servicer.set(service, health_pb2.HealthCheckResponse.SERVING)
     log.info("agentgov worker serving %s on %s%s", ", ".join(services[1:]), address,
-             f", OPA Data API on {cfg.host}:{cfg.data_api_port}" if runner else "")
+             f", OPA Data API on {cfg.data_api_host}:{cfg.data_api_port}" if runner else "")
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -7,7 +7,7 @@ evaluates decisions, it does not expose policy internals or data.
 
 from __future__ import annotations
 
-import json
+import hmac
 import logging
 import time
 from typing import Any
@@ -17,9 +17,16 @@ from aiohttp import web
 from agentgov.engine.governor import Governor
 from agentgov.engine.metrics import LATENCY, count_decision
 from agentgov.engine.policy_input import InputError, normalize_input
+from agentgov.engine.protocols import ProtocolError
+from agentgov.engine.protocols.jsonbody import decode_json
 
 log = logging.getLogger("agentgov.data_api")
 _LATENCY = LATENCY.labels(api="data_api")
+
+
+def _token_matches(request: web.Request, expected: bytes) -> bool:
+    scheme, _, given = request.headers.get("authorization", "").partition(" ")
+    return scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), expected)
 
 
 def _error(status: int, code: str, message: str) -> web.Response:
@@ -27,22 +34,41 @@ def _error(status: int, code: str, message: str) -> web.Response:
     return web.json_response({"code": code, "message": message}, status=status)
 
 
-def create_app(governor: Governor, rule: str) -> web.Application:
+MAX_BODY_BYTES = 1024 * 1024
+
+
+def create_app(governor: Governor, rule: str, *, token: str | None = None,
+               max_body_bytes: int = MAX_BODY_BYTES) -> web.Application:
     """The Governor's staged runner, fed a stated input: hooks run (the PII hook scans the arguments),
-    the subject is the caller's word. In OPA-Envoy mode inputs are taken as they are (an object)."""
+    the subject is the caller's word. In OPA-Envoy mode inputs are taken as they are (an object).
+
+    Because the caller states the subject, the Data API listens on loopback by default, and `token`
+    (like OPA's `--authentication=token`) requires `Authorization: Bearer <token>` on every query.
+    Bodies are read as strictly as a request body at the gateway (size, depth, repeated keys)."""
     input_format = governor.options.input_format
+    expected = token.encode() if token else None
     rule_path = rule.removeprefix("data.").replace(".", "/")
     package_path, _, rule_name = rule_path.rpartition("/")
 
     async def query(request: web.Request) -> web.Response:
+        if expected is not None and not _token_matches(request, expected):
+            return _error(401, "unauthorized", "the request requires a valid bearer token")
         path = request.match_info["path"].strip("/")
         if path not in (rule_path, package_path):
             # OPA answers an undefined document with 200 and no `result`.
             return web.json_response({})
+        if request.content_length is not None and request.content_length > max_body_bytes:
+            return _error(413, "invalid_parameter", f"request body is larger than {max_body_bytes} bytes")
         try:
-            body = await request.json() if request.can_read_body else {}
-        except json.JSONDecodeError as exc:
-            return _error(400, "invalid_parameter", f"request body is not valid JSON: {exc.msg}")
+            raw = await request.content.read(max_body_bytes + 1)
+        except (OSError, ValueError):
+            return _error(400, "invalid_parameter", "request body could not be read")
+        if len(raw) > max_body_bytes:
+            return _error(413, "invalid_parameter", f"request body is larger than {max_body_bytes} bytes")
+        try:
+            body = decode_json(raw) if raw.strip() else {}
+        except ProtocolError as exc:
+            return _error(400, "invalid_parameter", str(exc))
         if not isinstance(body, dict) or "input" not in body:
             return _error(400, "invalid_parameter", "request body must be an object with an `input` document")
         try:
@@ -69,7 +95,7 @@ def create_app(governor: Governor, rule: str) -> web.Application:
     async def health(_: web.Request) -> web.Response:
         return web.json_response({})
 
-    app = web.Application(client_max_size=1024 * 1024)
+    app = web.Application(client_max_size=max_body_bytes)
     app.router.add_post("/v1/data/{path:.*}", query)
     app.router.add_get("/health", health)
     return app

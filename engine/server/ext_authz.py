@@ -63,6 +63,13 @@ class AuthorizationService(authz_grpc.AuthorizationServicer):  # type: ignore[mi
             env = envelope_from_check(request, with_attributes=self.decider.wants_envoy_attributes)
             verdict = await self.decider.decide(env)
             response = verdict_response(verdict, env.headers.keys(), exchange=self.exchange)
+            remaining = context.time_remaining() if context is not None else None
+            if remaining is not None and remaining <= 0:
+                # Envoy gave up waiting and answered 503 itself: this was not an allow, whatever we decided.
+                DECISIONS.labels(api="ext_authz", outcome="late", reason="deadline_exceeded").inc()
+                log.warning("decision %s finished after Envoy's deadline; Envoy answered 503", verdict.decision_id)
+                _LATENCY.observe(time.perf_counter() - started)
+                return response
             outcome, _ = count_decision("ext_authz", verdict.decision)
             if verdict.decision.errors:
                 log.warning("decision %s: %s", verdict.decision_id, "; ".join(verdict.decision.errors))
