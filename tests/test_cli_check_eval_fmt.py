@@ -56,6 +56,8 @@ def test_check_json_uses_opa_error_shape(run_cli: Run, tmp_path: Path) -> None:
 
 
 def test_check_rejects_newer_syntax(run_cli: Run, tmp_path: Path) -> None:
+    """Template strings (`$"…"`) are OPA syntax newer than the embedded engine: refused here, though
+    real OPA (1.20+) would accept them; use the remote-OPA backend for such policies."""
     (tmp_path / "p.rego").write_text('package agentgov\nx := $"hi {input.a}"\n')
     result = run_cli("check", str(tmp_path))
     assert result.exit_code == 1
@@ -81,10 +83,27 @@ def test_check_missing_path_and_empty_dir(run_cli: Run, tmp_path: Path) -> None:
 
 
 def test_check_conflicting_data_files(run_cli: Run, policies_copy: Path) -> None:
-    (policies_copy / "data" / "dup.json").write_text('{"agentgov": {"catalog": {"tool": {"crm.query": 1}}}}')
+    (policies_copy / "data.json").write_text('{"agentgov": {"catalog": {"tool": {"crm.query": 1}}}}')
     result = run_cli("check", str(policies_copy))
     assert result.exit_code == 1
     assert "data conflict: data.agentgov.catalog.tool.crm.query" in result.output
+
+
+def test_data_files_land_at_their_folder_path(run_cli: Run, policies_copy: Path) -> None:
+    """As OPA places them: a data.yaml in tool/extra/ is data.tool.extra, whatever it contains."""
+    (policies_copy / "agentgov" / "catalog" / "tool").mkdir()
+    (policies_copy / "agentgov" / "catalog" / "tool" / "data.yaml").write_text("web.search: {roles: [intern]}\n")
+    result = run_cli("check", str(policies_copy))
+    assert result.exit_code == 1
+    assert "data conflict: data.agentgov.catalog.tool.web.search.roles" in result.output
+
+
+def test_a_data_file_of_the_older_layout_is_an_error_not_ignored(run_cli: Run, policies_copy: Path) -> None:
+    (policies_copy / "data").mkdir()
+    (policies_copy / "data" / "catalog.yaml").write_text("agentgov: {catalog: {}}\n")
+    result = run_cli("check", str(policies_copy))
+    assert result.exit_code == 1
+    assert "data files are named data.json or data.yaml" in result.output
 
 
 def _write_input(tmp_path: Path, doc: dict[str, object]) -> str:
@@ -117,6 +136,8 @@ def test_eval_explain_names_rules_and_policies(run_cli: Run, tmp_path: Path) -> 
 
 
 def test_eval_panic_is_a_deny_with_reason(run_cli: Run, tmp_path: Path) -> None:
+    """A regorus-only behaviour: strings.count with an empty separator panics in the embedded engine
+    (real OPA returns an evaluation error instead); either way it must be a deny, never an allow."""
     pol = tmp_path / "pol"
     pol.mkdir()
     (pol / "p.rego").write_text(

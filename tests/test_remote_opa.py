@@ -109,3 +109,37 @@ def test_opa_endpoint_and_rule_validation() -> None:
     with pytest.raises(ValueError, match="rule must look like"):
         RemoteOpaBackend("localhost", rule="decision")
 
+
+
+def test_remote_opa_backend_with_the_shipped_library_on_real_opa() -> None:
+    """OPA's Data API answered by real OPA (the in-process oracle behind a minimal HTTP front), so the
+    remote backend is exercised against OPA's evaluation, not only against agentgov's own Data API."""
+    from tests.opa_oracle import OpaUndefinedError, real_opa
+
+    sources = discover([POLICIES])
+    opa = real_opa(sources.rego, sources.data)
+    embedded = RegoBackend(sources.rego, sources.data)
+
+    async def data_api(request: web.Request) -> web.Response:
+        body = await request.json()
+        try:
+            result = opa.eval_document(request.match_info["path"].strip("/").replace("/", "."), input=body["input"])
+        except OpaUndefinedError:
+            return web.json_response({})
+        return web.json_response({"result": result})
+
+    async def scenario() -> None:
+        app = web.Application()
+        app.router.add_post("/v1/data/{path:.*}", data_api)
+        runner, port = await serve(app)
+        remote = RemoteOpaBackend(f"http://127.0.0.1:{port}")
+        try:
+            for args in ({"tenant_id": "acme"}, {"tenant_id": "globex"}, {}):
+                doc = {**CRM, "arguments": args}
+                got, want = await remote.evaluate(doc), await embedded.evaluate(doc)
+                assert (got.allow, got.reasons, got.status) == (want.allow, want.reasons, want.status)
+        finally:
+            await remote.close()
+            await runner.cleanup()
+
+    run(scenario)

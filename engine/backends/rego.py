@@ -22,7 +22,7 @@ DEFAULT_RULE = "data.agentgov.decision"
 
 def build_engine(modules: list[tuple[str, str]], data: Mapping[str, Any]) -> regorus.Engine:
     """Check, parse and load modules and data into a fresh engine. Raises PolicyLoadError."""
-    problems = check_modules(modules)
+    problems = check_modules(modules, data)
     if problems:
         raise PolicyLoadError(problems)
     engine = regorus.Engine()

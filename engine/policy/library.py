@@ -17,7 +17,7 @@ ENGINES = ("rego", "cedar")
 
 def check_sources(sources: PolicySources) -> list[Problem]:
     """Everything `agentgov check` verifies; an empty list means every engine would load."""
-    problems = check_modules(sources.rego + sources.rego_tests)
+    problems = check_modules(sources.rego + sources.rego_tests, sources.data)
     if sources.cedar or sources.cedar_schema:
         try:
             CedarBackend(sources.cedar, sources.cedar_schema, sources.data)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import cache
 from typing import Any
@@ -65,8 +65,10 @@ class _Module:
     rules: list[dict[str, Any]] = field(default_factory=list)
 
 
-def check_modules(modules: list[tuple[str, str]]) -> list[Problem]:
-    """Parse every module and resolve every call. Returns all problems (empty when fine)."""
+def check_modules(modules: list[tuple[str, str]], data: Mapping[str, Any] | None = None) -> list[Problem]:
+    """Parse every module, resolve every call, and refuse what real OPA refuses though the embedded
+    engine accepts it: reading the whole of `data` from inside it (recursive in OPA), and a rule at
+    the same path as a data document. Returns all problems (empty when fine)."""
     problems: list[Problem] = []
     parsed: list[_Module] = []
     for file, source in modules:
@@ -83,6 +85,10 @@ def check_modules(modules: list[tuple[str, str]]) -> list[Problem]:
     functions = {f"{m.package}.{name}" for m in parsed for name in m.functions}
     builtins = supported_builtins()
     for module in parsed:
+        problems.extend(_whole_data_reads(module))
+        if data:
+            problems.extend(_data_conflicts(module, data))
+    for module in parsed:
         for rule_name, call_name, span in _calls(module):
             resolved = _resolve(module, call_name)
             if resolved in functions or call_name in builtins:
@@ -91,6 +97,63 @@ def check_modules(modules: list[tuple[str, str]]) -> list[Problem]:
                                     f"rule `{rule_name}`: {_unsupported_message(call_name)}",
                                     "rego_type_error"))
     return problems
+
+
+def _whole_data_reads(module: _Module) -> Iterator[Problem]:
+    """`object.get(data, …)`, `data[x]`, `x := data`: OPA treats a rule that reads all of `data` as
+    depending on itself (rego_recursion_error); regorus evaluates it. Name the document instead."""
+    for rule in module.rules:
+        for span in _bare_data(rule, named=False):
+            yield Problem(module.file, span["line"], span["col"],
+                          f"rule `{_rule_name(rule)}` reads the whole of `data`, which real OPA refuses "
+                          "(the rule would depend on itself): name the document, e.g. `data.agentgov.catalog`",
+                          "rego_recursion_error")
+
+
+def _bare_data(node: Any, *, named: bool) -> Iterator[dict[str, Any]]:
+    """Spans of `data` not followed by a name (`data.x` and `data["x"]` name a document)."""
+    if isinstance(node, dict):
+        var = node.get("Var")
+        if isinstance(var, dict) and var.get("value") == "data":
+            if not named:
+                yield var["span"]
+            return
+        for kind in ("RefDot", "RefBrack"):
+            ref = node.get(kind)
+            if isinstance(ref, dict) and isinstance(ref.get("refr"), dict):
+                index = ref.get("index") if kind == "RefBrack" else None
+                yield from _bare_data(ref["refr"], named=kind == "RefDot" or "String" in (index or {}))
+                yield from _bare_data(index, named=False)
+                return
+        for value in node.values():
+            yield from _bare_data(value, named=False)
+    elif isinstance(node, list):
+        for value in node:
+            yield from _bare_data(value, named=False)
+
+
+def _data_conflicts(module: _Module, data: Mapping[str, Any]) -> Iterator[Problem]:
+    """A rule and a data document at one path: OPA refuses the pair (conflicting rules/data); the
+    embedded engine lets the rule shadow the data. A data file belongs under its own path."""
+    package = module.package.removeprefix("data.").split(".")
+    seen: set[str] = set()
+    for rule in module.rules:
+        name = _rule_name(rule).split(".")[0]
+        if name in seen or name == "?":
+            continue
+        seen.add(name)
+        node: Any = data
+        for key in [*package, name]:
+            if not isinstance(node, Mapping) or key not in node:
+                node = None
+                break
+            node = node[key]
+        if node is not None:
+            path = ".".join([*package, name])
+            span = next((n["span"] for n in _walk(rule) if isinstance(n.get("span"), dict)), {"line": 1, "col": 1})
+            yield Problem(module.file, span["line"], span["col"],
+                          f"rule `{name}` and a data document are both at data.{path}; real OPA refuses this: "
+                          "rename the rule or move the data", "rego_compile_error")
 
 
 def _unsupported_message(name: str) -> str:

@@ -3,7 +3,11 @@
 Layout rules (documented in docs/policies.md):
 - `*.rego`: Rego modules; `*_test.rego`: Rego unit tests.
 - `*.cedar`: Cedar policies; `*.cedarschema` (Cedar syntax) or `*.cedarschema.json`: the Cedar schema.
-- `*.json` / `*.yaml` / `*.yml` inside a folder named `data`: data documents, deep-merged at the data root.
+- `data.json` / `data.yaml` / `data.yml`: a data document, placed at its folder's path relative to the
+  root that was named (`policies/agentgov/catalog/data.yaml` → `data.agentgov.catalog`), exactly as
+  OPA's loader (`opa eval -d policies/`) and OPA bundles place it; documents are deep-merged. A
+  JSON/YAML file of another name in a folder called `data` is refused: it was a data file under an
+  older layout, and ignoring it would silently drop data.
 - `*.yaml` / `*.yml` anywhere else with a top-level `cases:` key: decision cases for `agentgov test`.
 """
 
@@ -47,7 +51,7 @@ def discover(paths: Iterable[str | Path]) -> PolicySources:
             continue
         files = [root] if root.is_file() else sorted(_walk(root))
         for path in files:
-            _classify(path, found, problems)
+            _classify(path, root if root.is_dir() else root.parent, found, problems)
     if problems:
         raise PolicyLoadError(problems)
     return found
@@ -59,7 +63,10 @@ def _walk(root: Path) -> Iterable[Path]:
             yield path
 
 
-def _classify(path: Path, found: PolicySources, problems: list[Problem]) -> None:
+DATA_FILES = ("data.json", "data.yaml", "data.yml")
+
+
+def _classify(path: Path, root: Path, found: PolicySources, problems: list[Problem]) -> None:
     name = path.name
     if name.endswith(".rego"):
         target = found.rego_tests if name.endswith("_test.rego") else found.rego
@@ -72,11 +79,19 @@ def _classify(path: Path, found: PolicySources, problems: list[Problem]) -> None
                                     "load_error"))
         else:
             found.cedar_schema = (str(path), _read(path))
+    elif name in DATA_FILES:
+        doc = _parse_data(path, problems)
+        if doc is not None:
+            at = list(path.parent.relative_to(root).parts)
+            nested: dict[str, Any] = doc
+            for key in reversed(at):
+                nested = {key: nested}
+            _merge(found.data, nested, str(path), [], problems)
     elif path.suffix in (".json", ".yaml", ".yml"):
-        if "data" in path.parent.parts:
-            doc = _parse_data(path, problems)
-            if doc is not None:
-                _merge(found.data, doc, str(path), [], problems)
+        if "data" in path.relative_to(root).parent.parts and not _is_case_file(path, []):
+            problems.append(Problem(str(path), 1, 1, "data files are named data.json or data.yaml and land at "
+                                    "their folder's path (as OPA places them); rename this file or move it",
+                                    "load_error"))
         elif path.suffix in (".yaml", ".yml") and _is_case_file(path, problems):
             found.case_files.append(path)
 

@@ -7,10 +7,10 @@ package agentgov
 
 import rego.v1
 
-catalog := object.get(data, ["agentgov", "catalog"], {})
-
-# The catalog entry of the resource being acted on (undefined when it is not catalogued).
-entry := catalog[input.resource.type][input.resource.id]
+# The catalog entry of the resource being acted on (undefined when it is not catalogued). The
+# catalog is read by name: a rule that read the whole of `data` would depend on itself, and OPA
+# refuses that (agentgov check does too).
+entry := data.agentgov.catalog[input.resource.type][input.resource.id]
 
 roles := {r | some r in input.subject.roles}
 
@@ -54,7 +54,15 @@ grants contains "resource_granted" if {
 }
 
 grants contains "session_allowed" if {
-	input.action.kind in {"tool.list", "mcp.session"}
+	input.action.kind == "tool.list"
+	input.subject.authenticated == true
+}
+
+# Only the session methods the library names (data.agentgov.session.methods): an unknown MCP method
+# is not allowed to every authenticated caller.
+grants contains "session_allowed" if {
+	input.action.kind == "mcp.session"
+	input.action.name in data.agentgov.session.methods
 	input.subject.authenticated == true
 }
 
@@ -101,8 +109,12 @@ deny contains "max_tokens_required" if {
 	request_phase
 	input.action.kind == "llm.chat"
 	entry.max_tokens
-	not is_number(input.arguments.max_tokens)
+	not has_output_limit
 }
+
+# A helper rule, not `not is_number(input.arguments.max_tokens)` inline: real OPA evaluates a negated
+# call on an undefined reference as undefined, the embedded engine as true (the OPA test oracle caught it).
+has_output_limit if is_number(input.arguments.max_tokens)
 
 deny contains "break_glass_justification_required" if {
 	"break_glass" in roles
