@@ -29,8 +29,14 @@ policy-test: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 
+# mypy follows packages on disk, not setuptools' package-dir mapping: it checks a generated view
+# (.typecheck/agentgov with engine/ and cli/ linked in), the package exactly as it is installed.
 typecheck: $(STAMP)
-	$(BIN)/mypy -p agentgov
+	rm -rf .typecheck && mkdir -p .typecheck/agentgov
+	cp agentgov/__init__.py agentgov/py.typed .typecheck/agentgov/
+	ln -s ../../engine .typecheck/agentgov/engine
+	ln -s ../../cli .typecheck/agentgov/cli
+	cd .typecheck && ../$(BIN)/mypy --config-file ../pyproject.toml -p agentgov
 
 unit: $(STAMP)
 	$(BIN)/python -m pytest
@@ -48,4 +54,4 @@ proto: $(STAMP)
 		engine/proto/agentgov/v1/decision.proto
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .typecheck

@@ -5,18 +5,19 @@ from __future__ import annotations
 import json
 
 import click
-
 from agentgov.cli.output import EXIT_ERROR, FORMAT_PRETTY_JSON, report_problems
-from agentgov.engine.policy.library import check_sources
+from agentgov.engine.policy.library import check_sources, default_policy_path
 from agentgov.engine.policy.problems import PolicyLoadError
 from agentgov.engine.policy.sources import discover
 
 
 @click.command()
-@click.argument("paths", nargs=-1, required=True, type=click.Path())
+@click.argument("paths", nargs=-1, type=click.Path())
 @click.option("--format", "fmt", type=FORMAT_PRETTY_JSON, default="pretty", show_default=True)
 def check(paths: tuple[str, ...], fmt: str) -> None:
-    """Check policies: syntax, unsupported builtins (with rule and line), Cedar schema validation."""
+    """Check policies (default: ./policies, else the shipped library): syntax, unsupported builtins
+    (with rule and line), what real OPA would refuse, Cedar schema validation."""
+    paths = paths or (str(default_policy_path()),)
     try:
         sources = discover(paths)
         problems = check_sources(sources)

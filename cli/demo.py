@@ -8,21 +8,22 @@ from typing import Any
 
 import click
 import yaml
-
 from agentgov.cli.output import EXIT_ERROR, report_problems
 from agentgov.engine.backends.base import DecisionBackend
-from agentgov.engine.policy.library import build_backends
+from agentgov.engine.policy.library import build_backends, default_policy_path
 from agentgov.engine.policy.problems import PolicyLoadError
 from agentgov.engine.policy.sources import discover
 from agentgov.engine.policy_input import InputError, normalize_input
 
 
 @click.command()
-@click.option("--policies", "policy_dir", default="policies", show_default=True, type=click.Path(file_okay=False))
+@click.option("--policies", "policy_dir", default=None, type=click.Path(file_okay=False),
+              help="Policy folder (default: ./policies if there is one, else the shipped library).")
 @click.option("--requests", "requests_file", default=None, type=click.Path(dir_okay=False),
               help="Sample requests (default: <policies>/examples/requests.yaml).")
-def demo(policy_dir: str, requests_file: str | None) -> None:
+def demo(policy_dir: str | None, requests_file: str | None) -> None:
     """Show the shipped policy library deciding sample agent requests, in Rego and Cedar."""
+    policy_dir = policy_dir or str(default_policy_path())
     path = Path(requests_file or Path(policy_dir) / "examples" / "requests.yaml")
     try:
         samples = yaml.safe_load(path.read_text(encoding="utf-8"))["requests"]

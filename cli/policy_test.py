@@ -1,18 +1,18 @@
-"""`agentgov test PATH…`: Rego unit tests and YAML decision cases through every engine."""
+"""`agentgov test [PATH…]`: Rego unit tests and YAML decision cases through every engine."""
 
 from __future__ import annotations
 
 import click
-
 from agentgov.cli.output import EXIT_ERROR, EXIT_FAILED, report_problems
 from agentgov.engine.backends.rego import DEFAULT_RULE
+from agentgov.engine.policy.library import default_policy_path
 from agentgov.engine.policy.problems import PolicyLoadError
-from agentgov.engine.testing.report import render_json, render_junit, render_pretty
+from agentgov.engine.testing.report import render_json, render_junit, render_junit_load_error, render_pretty
 from agentgov.engine.testing.suite import run_suite
 
 
 @click.command()
-@click.argument("paths", nargs=-1, required=True, type=click.Path())
+@click.argument("paths", nargs=-1, type=click.Path())
 @click.option("-r", "--run", "pattern", help="Only tests whose name matches this regular expression.")
 @click.option("-v", "--verbose", is_flag=True, help="List passing tests too.")
 @click.option("--format", "fmt", type=click.Choice(["pretty", "json", "junit"]), default="pretty", show_default=True)
@@ -23,13 +23,19 @@ from agentgov.engine.testing.suite import run_suite
 @click.option("--rule", default=DEFAULT_RULE, show_default=True, help="Rego decision rule for cases.")
 def test(paths: tuple[str, ...], pattern: str | None, verbose: bool, fmt: str, coverage: bool,
          threshold: float | None, allow_empty: bool, rule: str) -> None:
-    """Run policy tests. Exit 0 all pass, 2 any failure, 1 load/compile error (or no tests)."""
+    """Run policy tests (default: ./policies, else the shipped library). Exit 0 all pass, 2 any failure,
+    1 load/compile error (or no tests)."""
     if threshold is not None and not coverage:
         coverage = True
+    paths = paths or (str(default_policy_path()),)
     try:
         report = run_suite(paths, pattern=pattern, coverage=coverage, rule=rule)
     except PolicyLoadError as exc:
-        report_problems(exc, "json" if fmt == "json" else "pretty")
+        if fmt == "junit":
+            click.echo(render_junit_load_error([str(p) for p in exc.problems]))
+            report_problems(exc, "pretty")  # and on stderr, for a human reading the job log
+        else:
+            report_problems(exc, "json" if fmt == "json" else "pretty")
         raise SystemExit(EXIT_ERROR) from None
     except Exception as exc:  # a bad --run regex, an unreadable file: a usage error, said plainly
         click.echo(f"error: {exc}", err=True)

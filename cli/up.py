@@ -14,9 +14,9 @@ import urllib.request
 from pathlib import Path
 
 import click
-
 from agentgov.cli.output import EXIT_ERROR
 from agentgov.cli.stack import LocalStack
+from agentgov.engine.policy.library import default_policy_path
 
 
 def _curl(url: str, token: str | None, body: dict[str, object]) -> str:
@@ -58,12 +58,14 @@ def demo_calls(stack: LocalStack) -> list[tuple[str, str | None, dict[str, objec
 
 
 @click.command()
-@click.option("--policies", default="policies", show_default=True, type=click.Path(file_okay=False, path_type=Path))
+@click.option("--policies", default=None, type=click.Path(file_okay=False, path_type=Path),
+              help="Policy folder (default: ./policies if there is one, else the shipped library).")
 @click.option("--engine", type=click.Choice(["rego", "cedar"]), default="rego", show_default=True)
 @click.option("--workers", type=click.IntRange(1, 16), default=1, show_default=True)
 @click.option("--check", "check_only", is_flag=True, help="Run the demo calls, print the answers, stop.")
-def up(policies: Path, engine: str, workers: int, check_only: bool) -> None:
+def up(policies: Path | None, engine: str, workers: int, check_only: bool) -> None:
     """Start a local Envoy + agentgov + demo backend and print curl commands to try."""
+    policies = policies or default_policy_path()
     stack = LocalStack(policies=policies, engine=engine, workers=workers, data_api=True, ext_proc=True)
     signal.signal(signal.SIGTERM, _exit_on_signal)  # `finally` below then stops every child process
     try:

@@ -46,3 +46,12 @@ def test_protocol_parsers_are_pure() -> None:
         bad = [name for name in _imports(file)
                if any(name == m or name.startswith(f"{m}.") for m in IMPURE_FOR_PROTOCOLS)]
         assert not bad, f"{file.relative_to(REPO)} imports {bad}"
+
+
+def test_the_repository_has_no_symbolic_links() -> None:
+    """Links break on Windows checkouts and hide files from coverage; the package maps folders instead."""
+    import subprocess
+
+    listing = subprocess.run(["git", "ls-files", "-s"], cwd=REPO, capture_output=True, text=True, check=True).stdout
+    links = [line.split("\t", 1)[1] for line in listing.splitlines() if line.startswith("120000")]
+    assert links == []

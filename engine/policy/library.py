@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from importlib import resources
+from pathlib import Path
 from typing import Any
 
 from agentgov.engine.backends.base import DecisionBackend, ResultReader, decision_from_document
@@ -13,6 +15,17 @@ from agentgov.engine.policy.rego_check import check_modules
 from agentgov.engine.policy.sources import PolicySources
 
 ENGINES = ("rego", "cedar")
+
+
+def shipped_library() -> Path:
+    """Where the shipped policy library is: `policies/` in a checkout, `agentgov/library` in a wheel."""
+    return Path(str(resources.files("agentgov.library")))
+
+
+def default_policy_path() -> Path:
+    """`./policies` when the current folder has one (a project, or this repository), else the shipped library."""
+    local = Path("policies")
+    return local if local.is_dir() else shipped_library()
 
 
 def check_sources(sources: PolicySources) -> list[Problem]:

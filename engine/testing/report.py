@@ -98,3 +98,15 @@ def render_junit(report: SuiteReport) -> str:
                 ET.SubElement(case, "skipped", message=r.message or "skipped")
     ET.indent(root)
     return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(root, encoding="unicode")
+
+
+def render_junit_load_error(problems: list[str]) -> str:
+    """A load or compile error as JUnit: one errored testcase, so a CI system shows why nothing ran
+    (an empty report would read as "no tests", or be dropped)."""
+    root = ET.Element("testsuites", name="agentgov", tests="1", failures="0", errors="1", skipped="0", time="0")
+    suite = ET.SubElement(root, "testsuite", name="load", tests="1", failures="0", errors="1", skipped="0", time="0")
+    case = ET.SubElement(suite, "testcase", name="load policies", classname="load", time="0")
+    message = f"{len(problems)} load or compile error(s)"
+    ET.SubElement(case, "error", message=message, type="PolicyLoadError").text = "\n".join(problems)
+    ET.indent(root)
+    return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(root, encoding="unicode")
