@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import click
+
 from agentgov.cli.output import EXIT_ERROR, FORMAT_PRETTY_JSON, report_problems
 from agentgov.engine.policy.library import check_sources, default_policy_path
 from agentgov.engine.policy.problems import PolicyLoadError

@@ -8,6 +8,7 @@ from typing import Any
 
 import click
 import yaml
+
 from agentgov.cli.output import EXIT_ERROR, report_problems
 from agentgov.engine.backends.base import DecisionBackend
 from agentgov.engine.policy.library import build_backends, default_policy_path

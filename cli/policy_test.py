@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import click
+
 from agentgov.cli.output import EXIT_ERROR, EXIT_FAILED, report_problems
 from agentgov.engine.backends.rego import DEFAULT_RULE
 from agentgov.engine.policy.library import default_policy_path

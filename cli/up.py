@@ -14,6 +14,7 @@ import urllib.request
 from pathlib import Path
 
 import click
+
 from agentgov.cli.output import EXIT_ERROR
 from agentgov.cli.stack import LocalStack
 from agentgov.engine.policy.library import default_policy_path

@@ -1,4 +1,4 @@
-"""The data flows one way (DESIGN §1-2): hooks, backends, protocol parsers, policy loading and the
+"""The data flows one way (docs/architecture.md §1-2): hooks, backends, protocol parsers, policy loading and the
 Governor never import the servers (adapters) or the CLI, and the protocol parsers stay pure."""
 
 from __future__ import annotations

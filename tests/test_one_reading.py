@@ -1,5 +1,5 @@
 """One reading of every request, through the real Envoy: where agentgov and a backend could read a
-request differently, it is refused, or both sides are made to read it the same way (DESIGN §3)."""
+request differently, it is refused, or both sides are made to read it the same way (docs/architecture.md §3)."""
 
 from __future__ import annotations
 

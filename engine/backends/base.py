@@ -1,7 +1,7 @@
 """The one interface every decision backend implements, and the shared result reader.
 
 A backend owns its SDK and the SDK's errors: `evaluate` never raises, and any failure becomes a
-deny whose reason names the error (DESIGN §3, fail closed).
+deny whose reason names the error (docs/architecture.md §3, fail closed).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Decode a JSON request body with limits, mapping every failure to a client-safe ProtocolError.
 
-One reading (DESIGN §3): agentgov must read a body exactly as the backend will, so anything two
+One reading (docs/architecture.md §3): agentgov must read a body exactly as the backend will, so anything two
 JSON parsers could read differently is refused rather than guessed at:
 - a key repeated in one object (Python keeps the last copy, other parsers the first);
 - keys that differ only in case (Go's encoding/json, behind many MCP servers and LLM proxies,

@@ -2,8 +2,9 @@
 OPA Data API and metrics on HTTP ports, drain on SIGTERM.
 
 Envoy keeps one HTTP/2 connection per endpoint, so SO_REUSEPORT would leave all but one worker
-idle (DESIGN §4): each worker gets its own gRPC port and is listed as its own cluster endpoint.
-The Data API's HTTP clients open many connections, so there the workers do share one port.
+idle (docs/architecture.md §4): each worker gets its own gRPC port and is listed as its own
+cluster endpoint. The Data API is served by worker 0 alone: a port is never shared, so a second
+server on it fails to start instead of silently taking half of the queries.
 """
 
 from __future__ import annotations

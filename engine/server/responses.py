@@ -1,4 +1,4 @@
-"""Decision → Envoy CheckResponse, exactly as DESIGN §3 says (status, JSON body, identity headers).
+"""Decision → Envoy CheckResponse, exactly as docs/architecture.md §3 says (status, JSON body, identity headers).
 
 In OPA-Envoy compatibility mode a decision also carries `HttpDirectives` (the plugin's headers,
 body, status, query parameters and dynamic metadata); they are applied here, and agentgov's own

@@ -1,7 +1,7 @@
 """Checksums and structural rules that turn a pattern match into a finding.
 
 Pure functions on candidate strings. A regex alone flags every 16-digit order number as a card;
-these validators are what keeps precision up (DESIGN §4: regex + real validators beat Presidio
+these validators are what keeps precision up (docs/architecture.md §4: regex + real validators beat Presidio
 here on precision and by two orders of magnitude on cost).
 """
 
