@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +45,7 @@ def demo(policy_dir: str | None, requests_file: str | None) -> None:
             verdict = click.style("ALLOW", fg="green") if d["allow"] else click.style(f"DENY {d['status']}", fg="red")
             extra = {k: v for k, v in d["obligations"].items() if v}
             click.echo(f"  {engine:6} {verdict:<20} reasons={','.join(d['reasons'])}"
-                       + (f" obligations={extra}" if extra else ""))
+                       + (f" obligations={json.dumps(extra, sort_keys=True)}" if extra else ""))
     click.echo("engines agree on every request" if agree else "ENGINES DISAGREE on at least one request")
     if not agree:
         raise SystemExit(2)

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import click
 
-from agentgov.engine.config import worker_socket
+from agentgov.cli.output import EXIT_ERROR
+from agentgov.engine.config import ConfigError, default_config_path, load_config, worker_socket
 from agentgov.engine.server.envoy_bootstrap import EnvoyLayout, bootstrap_yaml
 
 
@@ -14,10 +15,13 @@ from agentgov.engine.server.envoy_bootstrap import EnvoyLayout, bootstrap_yaml
 @click.option("--listen-port", type=int, default=10000, show_default=True)
 @click.option("--admin-port", type=int, default=9901, show_default=True)
 @click.option("--backend", default="127.0.0.1:8081", show_default=True, help="host:port of the protected backend.")
-@click.option("--agentgov-host", default="127.0.0.1", show_default=True)
-@click.option("--agentgov-port", type=int, default=9191, show_default=True, help="First worker's port.")
-@click.option("--workers", type=click.IntRange(1, 64), default=1, show_default=True,
-              help="One cluster endpoint per worker (port, port+1, …).")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path), envvar="AGENTGOV_CONFIG",
+              help="Read agentgov's host, port, workers, socket_dir and ext_proc from this agentgov.yaml "
+                   "(default: ./agentgov.yaml if there is one), so Envoy lists exactly the workers serve starts.")
+@click.option("--agentgov-host", default=None, help="[default: server.host, or 127.0.0.1]")
+@click.option("--agentgov-port", type=int, default=None, help="First worker's port. [default: server.port, or 9191]")
+@click.option("--workers", type=click.IntRange(1, 64), default=None,
+              help="One cluster endpoint per worker (port, port+1, …). [default: server.workers, or 1]")
 @click.option("--max-request-bytes", type=int, default=1024 * 1024, show_default=True)
 @click.option("--timeout", "timeout_s", type=float, default=0.5, show_default=True, help="Check timeout (s).")
 @click.option("--agentgov-socket-dir", type=click.Path(file_okay=False),
@@ -26,18 +30,29 @@ from agentgov.engine.server.envoy_bootstrap import EnvoyLayout, bootstrap_yaml
 @click.option("--tls-cert", type=click.Path(dir_okay=False), help="Envoy's client certificate, for mTLS.")
 @click.option("--tls-key", type=click.Path(dir_okay=False), help="Envoy's client key, for mTLS.")
 @click.option("--tls-server-name", help="SNI to send to agentgov.")
-@click.option("--ext-proc", is_flag=True,
+@click.option("--ext-proc", is_flag=True, default=None,
               help="Add Envoy's ext_proc filter: redaction of request bodies, inspection of tool results and model "
                    "output, tools/list filtering, token metering (set server.ext_proc: true in agentgov.yaml too).")
 @click.option("--mcp-filter", is_flag=True,
               help="Put Envoy's MCP filter first and forward its metadata to agentgov (Envoy >= 1.37).")
 @click.option("--no-request-body", is_flag=True,
               help="Do not send bodies to agentgov (with --mcp-filter, MCP calls are read from the metadata).")
-def envoy_config(listen_port: int, admin_port: int, backend: str, agentgov_host: str, agentgov_port: int,
-                 workers: int, max_request_bytes: int, timeout_s: float, agentgov_socket_dir: str | None,
-                 tls_ca: str | None, tls_cert: str | None, tls_key: str | None, tls_server_name: str | None,
-                 ext_proc: bool, mcp_filter: bool, no_request_body: bool) -> None:
+def envoy_config(listen_port: int, admin_port: int, backend: str, config_path: Path | None, agentgov_host: str | None,
+                 agentgov_port: int | None, workers: int | None, max_request_bytes: int, timeout_s: float,
+                 agentgov_socket_dir: str | None, tls_ca: str | None, tls_cert: str | None, tls_key: str | None,
+                 tls_server_name: str | None, ext_proc: bool | None, mcp_filter: bool, no_request_body: bool) -> None:
     """Print a working Envoy bootstrap: ext_authz with request body, fail closed, 503 on error."""
+    try:
+        cfg = load_config(config_path or default_config_path())
+    except ConfigError as exc:
+        click.echo(f"config error: {exc}", err=True)
+        raise SystemExit(EXIT_ERROR) from None
+    agentgov_host = agentgov_host or cfg.host
+    agentgov_port = agentgov_port if agentgov_port is not None else cfg.port
+    workers = workers if workers is not None else cfg.workers
+    ext_proc = bool(ext_proc) if ext_proc is not None else cfg.ext_proc
+    if agentgov_socket_dir is None and cfg.socket_dir:
+        agentgov_socket_dir = str(cfg.base / cfg.socket_dir)
     host, _, port = backend.rpartition(":")
     if not host or not port.isdigit():
         raise click.BadParameter("expected host:port", param_hint="--backend")

@@ -29,7 +29,7 @@ def fmt(paths: tuple[str, ...], check_only: bool, show_diff: bool) -> None:
     for path in cedar:
         original = path.read_text(encoding="utf-8")
         try:
-            formatted = cedarpy.format_policies(original).rstrip("\n") + "\n"
+            formatted = keep_blank_after_comments(original, cedarpy.format_policies(original).rstrip("\n") + "\n")
         except ValueError as exc:
             click.echo(f"{path}: cannot format: {exc}", err=True)
             failed += 1
@@ -52,3 +52,23 @@ def fmt(paths: tuple[str, ...], check_only: bool, show_diff: bool) -> None:
     if check_only and changed:
         click.echo(f"{changed} Cedar file(s) need formatting", err=True)
         raise SystemExit(EXIT_FAILED)
+
+
+def keep_blank_after_comments(original: str, formatted: str) -> str:
+    """Cedar's formatter glues a comment to what follows, dropping the blank line that set a section
+    comment apart (`// ---- grants ----`, blank, policies). Put back each blank line that followed a
+    comment line in the original; stable, so formatting twice changes nothing."""
+    lines = original.splitlines()
+    separated = [lines[i].strip() for i in range(len(lines) - 1)
+                 if lines[i].strip().startswith("//") and not lines[i + 1].strip()]
+    out: list[str] = []
+    pending = list(separated)
+    formatted_lines = formatted.splitlines()
+    for i, line in enumerate(formatted_lines):
+        out.append(line)
+        following = formatted_lines[i + 1] if i + 1 < len(formatted_lines) else ""
+        if pending and line.strip() == pending[0]:
+            pending.pop(0)
+            if following.strip():
+                out.append("")
+    return "\n".join(out) + "\n"

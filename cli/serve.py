@@ -17,7 +17,7 @@ from pathlib import Path
 import click
 
 from agentgov.cli.output import EXIT_ERROR, report_problems
-from agentgov.engine.config import Config, ConfigError, build_governor, load_config
+from agentgov.engine.config import Config, ConfigError, build_governor, default_config_path, load_config
 from agentgov.engine.governor import INPUT_FORMATS, Decider
 from agentgov.engine.policy.problems import PolicyLoadError
 from agentgov.engine.server.app import WorkerConfig, run_worker
@@ -108,6 +108,7 @@ def serve(config_path: Path | None, host: str | None, port: int | None, workers:
           rule: str | None, policy_paths: tuple[str, ...], decision_service: str | None) -> None:
     """Run the Envoy external authorizer (ext_authz gRPC) and the decision service."""
     try:
+        config_path = config_path or default_config_path()
         cfg = load_config(config_path)
         for key, value in (("host", host), ("port", port), ("workers", workers), ("metrics_port", metrics_port),
                            ("data_api_port", data_api_port), ("engine", engine),
@@ -120,8 +121,6 @@ def serve(config_path: Path | None, host: str | None, port: int | None, workers:
                 cfg.rule = cfg.default_rule()
         if rule is not None:
             cfg.rule = rule
-        if workers is None and config_path is None:
-            cfg.workers = os.cpu_count() or 1
         if policy_paths:
             cfg.base, cfg.paths = Path.cwd(), list(policy_paths)
         if socket_dir is not None:

@@ -92,6 +92,7 @@ class LocalStack:
     env_extra: dict[str, str] = field(default_factory=dict)  # more environment for the child processes
     server_extra: dict[str, Any] = field(default_factory=dict)  # more agentgov.yaml `server:` keys
     workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="agentgov-stack-")))
+    keep_workdir: bool = False  # leave config and logs behind after stop (agentgov up --keep)
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -206,6 +207,8 @@ class LocalStack:
     def stop(self) -> None:
         for name in ("envoy", "agentgov", "backend"):
             self.stop_process(name)
+        if not self.keep_workdir:
+            shutil.rmtree(self.workdir, ignore_errors=True)
 
     def log(self, name: str) -> str:
         path = self.workdir / f"{name}.log"

@@ -64,10 +64,12 @@ def demo_calls(stack: LocalStack) -> list[tuple[str, str | None, dict[str, objec
 @click.option("--engine", type=click.Choice(["rego", "cedar"]), default="rego", show_default=True)
 @click.option("--workers", type=click.IntRange(1, 16), default=1, show_default=True)
 @click.option("--check", "check_only", is_flag=True, help="Run the demo calls, print the answers, stop.")
-def up(policies: Path | None, engine: str, workers: int, check_only: bool) -> None:
+@click.option("--keep", is_flag=True, help="Keep the working folder (config, logs) after stopping.")
+def up(policies: Path | None, engine: str, workers: int, check_only: bool, keep: bool) -> None:
     """Start a local Envoy + agentgov + demo backend and print curl commands to try."""
     policies = policies or default_policy_path()
-    stack = LocalStack(policies=policies, engine=engine, workers=workers, data_api=True, ext_proc=True)
+    stack = LocalStack(policies=policies, engine=engine, workers=workers, data_api=True, ext_proc=True,
+                       keep_workdir=keep)
     signal.signal(signal.SIGTERM, _exit_on_signal)  # `finally` below then stops every child process
     try:
         stack.start()
@@ -78,7 +80,7 @@ def up(policies: Path | None, engine: str, workers: int, check_only: bool) -> No
     click.echo(f"Envoy listening on {stack.url} (agentgov workers on {list(stack.agentgov_ports)}, engine {engine})")
     click.echo(f"decision service (gRPC agentgov.v1.DecisionService) on the same ports; OPA Data API on "
                f"{stack.data_api_port}")
-    click.echo(f"logs and config: {stack.workdir}\n")
+    click.echo(f"logs and config: {stack.workdir}" + ("" if keep else " (removed on exit; --keep keeps it)") + "\n")
     try:
         for title, token, body, url in demo_calls(stack):
             click.echo(f"# {title}\n{_curl(url, token, body)}\n")

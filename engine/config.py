@@ -115,6 +115,16 @@ class Config:
             raise ConfigError(f"server.tls.{key}: {path}: {exc.strerror}") from None
 
 
+DEFAULT_CONFIG = "agentgov.yaml"
+
+
+def default_config_path() -> Path | None:
+    """`./agentgov.yaml` when there is one: `serve` and `envoy-config` read the same file by default,
+    so the Envoy bootstrap lists exactly the workers `serve` starts."""
+    local = Path(DEFAULT_CONFIG)
+    return local if local.is_file() else None
+
+
 def load_config(path: Path | None) -> Config:
     if path is None:
         return Config(base=Path.cwd())

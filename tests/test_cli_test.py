@@ -72,7 +72,7 @@ def test_junit_output_is_valid_xml_with_one_testcase_per_test(run_cli: Run, poli
     assert int(root.get("tests", "0")) == len(testcases) >= 40
     failures = root.findall(".//testcase/failure")
     assert len(failures) == 2  # the changed case, on each engine
-    assert all("reasons: missing ['tool_granted']" in (f.get("message") or "") for f in failures)
+    assert all('reasons: missing ["tool_granted"]' in (f.get("message") or "") for f in failures)
     assert len(root.findall(".//testcase/skipped")) == 1  # todo_test_
     assert int(root.get("failures", "0")) == 2
 
@@ -133,6 +133,6 @@ def test_panicking_policy_denies_in_test(run_cli: Run, tmp_path: Path) -> None:
         " arguments: {q: abc}}\n    expect: {allow: true}\n")
     result = run_cli("test", str(tmp_path))
     assert result.exit_code == 2
-    assert "allow: expected True, got False" in result.output
+    assert "allow: expected true, got false" in result.output
     assert "engine_error" in result.output
     assert "window size must be non-zero" in result.output

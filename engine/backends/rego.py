@@ -7,12 +7,21 @@ error, a Rust panic included (`pyo3_runtime.PanicException` derives from BaseExc
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
 import regorus
 
-from agentgov.engine.backends.base import Explanation, ResultReader, decision_from_document, engine_error, is_fatal
+from agentgov.engine.backends.base import (
+    REASON_UNDEFINED,
+    Explanation,
+    ResultReader,
+    decision_from_document,
+    engine_error,
+    is_fatal,
+)
 from agentgov.engine.model import Decision
 from agentgov.engine.policy.problems import PolicyLoadError
 from agentgov.engine.policy.rego_check import check_modules, parse_problem, ref_parts
@@ -56,6 +65,8 @@ class RegoBackend:
         self._engine = self._pristine.clone()
         self._coverage = False
         self._modules = modules
+        self._packages = sorted({m.group(1) for _, source in modules
+                                 if (m := re.search(r"^package\s+([\w.]+)", source, re.MULTILINE))})
 
     def evaluate_sync(self, policy_input: Mapping[str, Any]) -> Decision:
         try:
@@ -66,7 +77,20 @@ class RegoBackend:
                 raise
             self._heal()
             return engine_error(self.name, f"{type(exc).__name__}: {exc}")
-        return self._read(result, engine=self.name)
+        decision = self._read(result, engine=self.name)
+        if decision.reasons == (REASON_UNDEFINED,):
+            return replace(decision, errors=(self._undefined_hint(),))
+        return decision
+
+    def _undefined_hint(self) -> str:
+        """Why a decision is undefined, in words that lead to the fix (the rule's package may not exist)."""
+        package = self.rule.rsplit(".", 1)[0]
+        if package.removeprefix("data.") not in self._packages:
+            loaded = ", ".join(f"data.{p}" for p in self._packages) or "none"
+            return (f"no policy defines {self.rule} (packages loaded: {loaded}); name the decision rule with "
+                    f"--rule, or policy.rule in agentgov.yaml")
+        return (f"{self.rule} is undefined for this input: give it a default (`default decision := …`) "
+                f"so that every input gets an answer")
 
     def _heal(self) -> None:
         """Start again from the loaded policy set (cheap: a clone of already-compiled policies)."""

@@ -97,9 +97,13 @@ class KeySet:
                 raw = resp.read(1024 * 1024).decode("utf-8")
         doc = json.loads(raw)
         keys: dict[str, PyJWK] = {}
-        for jwk in doc.get("keys", []):
+        entries = doc.get("keys", []) if isinstance(doc, dict) else []
+        for jwk in entries if isinstance(entries, list) else []:
             if isinstance(jwk, dict) and jwk.get("kid"):
                 keys[jwk["kid"]] = PyJWK(jwk)
+        if not keys:
+            # An empty key set would refuse every token with "unknown_key": say so at start instead.
+            raise ValueError("the JWKS has no usable keys (a `keys` list whose entries each have a `kid`)")
         self._keys = keys
         self._loaded_at = time.monotonic()
 

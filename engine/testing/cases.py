@@ -147,13 +147,14 @@ def compare(expect: Mapping[str, Any], decision: Decision) -> list[str]:
     """Human-readable mismatches between an expectation and a decision (empty when it matches)."""
     actual = decision.to_dict()
     problems: list[str] = []
+    j = _json
     if expect["allow"] != actual["allow"]:
-        problems.append(f"allow: expected {expect['allow']}, got {actual['allow']} "
-                        f"(reasons {actual['reasons']}, status {actual['status']})")
+        problems.append(f"allow: expected {j(expect['allow'])}, got {j(actual['allow'])} "
+                        f"(reasons {j(actual['reasons'])}, status {actual['status']})")
     if "reasons" in expect:
         missing = [r for r in expect["reasons"] if r not in actual["reasons"]]
         if missing:
-            problems.append(f"reasons: missing {missing}, got {actual['reasons']}")
+            problems.append(f"reasons: missing {j(missing)}, got {j(actual['reasons'])}")
     if "status" in expect and expect["status"] != actual["status"]:
         problems.append(f"status: expected {expect['status']}, got {actual['status']}")
     for key, want in (expect.get("obligations") or {}).items():
@@ -161,8 +162,13 @@ def compare(expect: Mapping[str, Any], decision: Decision) -> list[str]:
         if key == "redact":
             want = sorted(want)
         if want != got:
-            problems.append(f"obligations.{key}: expected {want}, got {got}")
+            problems.append(f"obligations.{key}: expected {j(want)}, got {j(got)}")
     return problems
+
+
+def _json(value: Any) -> str:
+    """Values as a policy author wrote them (true, ["a"]), not as Python prints them (True, ['a'])."""
+    return json.dumps(value, sort_keys=True, default=str)
 
 
 def render_diff(expect: Mapping[str, Any], decision: Decision) -> str:
