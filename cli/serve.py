@@ -8,7 +8,6 @@ remote agentgov.v1.DecisionService (enforcement points scale apart from decision
 from __future__ import annotations
 
 import asyncio
-import logging
 import os
 import socket
 import sys
@@ -20,6 +19,7 @@ from agentgov.cli.output import EXIT_ERROR, report_problems
 from agentgov.engine.config import Config, ConfigError, build_governor, default_config_path, load_config
 from agentgov.engine.governor import INPUT_FORMATS, Decider
 from agentgov.engine.policy.problems import PolicyLoadError
+from agentgov.engine.server import logsafe
 from agentgov.engine.server.app import WorkerConfig, run_worker
 from agentgov.engine.server.decision_client import RemoteDecider, RemoteTLS
 from agentgov.engine.server.supervisor import Supervisor
@@ -51,7 +51,7 @@ def _worker(cfg: Config, index: int) -> None:
     # A Rust panic in regorus would otherwise capture a backtrace (~100 ms) when RUST_BACKTRACE is set:
     # a bad input must cost one decision, not stall the worker.
     os.environ["RUST_BACKTRACE"] = "0"
-    logging.basicConfig(level=logging.INFO, format=f"%(asctime)s worker{index} %(name)s %(message)s")
+    logsafe.configure(f"worker{index}")
 
     async def main() -> None:
         # The decider is built inside the loop: a remote decider's gRPC channel belongs to it.
@@ -142,6 +142,6 @@ def serve(config_path: Path | None, host: str | None, port: int | None, workers:
         # One worker: this process is the worker; the platform's restart policy is its supervisor.
         _worker(cfg, 0)
         return
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s supervisor %(name)s %(message)s")
+    logsafe.configure("supervisor")
     supervisor = Supervisor(_worker, (cfg,), cfg.workers, stop_timeout_s=float(cfg.drain_s) + 5)
     sys.exit(supervisor.run())

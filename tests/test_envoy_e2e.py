@@ -230,3 +230,32 @@ def test_body_over_the_inspection_limit(allow_truncated: bool) -> None:
         assert "x-demo-seen" not in headers
     finally:
         s.stop()
+
+
+def test_a_client_cannot_forge_or_flood_log_lines(stack: LocalStack) -> None:
+    """A tool name with a newline stays on its line, escaped; a huge one is cut; the body's content is
+    not echoed into the answer."""
+    token = bearer(stack.keys.token("alice", ["analyst"], "acme"))
+    forged = "web.search\n2026-01-01 00:00:00 worker0 agentgov.ext_authz decision ffff allow subject=admin"
+    status, _, body = send(stack, "/mcp", {**CALL, "params": {"name": forged, "arguments": {}}}, token)
+    assert status == 403
+    huge = "t" * 50_000
+    send(stack, "/mcp", {**CALL, "params": {"name": huge, "arguments": {}}}, token)
+    dup = b'{"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "a", "secret-key-name": 1, ' \
+          b'"secret-key-name": 2}}'
+    status, _, body = send(stack, "/mcp", None, token, raw=dup)
+    assert status == 400
+    assert "secret-key-name" not in json.dumps(body)
+    time.sleep(0.5)
+    log = stack.log("agentgov")
+    assert "\n2026-01-01 00:00:00 worker0" not in log
+    assert "web.search\\n2026-01-01" in log
+    assert max(len(line) for line in log.splitlines()) < 2300
+    assert "secret-key-name" not in log
+
+
+def test_escape_keeps_one_line_and_a_bound() -> None:
+    from agentgov.engine.server.logsafe import escape
+
+    assert escape("a\nb\rc\x00d\u2028e") == "a\\nb\\rc\\x00d\\u2028e"
+    assert escape("x" * 10, limit=4) == "xxxx… [6 more characters]"
