@@ -16,7 +16,14 @@ from pathlib import Path
 import click
 
 from agentgov.cli.output import EXIT_ERROR, report_problems
-from agentgov.engine.config import Config, ConfigError, build_governor, default_config_path, load_config
+from agentgov.engine.config import (
+    LOG_LEVELS,
+    Config,
+    ConfigError,
+    build_governor,
+    default_config_path,
+    load_config,
+)
 from agentgov.engine.governor import INPUT_FORMATS, Decider
 from agentgov.engine.policy.problems import PolicyLoadError
 from agentgov.engine.server import logsafe
@@ -51,7 +58,8 @@ def _worker(cfg: Config, index: int) -> None:
     # A Rust panic in regorus would otherwise capture a backtrace (~100 ms) when RUST_BACKTRACE is set:
     # a bad input must cost one decision, not stall the worker.
     os.environ["RUST_BACKTRACE"] = "0"
-    logsafe.configure(f"worker{index}")
+    logsafe.configure(f"worker{index}", cfg.log_level)
+    cfg.worker_index = index  # this worker's own audit chain
 
     async def main() -> None:
         # The decider is built inside the loop: a remote decider's gRPC channel belongs to it.
@@ -101,18 +109,21 @@ def _check_free(cfg: Config) -> None:
 @click.option("--rule", envvar="AGENTGOV_RULE", help="Decision rule (default data.agentgov.decision, "
                                                      "or data.envoy.authz.allow with --input-format opa-envoy).")
 @click.option("--policies", "policy_paths", multiple=True, envvar="AGENTGOV_POLICIES")
+@click.option("--log-level", type=click.Choice(LOG_LEVELS), envvar="AGENTGOV_LOG_LEVEL",
+              help="Operational log level (JSON lines on stderr). [default: server.log_level, or info]")
 @click.option("--decision-service", envvar="AGENTGOV_DECISION_SERVICE", metavar="ADDR",
               help="Delegate every decision to this remote agentgov decision service (gRPC target).")
 def serve(config_path: Path | None, host: str | None, port: int | None, workers: int | None, socket_dir: str | None,
           metrics_port: int | None, data_api_port: int | None, engine: str | None, input_format: str | None,
-          rule: str | None, policy_paths: tuple[str, ...], decision_service: str | None) -> None:
+          rule: str | None, policy_paths: tuple[str, ...], log_level: str | None, decision_service: str | None) -> None:
     """Run the Envoy external authorizer (ext_authz gRPC) and the decision service."""
     try:
         config_path = config_path or default_config_path()
         cfg = load_config(config_path)
         for key, value in (("host", host), ("port", port), ("workers", workers), ("metrics_port", metrics_port),
                            ("data_api_port", data_api_port), ("engine", engine),
-                           ("decision_service", decision_service), ("socket_dir", socket_dir)):
+                           ("decision_service", decision_service), ("socket_dir", socket_dir),
+                           ("log_level", log_level)):
             if value is not None:
                 setattr(cfg, key, value)
         if input_format is not None:
@@ -142,6 +153,6 @@ def serve(config_path: Path | None, host: str | None, port: int | None, workers:
         # One worker: this process is the worker; the platform's restart policy is its supervisor.
         _worker(cfg, 0)
         return
-    logsafe.configure("supervisor")
+    logsafe.configure("supervisor", cfg.log_level)
     supervisor = Supervisor(_worker, (cfg,), cfg.workers, stop_timeout_s=float(cfg.drain_s) + 5)
     sys.exit(supervisor.run())

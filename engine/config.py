@@ -14,6 +14,9 @@ from agentgov.engine.backends.opa_remote import RemoteOpaBackend
 from agentgov.engine.backends.rego import DEFAULT_RULE
 from agentgov.engine.governor import INPUT_FORMATS, Governor, GovernorOptions, InputFormat
 from agentgov.engine.hooks.api_keys import DEFAULT_API_KEY_HEADER, api_keys_from_config
+from agentgov.engine.hooks.audit.chain import AuditError
+from agentgov.engine.hooks.audit.hook import AuditConfigError, AuditHook
+from agentgov.engine.hooks.audit.hook import settings_from_config as audit_settings
 from agentgov.engine.hooks.base import Hook
 from agentgov.engine.hooks.identity import IdentityVerifier, issuers_from_config
 from agentgov.engine.hooks.pii.hook import PiiConfigError, PiiHook, settings_from_config
@@ -24,18 +27,18 @@ from agentgov.engine.policy.problems import yaml_problem
 from agentgov.engine.policy.sources import discover
 from agentgov.engine.protocols.mcp import DEFAULT_MAX_BATCH
 
-_TOP = {"policy", "identity", "server", "pii", "hooks"}
+_TOP = {"policy", "identity", "server", "pii", "hooks", "audit"}
 _POLICY = {"engine", "paths", "rule", "opa_url", "input_format"}
 _IDENTITY = {"issuers", "api_keys", "api_key_header", "leeway_s", "required"}
 _SERVER = {"host", "port", "workers", "metrics_port", "data_api_port", "allow_truncated_body", "mcp_paths",
            "decision_service", "decision_service_timeout_s", "tls", "drain_s", "drain_notice_s",
-           "socket_dir", "ext_proc", "max_batch", "data_api_host", "data_api_token_file"}
+           "socket_dir", "ext_proc", "max_batch", "data_api_host", "data_api_token_file", "log_level"}
 _TLS = {"cert_file", "key_file", "client_ca_file", "ca_file"}
 _SERVER_TYPES: dict[str, Any] = {
     "host": str, "port": int, "workers": int, "metrics_port": int, "data_api_port": int,
     "allow_truncated_body": bool, "decision_service": str, "decision_service_timeout_s": (int, float),
     "drain_s": (int, float), "drain_notice_s": (int, float), "socket_dir": str, "ext_proc": bool,
-    "max_batch": int, "data_api_host": str, "data_api_token_file": str,
+    "max_batch": int, "data_api_host": str, "data_api_token_file": str, "log_level": str,
 }
 _TYPE_NAMES: dict[Any, str] = {str: "a string", int: "an integer", bool: "true or false", (int, float): "a number"}
 OPA_ENVOY_DEFAULT_RULE = "data.envoy.authz.allow"  # the plugin's default decision path
@@ -86,6 +89,9 @@ class Config:
     max_batch: int = DEFAULT_MAX_BATCH  # JSON-RPC messages per MCP request (each one is a decision)
     pii: dict[str, Any] = field(default_factory=lambda: {})
     hooks: list[Any] | None = None  # the `hooks:` list: order, third-party plugins and their options
+    audit: dict[str, Any] = field(default_factory=lambda: {})  # with `dir`, the audit hook is on
+    worker_index: int = 0  # which worker builds from this config (its audit chain is named after it)
+    log_level: str = "info"
     explicit: set[str] = field(default_factory=set)  # policy keys the file set (so flags know what to derive)
 
     def socket_path(self, index: int) -> str | None:
@@ -116,6 +122,7 @@ class Config:
 
 
 DEFAULT_CONFIG = "agentgov.yaml"
+LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
 def default_config_path() -> Path | None:
@@ -155,6 +162,8 @@ def load_config(path: Path | None) -> Config:
             if isinstance(value, bool) != (kind is bool) or not isinstance(value, kind):
                 raise ConfigError(f"{path}: server.{key} must be {_TYPE_NAMES[kind]}, got {value!r}")
             setattr(cfg, key, value)
+    if cfg.log_level not in LOG_LEVELS:
+        raise ConfigError(f"{path}: server.log_level must be one of {', '.join(LOG_LEVELS)}")
     if cfg.max_batch < 1:
         raise ConfigError(f"{path}: server.max_batch must be at least 1")
     cfg.mcp_paths = [str(p) for p in server.get("mcp_paths", [])]
@@ -171,6 +180,10 @@ def load_config(path: Path | None) -> Config:
     if hooks is not None and not isinstance(hooks, list):
         raise ConfigError(f"{path}: `hooks` must be a list of {{name, failure_mode?, timeout_s?, options?}}")
     cfg.hooks = hooks
+    audit = doc.get("audit") or {}
+    if not isinstance(audit, dict):
+        raise ConfigError(f"{path}: `audit` must be a mapping")
+    cfg.audit = audit
     if cfg.engine not in ("rego", "cedar", "opa"):
         raise ConfigError(f"{path}: policy.engine must be rego, cedar or opa")
     return cfg
@@ -238,6 +251,12 @@ def build_hooks(cfg: Config) -> list[HookSlot]:
         except PiiConfigError as exc:
             raise ConfigError(str(exc)) from None
     builtins["tools_list"] = ToolListHook()
+    try:
+        audit = audit_settings(cfg.audit, cfg.base)
+    except (AuditConfigError, AuditError) as exc:
+        raise ConfigError(str(exc)) from None
+    if audit is not None:
+        builtins["audit"] = AuditHook(audit, cfg.worker_index)
     try:
         return assemble(cfg.hooks, builtins)
     except HookLoadError as exc:

@@ -156,7 +156,18 @@ class Governor:
     def wants_envoy_attributes(self) -> bool:
         return self.options.input_format == "opa-envoy"
 
+    async def start(self) -> None:
+        """Start what hooks keep running (the audit log's writer, its sinks): inside the event loop."""
+        for slot in self.hooks:
+            start = getattr(slot.hook, "start", None)
+            if start is not None:
+                await start()
+
     async def close(self) -> None:
+        for slot in self.hooks:
+            close = getattr(slot.hook, "close", None)
+            if close is not None:
+                await close()
         await self.backend.close()
 
     async def decide(self, env: Envelope, *, entry_point: str = "ext_authz") -> Verdict:
@@ -205,7 +216,7 @@ class Governor:
         decision_id = uuid.uuid4().hex
         runs: list[HookRun] = []
         request = HookRequest(decision_id, entry_point, env.method, env.path, env.host, env.headers, ANONYMOUS, (),
-                              body=env.body)
+                              body=env.body, request_id=env.request_id or decision_id)
         consumed: tuple[str, ...] = ()
         if self._identity is not None:
             result = await self._run_before(self._identity, request, runs)
@@ -237,8 +248,8 @@ class Governor:
             else:
                 return await self._finish(request, _malformed(exc), runs, consumed=consumed)
         finally:
-            _observe(_PARSE_STAGE, started)
-        request = replace(request, actions=tuple(actions))
+            timings = {"parse": _observe(_PARSE_STAGE, started)}
+        request = replace(request, actions=tuple(actions), timings=timings)
         if self.options.input_format == "opa-envoy" and given is None:
             return await self._decide_opa_envoy(env, request, runs, consumed)
         request, early = await self._before_hooks(request, runs)
@@ -269,7 +280,7 @@ class Governor:
             decisions.append(decision)
             if not decision.allow:
                 break
-        _observe(_POLICY_STAGE, started)
+        timings["policy"] = _observe(_POLICY_STAGE, started)
         decision = self._combine(decisions)
         return await self._finish(request, decision, runs, inputs=tuple(inputs), consumed=consumed,
                                   summary=", ".join(f"{a.kind} {a.name}" for a in actions[:len(decisions)]))
@@ -285,7 +296,7 @@ class Governor:
         except ProtocolError as exc:
             return await self._finish(request, _malformed(exc), runs, consumed=consumed)
         finally:
-            _observe(_PARSE_STAGE, started)
+            request = replace(request, timings={**request.timings, "input": _observe(_PARSE_STAGE, started)})
         if not request.actions and env.body:
             # A body agentgov's parsers refused (OPA-Envoy policies judge it anyway): hooks see it as text.
             text = env.body.decode("utf-8", "replace")
@@ -307,7 +318,7 @@ class Governor:
                                     "hooks": extensions}
         started = time.perf_counter()
         decision = await self.backend.evaluate(policy_input)
-        _observe(_POLICY_STAGE, started)
+        request = replace(request, timings={**request.timings, "policy": _observe(_POLICY_STAGE, started)})
         # The path without its query string: queries can carry personal data, and this ends up in logs.
         summary = f"http {request.method} {request.path.split('?', 1)[0]}"
         return await self._finish(request, decision, runs, inputs=(policy_input,), summary=summary)
@@ -360,6 +371,9 @@ class Governor:
                       inputs: tuple[dict[str, Any], ...] = (), consumed: tuple[str, ...] = (),
                       summary: str = "") -> Verdict:
         """Every exit goes through here: the after hooks see every decision, early denies included."""
+        if self._after:
+            hook_times = {f"hook.{r.name}": r.seconds for r in runs}
+            request = replace(request, timings={**request.timings, **hook_times}, policy_revision=self.revision)
         for slot in self._after:
             started = time.perf_counter()
             outcome = "ok"
@@ -416,6 +430,17 @@ class Governor:
             if processor is not None:
                 out.append((slot.name, processor))
         return out
+
+    async def record_response(self, decision_id: str, path: str, subject: Subject, actions: Sequence[ParsedAction],
+                              decision: Decision) -> None:
+        """What became of the backend's answer (passed, redacted, withheld), through the after hooks,
+        so the audit log holds response decisions too. Raises when an after hook in deny mode failed:
+        the caller (ext_proc) then refuses the response."""
+        request = HookRequest(decision_id, "ext_proc", "", path, "", {}, subject, tuple(actions), phase="response",
+                              request_id=decision_id)
+        verdict = await self._finish(request, decision, [])
+        if decision.allow and not verdict.decision.allow:
+            raise RuntimeError(f"response of decision {decision_id} could not be recorded")
 
     async def ask(self, subject: Subject, question: PolicyQuestion, decision_id: str = "") -> Decision:
         """The policy, asked about a response (`context.phase` "response", with its findings) or about
@@ -498,9 +523,10 @@ def _malformed(exc: ProtocolError) -> Decision:
 
 
 def _observe(stage: Any, started: float) -> float:
-    now = time.perf_counter()
-    stage.observe(now - started)
-    return now
+    """Record a stage's time in its histogram; return it (seconds)."""
+    elapsed = time.perf_counter() - started
+    stage.observe(elapsed)
+    return elapsed
 
 
 def _retry_after(decision: Decision, inputs: list[dict[str, Any]]) -> int | None:

@@ -233,25 +233,26 @@ def test_body_over_the_inspection_limit(allow_truncated: bool) -> None:
 
 
 def test_a_client_cannot_forge_or_flood_log_lines(stack: LocalStack) -> None:
-    """A tool name with a newline stays on its line, escaped; a huge one is cut; the body's content is
-    not echoed into the answer."""
+    """Every operational log line is one JSON object, whatever a client sends (the audit tests show
+    the same for audit records); a huge name is cut; the body's content is not echoed back."""
     token = bearer(stack.keys.token("alice", ["analyst"], "acme"))
     forged = "web.search\n2026-01-01 00:00:00 worker0 agentgov.ext_authz decision ffff allow subject=admin"
-    status, _, body = send(stack, "/mcp", {**CALL, "params": {"name": forged, "arguments": {}}}, token)
-    assert status == 403
-    huge = "t" * 50_000
-    send(stack, "/mcp", {**CALL, "params": {"name": huge, "arguments": {}}}, token)
+    assert send(stack, "/mcp", {**CALL, "params": {"name": forged, "arguments": {"q": "x\u2028y"}}}, token)[0] == 403
+    send(stack, "/mcp", {**CALL, "params": {"name": "t" * 50_000, "arguments": {}}}, token)
     dup = b'{"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "a", "secret-key-name": 1, ' \
           b'"secret-key-name": 2}}'
     status, _, body = send(stack, "/mcp", None, token, raw=dup)
     assert status == 400
     assert "secret-key-name" not in json.dumps(body)
     time.sleep(0.5)
-    log = stack.log("agentgov")
-    assert "\n2026-01-01 00:00:00 worker0" not in log
-    assert "web.search\\n2026-01-01" in log
-    assert max(len(line) for line in log.splitlines()) < 2300
-    assert "secret-key-name" not in log
+    lines = [line for line in stack.log("agentgov").splitlines() if line.strip()]
+    assert lines
+    for line in lines:
+        doc = json.loads(line)  # every line is a record of its own
+        assert set(doc) >= {"time", "level", "process", "logger", "message"}
+        assert len(doc["message"]) < 2100
+    assert not any(line.startswith("2026-01-01") for line in lines)
+    assert "secret-key-name" not in stack.log("agentgov")
 
 
 def test_escape_keeps_one_line_and_a_bound() -> None:

@@ -50,6 +50,10 @@ class HookRequest:
     findings: Sequence[Sequence[Finding]] = ()  # per action, from hooks that ran earlier
     extensions: Mapping[str, Any] = field(default_factory=dict)  # earlier hooks' enrichments, by name
     body: bytes = b""
+    request_id: str = ""  # Envoy's request id (joins Envoy's access log), or the decision id
+    policy_revision: str = ""  # the policy set that decided
+    timings: Mapping[str, float] = field(default_factory=dict)  # seconds per stage, for after hooks
+    phase: str = "request"  # "response" when ext_proc reports what became of the backend's answer
 
 
 @dataclass(frozen=True)

@@ -87,6 +87,8 @@ async def run_worker(decider: Decider, cfg: WorkerConfig, ready: asyncio.Event |
         # No reuse_port: a second agentgov (or anything else) on this port must fail to start, not
         # silently take half of the queries.
         await web.TCPSite(runner, cfg.data_api_host, cfg.data_api_port).start()
+    if isinstance(decider, Governor):
+        await decider.start()  # e.g. opens the audit log: a log that cannot be opened stops the worker here
     await server.start()
     for service in services:
         await health_servicer.set(service, health_pb2.HealthCheckResponse.SERVING)

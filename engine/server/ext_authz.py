@@ -70,11 +70,10 @@ class AuthorizationService(authz_grpc.AuthorizationServicer):  # type: ignore[mi
                 log.warning("decision %s finished after Envoy's deadline; Envoy answered 503", verdict.decision_id)
                 _LATENCY.observe(time.perf_counter() - started)
                 return response
-            outcome, _ = count_decision("ext_authz", verdict.decision)
+            count_decision("ext_authz", verdict.decision)
             if verdict.decision.errors:
                 log.warning("decision %s: %s", verdict.decision_id, "; ".join(verdict.decision.errors))
-            log.info("decision %s %s subject=%s action=%s reasons=%s", verdict.decision_id, outcome,
-                     verdict.subject.id, verdict.action or "-", ",".join(verdict.decision.reasons))
+            # No per-decision info line: the audit log is the record of decisions (docs/audit.md).
         except Exception:
             decision_id = uuid.uuid4().hex
             log.exception("internal error, decision %s denied with 503", decision_id)

@@ -33,7 +33,7 @@ from google.protobuf.json_format import MessageToDict
 from agentgov.engine.governor import Governor
 from agentgov.engine.hooks.base import BodyVerdict, ResponseProcessor
 from agentgov.engine.metrics import RESPONSES, TOKENS, UNMETERED
-from agentgov.engine.model import Subject
+from agentgov.engine.model import Decision, Obligations, Subject
 from agentgov.engine.protocols import ProtocolError
 from agentgov.engine.protocols.llm import LLM_PATHS
 from agentgov.engine.protocols.parsed import ParsedAction
@@ -250,14 +250,26 @@ class ExternalProcessorService(ep_grpc.ExternalProcessorServicer):  # type: igno
                 RESPONSES.labels(outcome="blocked", reason=verdict.reason or name).inc()
                 log.warning("response of decision %s withheld by %s: %s", exchange.decision_id or "-", name,
                             verdict.reason or "denied")
+                await self._audit(exchange, Decision.deny(verdict.reason or "denied", status=verdict.block_status))
                 if processor.wants_buffering:
                     return _immediate(verdict.block_status, verdict.block_body, exchange.decision_id)
                 return self._replace(verdict.replace or b"")
             if verdict.replace is not None:
                 data = verdict.replace
         if end:
-            RESPONSES.labels(outcome="passed" if data == chunk else "rewritten", reason="").inc()
+            redacted = sorted({t for _, p in exchange.processors for t in getattr(p, "redacted", ())})
+            RESPONSES.labels(outcome="redacted" if redacted else "passed", reason="").inc()
+            await self._audit(exchange, Decision(allow=True, reasons=("response_passed",), status=200,
+                                                 obligations=Obligations(redact=tuple(redacted))))
         return self._replace(data) if data != chunk else ep.ProcessingResponse(response_body=ep.BodyResponse())
+
+    async def _audit(self, exchange: _Exchange, decision: Decision) -> None:
+        """Record what became of the response (the audit hook, when configured) before it goes on."""
+        if self.governor is None or not exchange.inspected:
+            return
+        subject, actions = self._restore(exchange)
+        await self.governor.record_response(exchange.decision_id, exchange.path.split("?", 1)[0], subject, actions,
+                                            decision)
 
     @staticmethod
     def _replace(body: bytes) -> ep.ProcessingResponse:

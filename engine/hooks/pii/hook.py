@@ -182,6 +182,7 @@ class ResponseInspection:
         self._stream: SseInspector | None = None
         self._asked: dict[frozenset[str], StreamAction] = {}
         self._mcp = any(a.protocol == "mcp" for a in context.actions)
+        self.redacted: set[str] = set()  # the types the policy had redacted in this response (for the record)
 
     def on_headers(self, status: int, headers: Mapping[str, str]) -> bool:
         content_type = headers.get("content-type", "").lower()
@@ -256,6 +257,7 @@ class ResponseInspection:
             redact.update(decision.obligations.redact)
         answer = StreamAction(redact=frozenset(redact))
         self._asked[key] = answer
+        self.redacted |= answer.redact & key
         return answer
 
     def _error_doc(self, action: StreamAction) -> dict[str, Any]:

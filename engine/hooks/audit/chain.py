@@ -1,0 +1,263 @@
+"""The hash-chained, durable audit log: one chain per worker, files rotated by size, group commit.
+
+Each record carries the hash of the one before it, so an edit, a deletion or a reordering breaks
+the chain; a signed checkpoint of the chain head, written every few seconds and on shutdown, lets
+`agentgov audit verify` notice a cut tail too, which a chain alone cannot show.
+
+Durability: `append` returns only after the record is on disk (written and fsynced). Appends that
+arrive while a write is in flight wait for the next one, so one fsync serves every decision that was
+waiting at that moment (group commit). The Check's answer goes out after `append` returns.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import fcntl
+import json
+import os
+import re
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+from agentgov.engine.hooks.audit.record import GENESIS, canonical, chained
+
+FILE_PATTERN = re.compile(r"^(?P<chain>[A-Za-z0-9_.-]+)-(?P<first>\d{12})\.jsonl$")
+CHECKPOINTS_SUFFIX = ".checkpoints.jsonl"
+DEFAULT_MAX_FILE_BYTES = 64 * 1024 * 1024
+
+
+class AuditError(RuntimeError):
+    """The log cannot be written (or resumed): decisions must not go on unrecorded."""
+
+
+def load_signing_key(path: Path) -> Ed25519PrivateKey:
+    try:
+        key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+    except (OSError, ValueError, TypeError) as exc:
+        raise AuditError(f"audit.checkpoint_key_file {path}: cannot load an Ed25519 private key: {exc}") from None
+    if not isinstance(key, Ed25519PrivateKey):
+        raise AuditError(f"audit.checkpoint_key_file {path}: not an Ed25519 key (agentgov audit keygen makes one)")
+    return key
+
+
+def public_key_id(key: Ed25519PublicKey) -> str:
+    raw = key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    return base64.urlsafe_b64encode(raw[:9]).decode()
+
+
+def checkpoint_payload(chain: str, seq: int, head: str, at: str) -> bytes:
+    return canonical({"chain": chain, "seq": seq, "hash": head, "time": at}).encode()
+
+
+@dataclass
+class _Pending:
+    line: bytes
+    done: asyncio.Future[None]
+
+
+@dataclass
+class ChainWriter:
+    directory: Path
+    chain: str
+    max_file_bytes: int = DEFAULT_MAX_FILE_BYTES
+    signing_key: Ed25519PrivateKey | None = None
+    checkpoint_every_s: float = 10.0
+    _seq: int = 0
+    _head: str = GENESIS
+    _fd: int = -1
+    _size: int = 0
+    _lock_fd: int = -1
+    _pending: list[_Pending] = field(default_factory=list)
+    _wakeup: asyncio.Event | None = None
+    _flusher: asyncio.Task[None] | None = None
+    _checkpointer: asyncio.Task[None] | None = None
+    _checkpointed: tuple[int, str] = (0, GENESIS)
+    _closed: bool = False
+
+    # --- lifecycle --------------------------------------------------------------------------------
+
+    def open(self) -> None:
+        """Take the chain (one writer per chain), resume it from its last record, start the tasks."""
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self._lock_fd = os.open(self.directory / f"{self.chain}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise AuditError(f"audit chain {self.chain} in {self.directory} is in use by another process") from None
+        files = chain_files(self.directory, self.chain)
+        if files:
+            self._resume(files[-1])
+            self._open_file(files[-1])
+        else:
+            self._open_file(self._file_for(1))
+        self._checkpointed = (self._seq, self._head)
+        self._wakeup = asyncio.Event()
+        self._flusher = asyncio.create_task(self._flush_loop(), name=f"audit-flush-{self.chain}")
+        if self.signing_key is not None:
+            self._checkpointer = asyncio.create_task(self._checkpoint_loop(), name=f"audit-cp-{self.chain}")
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self._wakeup is not None:
+            self._wakeup.set()
+        if self._flusher is not None:
+            await self._flusher
+        if self._checkpointer is not None:
+            self._checkpointer.cancel()
+        await asyncio.to_thread(self._write_checkpoint)
+        if self._fd >= 0:
+            os.close(self._fd)
+        if self._lock_fd >= 0:
+            os.close(self._lock_fd)
+
+    def _resume(self, last: Path) -> None:
+        """Continue after the last complete record. A record cut mid-line (the process died while
+        writing it) was never acknowledged, so it is dropped; anything else wrong is refused."""
+        data = last.read_bytes()
+        if data and not data.endswith(b"\n"):
+            cut = data.rfind(b"\n") + 1
+            with last.open("r+b") as f:
+                f.truncate(cut)
+                os.fsync(f.fileno())
+            data = data[:cut]
+        lines = data.splitlines()
+        if not lines:
+            match = FILE_PATTERN.match(last.name)
+            first = int(match["first"]) if match else 1
+            if first > 1:
+                self._resume_from_previous(first)
+            return
+        try:
+            record = json.loads(lines[-1])
+            self._seq, self._head = int(record["seq"]), str(record["hash"])
+        except (ValueError, KeyError, TypeError):
+            raise AuditError(f"audit log {last} ends with a damaged record; run `agentgov audit verify "
+                             f"{self.directory}` before starting") from None
+
+    def _resume_from_previous(self, first: int) -> None:
+        files = [f for f in chain_files(self.directory, self.chain) if _first_seq(f) < first]
+        if files:
+            self._resume(files[-1])
+
+    def _file_for(self, first_seq: int) -> Path:
+        return self.directory / f"{self.chain}-{first_seq:012d}.jsonl"
+
+    def _open_file(self, path: Path) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+        self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
+        self._size = os.fstat(self._fd).st_size
+        dir_fd = os.open(self.directory, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)  # the new file's name is durable too
+        finally:
+            os.close(dir_fd)
+
+    # --- appending --------------------------------------------------------------------------------
+
+    async def append(self, body: Mapping[str, Any]) -> dict[str, Any]:
+        """Chain `body` and return once it is durable. Sequence numbers are given here, in call
+        order on the event loop, and lines are written in the same order."""
+        if self._closed or self._wakeup is None:
+            raise AuditError("the audit log is closed")
+        self._seq += 1
+        record = chained(body, chain=self.chain, seq=self._seq, prev=self._head)
+        self._head = record["hash"]
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._pending.append(_Pending((canonical(record) + "\n").encode(), done))
+        self._wakeup.set()
+        await done
+        return record
+
+    async def _flush_loop(self) -> None:
+        assert self._wakeup is not None
+        while True:
+            await self._wakeup.wait()
+            self._wakeup.clear()
+            batch, self._pending = self._pending, []
+            if batch:
+                try:
+                    await asyncio.to_thread(self._write, [p.line for p in batch])
+                except Exception as exc:  # every waiting decision learns it was not recorded
+                    for p in batch:
+                        if not p.done.done():
+                            p.done.set_exception(AuditError(f"audit write failed: {type(exc).__name__}: {exc}"))
+                    continue
+                for p in batch:
+                    if not p.done.done():
+                        p.done.set_result(None)
+            if self._closed and not self._pending:
+                return
+
+    def _write(self, lines: list[bytes]) -> None:
+        data = b"".join(lines)
+        if self._size and self._size + len(data) > self.max_file_bytes:
+            first = json.loads(lines[0])["seq"]
+            self._open_file(self._file_for(int(first)))
+        view = memoryview(data)
+        while view:
+            written = os.write(self._fd, view)
+            view = view[written:]
+        os.fsync(self._fd)
+        self._size += len(data)
+
+    # --- checkpoints ------------------------------------------------------------------------------
+
+    async def _checkpoint_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.checkpoint_every_s)
+            await asyncio.to_thread(self._write_checkpoint)
+
+    def _write_checkpoint(self) -> None:
+        """Sign the durable head (only what is on disk: records still waiting are not vouched for)."""
+        if self.signing_key is None:
+            return
+        seq, head = self._durable_head()
+        if (seq, head) == self._checkpointed or seq == 0:
+            return
+        at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        signature = self.signing_key.sign(checkpoint_payload(self.chain, seq, head, at))
+        line = canonical({"chain": self.chain, "seq": seq, "hash": head, "time": at,
+                          "key_id": public_key_id(self.signing_key.public_key()),
+                          "sig": base64.b64encode(signature).decode()}) + "\n"
+        fd = os.open(self.directory / f"{self.chain}{CHECKPOINTS_SUFFIX}", os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
+        try:
+            os.write(fd, line.encode())
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        self._checkpointed = (seq, head)
+
+    def _durable_head(self) -> tuple[int, str]:
+        pending = len(self._pending)
+        if not pending:
+            return self._seq, self._head
+        # The head of what is written: re-read the last line of the current file.
+        files = chain_files(self.directory, self.chain)
+        if not files:
+            return 0, GENESIS
+        data = files[-1].read_bytes().splitlines()
+        if not data:
+            return self._checkpointed
+        last = json.loads(data[-1])
+        return int(last["seq"]), str(last["hash"])
+
+
+def chain_files(directory: Path, chain: str) -> list[Path]:
+    files = [p for p in directory.glob(f"{chain}-*.jsonl")
+             if (m := FILE_PATTERN.match(p.name)) and m["chain"] == chain]
+    return sorted(files, key=_first_seq)
+
+
+def _first_seq(path: Path) -> int:
+    match = FILE_PATTERN.match(path.name)
+    return int(match["first"]) if match else 0

@@ -1,0 +1,114 @@
+"""The `audit` hook: every decision, early denies included, from every door, becomes one record in
+a hash-chained log on disk before the answer goes out (docs/audit.md)."""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from prometheus_client import Counter
+
+from agentgov.engine.hooks.audit.chain import DEFAULT_MAX_FILE_BYTES, ChainWriter, load_signing_key
+from agentgov.engine.hooks.audit.record import decision_body
+from agentgov.engine.hooks.audit.sinks import OpaHttpSink, SinkConfigError, sinks_from_config
+from agentgov.engine.hooks.base import HookRequest
+from agentgov.engine.model import Decision
+
+RECORDS = Counter("agentgov_audit_records_total", "Audit records written, by entry point", ["entry_point"])
+_KEYS = {"dir", "checkpoint_key_file", "checkpoint_every_s", "sinks", "max_file_bytes"}
+
+
+class AuditConfigError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class AuditSettings:
+    directory: Path
+    signing_key_file: Path | None = None
+    checkpoint_every_s: float = 10.0
+    max_file_bytes: int = DEFAULT_MAX_FILE_BYTES
+    sinks: tuple[Mapping[str, Any], ...] = field(default_factory=tuple)
+
+
+def settings_from_config(doc: Mapping[str, Any], base: Path) -> AuditSettings | None:
+    """The `audit:` section; None when there is no `dir` (the hook is off)."""
+    unknown = sorted(set(doc) - _KEYS)
+    if unknown:
+        raise AuditConfigError(f"unknown key(s) {', '.join('audit.' + k for k in unknown)}")
+    if not doc.get("dir"):
+        if doc:
+            raise AuditConfigError("audit needs `dir` (where the log is written); without it the hook is off")
+        return None
+    directory = base / str(doc["dir"])
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise AuditConfigError(f"audit.dir {directory}: {exc.strerror}") from None
+    if not os.access(directory, os.W_OK):
+        raise AuditConfigError(f"audit.dir {directory} is not writable")
+    key_file = base / str(doc["checkpoint_key_file"]) if doc.get("checkpoint_key_file") else None
+    if key_file is not None:
+        load_signing_key(key_file)  # fail at start, naming the file, rather than at the first checkpoint
+    every = doc.get("checkpoint_every_s", 10.0)
+    if isinstance(every, bool) or not isinstance(every, int | float) or every <= 0:
+        raise AuditConfigError("audit.checkpoint_every_s must be a positive number")
+    size = doc.get("max_file_bytes", DEFAULT_MAX_FILE_BYTES)
+    if isinstance(size, bool) or not isinstance(size, int) or size < 4096:
+        raise AuditConfigError("audit.max_file_bytes must be an integer of at least 4096")
+    try:
+        sinks_from_config(doc.get("sinks"))
+    except SinkConfigError as exc:
+        raise AuditConfigError(str(exc)) from None
+    return AuditSettings(directory, key_file, float(every), size, tuple(doc.get("sinks") or ()))
+
+
+def chain_name(worker: int) -> str:
+    """One chain per worker per node: `<host>-w<index>` (files never interleave between processes)."""
+    host = re.sub(r"[^A-Za-z0-9_.-]", "_", socket.gethostname())[:40] or "node"
+    return f"{host}-w{worker}"
+
+
+class AuditHook:
+    name = "audit"
+    phases = frozenset({"after"})
+    failure_mode = "deny"  # a decision that cannot be recorded is not given
+    timeout_s: float | None = 5.0  # a disk that stalls this long turns decisions into 503s
+
+    def __init__(self, settings: AuditSettings, worker: int = 0) -> None:
+        self.settings = settings
+        key = load_signing_key(settings.signing_key_file) if settings.signing_key_file else None
+        self.writer = ChainWriter(settings.directory, chain_name(worker), max_file_bytes=settings.max_file_bytes,
+                                  signing_key=key, checkpoint_every_s=settings.checkpoint_every_s)
+        self.sinks: list[OpaHttpSink] = sinks_from_config(list(settings.sinks) or None)
+        for sink in self.sinks:
+            sink.node = self.writer.chain
+        self._started = False
+
+    async def start(self) -> None:
+        if self._started:
+            return
+        self.writer.open()
+        for sink in self.sinks:
+            sink.start()
+        self._started = True
+
+    async def close(self) -> None:
+        if not self._started:
+            return
+        await self.writer.close()
+        for sink in self.sinks:
+            await sink.close()
+
+    async def after(self, request: HookRequest, decision: Decision) -> None:
+        if not self._started:
+            await self.start()
+        record = await self.writer.append(decision_body(request, decision, phase=request.phase))
+        RECORDS.labels(entry_point=request.entry_point).inc()
+        for sink in self.sinks:
+            sink.offer(record)

@@ -1,0 +1,76 @@
+"""One audit record: what was decided, for whom, under which policy, with which findings; and the
+canonical form its hash is computed over.
+
+A record is one line of canonical JSON (sorted keys, no insignificant whitespace, ASCII only), so
+nothing a client sends (a newline in a tool name, a quote, a NUL) can break a line or forge a
+field: every string is JSON-escaped. Values of findings never appear, only types and counts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from agentgov.engine.hooks.base import HookRequest
+from agentgov.engine.model import Decision
+
+VERSION = 1
+GENESIS = "0" * 64  # the `prev` of a chain's first record
+MAX_FIELD_CHARS = 512  # names and ids from clients are cut here: a record stays small
+
+
+def canonical(doc: Mapping[str, Any]) -> str:
+    return json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+
+
+def record_hash(body: Mapping[str, Any]) -> str:
+    """SHA-256 over the canonical record without its own `hash` (it includes `prev`: the chain)."""
+    return hashlib.sha256(canonical({k: v for k, v in body.items() if k != "hash"}).encode()).hexdigest()
+
+
+def _cut(value: str) -> str:
+    return value if len(value) <= MAX_FIELD_CHARS else value[:MAX_FIELD_CHARS] + "…"
+
+
+def decision_body(request: HookRequest, decision: Decision, *, phase: str = "request") -> dict[str, Any]:
+    """The record's content, before the chain fields (`chain`, `seq`, `prev`, `hash`) are added."""
+    subject = request.subject
+    findings: dict[tuple[str, str], int] = {}
+    for per_action in request.findings:
+        for f in per_action:
+            findings[(f.type, f.category)] = findings.get((f.type, f.category), 0) + f.count
+    return {
+        "v": VERSION,
+        "decision_id": request.decision_id,
+        "time": datetime.now(UTC).isoformat(timespec="microseconds"),
+        "entry_point": request.entry_point,
+        "phase": phase,
+        "request_id": _cut(request.request_id),
+        "subject": {"id": _cut(subject.id), "tenant": subject.tenant, "roles": [_cut(r) for r in subject.roles],
+                    "authenticated": subject.authenticated},
+        "actions": [{"kind": a.kind, "name": _cut(a.name), "resource_type": a.resource_type,
+                     "resource_id": _cut(a.resource_id)} for a in request.actions[:64]],
+        "allow": decision.allow,
+        "status": decision.status,
+        "reasons": [_cut(r) for r in decision.reasons],
+        "obligations": {"redact": list(decision.obligations.redact),
+                        "headers": sorted(decision.obligations.headers)},
+        "errors": [_cut(e) for e in decision.errors],
+        "policy": {"revision": request.policy_revision},
+        "findings": [{"type": t, "category": c, "count": n} for (t, c), n in sorted(findings.items())],
+        "latency_ms": {stage: round(seconds * 1000, 3) for stage, seconds in request.timings.items()},
+        "http": {"method": request.method, "path": _cut(request.path.split("?", 1)[0]), "host": _cut(request.host)},
+    }
+
+
+def chained(body: Mapping[str, Any], *, chain: str, seq: int, prev: str) -> dict[str, Any]:
+    record = {**body, "chain": chain, "seq": seq, "prev": prev}
+    record["hash"] = record_hash(record)
+    return record
+
+
+def reasons_text(reasons: Sequence[str]) -> str:
+    return ",".join(reasons)
