@@ -113,6 +113,7 @@ def by_id(stack: LocalStack) -> dict[str, list[dict[str, Any]]]:
 def test_every_door_and_every_early_deny_is_recorded(stack: LocalStack) -> None:
     alice = stack.keys.token("alice", ["analyst"], "acme")
     status, headers, _ = send(stack, "/mcp", CALL, bearer(alice))
+    assert status == 200
     allowed_id = json.loads(headers["x-demo-seen"])["x-agentgov-decision-id"]
     _, _, unauth = send(stack, "/mcp", CALL, {"authorization": "Bearer nope"})
     _, _, malformed = send(stack, "/mcp", None, bearer(alice), raw=b'{"jsonrpc": ')
@@ -137,6 +138,7 @@ def test_a_response_decision_is_recorded_too(stack: LocalStack) -> None:
     alice = bearer(stack.keys.token("alice", ["analyst"], "acme"))
     call = {**CALL, "params": {"name": "crm.query", "arguments": {"tenant_id": "acme", "fixture": "email"}}}
     status, headers, _ = send(stack, "/mcp", call, alice)
+    assert status == 200
     decision_id = json.loads(headers["x-demo-seen"])["x-agentgov-decision-id"]
     phases = {r["phase"]: r for r in by_id(stack)[decision_id]}
     assert set(phases) == {"request", "response"}
