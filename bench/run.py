@@ -22,6 +22,7 @@ import asyncio
 import json
 import os
 import platform
+import shutil
 import statistics
 import sys
 import tempfile
@@ -272,23 +273,28 @@ async def _load(url: str, headers: dict[str, str], body: bytes, seconds: float, 
 
 def bench_envoy(n: int, seconds: float, concurrency: int) -> list[Row]:
     rows = []
-    for workers in (1, 2):
-        stack = LocalStack(policies=POLICIES, workers=workers)
+    audit_dir = Path(tempfile.mkdtemp(prefix="agentgov-bench-audit-"))
+    configurations: list[tuple[str, int, dict[str, Any]]] = [
+        ("1 worker", 1, {}),
+        ("1 worker, durable audit", 1, {"audit": {"dir": str(audit_dir)}}),
+        ("2 workers", 2, {}),
+    ]
+    for label, workers, extra in configurations:
+        stack = LocalStack(policies=POLICIES, workers=workers, config_extra=extra)
         try:
             stack.start()
             token = stack.keys.token("alice", ["analyst"], "acme")
             headers = {"authorization": f"Bearer {token}", "content-type": "application/json"}
             body = json.dumps(CALL).encode()
 
-            rows.append(summarize(f"Envoy e2e ({workers} worker{'s' if workers > 1 else ''})",
-                                  "sequential, MCP tools/call",
+            rows.append(summarize(f"Envoy e2e ({label})", "sequential, MCP tools/call",
                                   asyncio.run(_sequential(stack.url + "/mcp", headers, body, n))))
             count, elapsed = asyncio.run(_load(stack.url + "/mcp", headers, body, seconds, concurrency))
-            rows.append(Row(f"Envoy e2e ({workers} worker{'s' if workers > 1 else ''})",
-                            f"throughput, {concurrency} concurrent", count, float("nan"), float("nan"),
-                            float("nan"), count / elapsed))
+            rows.append(Row(f"Envoy e2e ({label})", f"throughput, {concurrency} concurrent", count, float("nan"),
+                            float("nan"), float("nan"), count / elapsed))
         finally:
             stack.stop()
+    shutil.rmtree(audit_dir, ignore_errors=True)
     return rows
 
 

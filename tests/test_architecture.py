@@ -55,3 +55,17 @@ def test_the_repository_has_no_symbolic_links() -> None:
     listing = subprocess.run(["git", "ls-files", "-s"], cwd=REPO, capture_output=True, text=True, check=True).stdout
     links = [line.split("\t", 1)[1] for line in listing.splitlines() if line.startswith("120000")]
     assert links == []
+
+
+def test_every_python_package_is_in_the_wheel() -> None:
+    """pyproject lists the packages (package-dir maps the folders): a new folder must be added there."""
+    import tomllib
+
+    listed = set(tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    roots = {"engine": "agentgov.engine", "cli": "agentgov.cli"}
+    found = {"agentgov", "agentgov.library"}
+    for folder, package in roots.items():
+        for init in (REPO / folder).rglob("__init__.py"):
+            parts = init.parent.relative_to(REPO / folder).parts
+            found.add(".".join([package, *parts]))
+    assert found == listed

@@ -12,6 +12,7 @@ import grpc
 import pytest
 
 from agentgov.cli.stack import LocalStack
+from agentgov.engine.hooks.audit.verify import log_files, read_records
 from agentgov.engine.proto import decision_pb2 as pb
 from tests.conftest import POLICIES
 from tests.http_helpers import CALL, batch_decide, bearer, decide, post, send
@@ -24,7 +25,8 @@ AWS_KEY = "AKIAQ7RZ3KXW5MN2PL4T"  # TEST VALUE, shaped like an access key id
 
 @pytest.fixture(scope="module")
 def stack() -> Iterator[LocalStack]:
-    s = LocalStack(policies=POLICIES, workers=2, data_api=True)
+    # With the audit log on: it is how a test sees which worker decided (one chain per worker).
+    s = LocalStack(policies=POLICIES, workers=2, data_api=True, config_extra={"audit": {"dir": "audit"}})
     try:
         s.start()
         yield s
@@ -150,10 +152,10 @@ def test_both_workers_receive_traffic(stack: LocalStack) -> None:
     token = stack.keys.token("alice", ["analyst"], "acme")
     for _ in range(20):
         assert send(stack, "/mcp", CALL, bearer(token))[0] == 200
-    log = stack.log("agentgov")
-    served = {w: log.count(f"worker{w} agentgov.ext_authz decision") for w in (0, 1)}
-    assert served[0] > 0, served
-    assert served[1] > 0, served
+    chains = log_files([stack.workdir / "audit"])
+    served = {chain[-2:]: sum(1 for _ in read_records(files)) for chain, files in chains.items()}
+    assert set(served) == {"w0", "w1"}, served
+    assert all(n > 0 for n in served.values()), served
 
 
 def test_ext_authz_delegates_to_a_remote_decision_service(stack: LocalStack, tmp_path: Path) -> None:

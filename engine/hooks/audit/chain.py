@@ -170,10 +170,10 @@ class ChainWriter:
         if self._closed or self._wakeup is None:
             raise AuditError("the audit log is closed")
         self._seq += 1
-        record = chained(body, chain=self.chain, seq=self._seq, prev=self._head)
+        record, line = chained(body, chain=self.chain, seq=self._seq, prev=self._head)
         self._head = record["hash"]
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._pending.append(_Pending((canonical(record) + "\n").encode(), done))
+        self._pending.append(_Pending(line.encode(), done))
         self._wakeup.set()
         await done
         return record

@@ -66,10 +66,16 @@ def decision_body(request: HookRequest, decision: Decision, *, phase: str = "req
     }
 
 
-def chained(body: Mapping[str, Any], *, chain: str, seq: int, prev: str) -> dict[str, Any]:
+def chained(body: Mapping[str, Any], *, chain: str, seq: int, prev: str) -> tuple[dict[str, Any], str]:
+    """The record with its chain fields and hash, and its line. The JSON is encoded once: the line is
+    the canonical text the hash covers, with `hash` appended as the last key (verify re-derives the
+    canonical text from the parsed record, so the key order of the line itself does not matter)."""
     record = {**body, "chain": chain, "seq": seq, "prev": prev}
-    record["hash"] = record_hash(record)
-    return record
+    text = canonical(record)
+    digest = hashlib.sha256(text.encode()).hexdigest()
+    record["hash"] = digest
+    return record, f'{text[:-1]},"hash":"{digest}"}}\n'
+
 
 
 def reasons_text(reasons: Sequence[str]) -> str:

@@ -1,0 +1,1 @@
+"""The audit hook: a hash-chained, durable, verifiable record of every decision (docs/audit.md)."""
