@@ -254,3 +254,25 @@ def test_a_write_failure_denies_instead_of_deciding_unrecorded(tmp_path: Path, m
         return ok, failed.status, failed.reasons
 
     assert asyncio.run(go()) == (True, 503, ("hook_error",))
+
+
+def test_files_also_rotate_by_age(tmp_path: Path) -> None:
+    async def go() -> None:
+        writer = ChainWriter(tmp_path, "node-w0", max_file_age_s=0.05)
+        writer.open()
+        await writer.append(body(0))
+        await asyncio.sleep(0.1)
+        await writer.append(body(1))
+        await writer.close()
+
+    asyncio.run(go())
+    assert len(chain_files(tmp_path, "node-w0")) == 2
+    assert verify([tmp_path]).ok
+
+
+def test_session_decisions_export_as_ocsf_authorize_session() -> None:
+    from agentgov.engine.hooks.audit.sinks import ocsf_event
+
+    record = {**body(1), "status": 401, "reasons": ["invalid_token"], "actions": []}
+    assert ocsf_event(record)["class_uid"] == 3003
+    assert ocsf_event(body(0))["class_uid"] == 6003

@@ -69,6 +69,8 @@ class ChainWriter:
     max_file_bytes: int = DEFAULT_MAX_FILE_BYTES
     signing_key: Ed25519PrivateKey | None = None
     checkpoint_every_s: float = 10.0
+    max_file_age_s: float | None = None  # also start a new file after this long (daily files, say)
+    _opened_at: float = 0.0
     _seq: int = 0
     _head: str = GENESIS
     _fd: int = -1
@@ -156,6 +158,7 @@ class ChainWriter:
             os.close(self._fd)
         self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
         self._size = os.fstat(self._fd).st_size
+        self._opened_at = time.monotonic()
         dir_fd = os.open(self.directory, os.O_RDONLY)
         try:
             os.fsync(dir_fd)  # the new file's name is durable too
@@ -200,7 +203,8 @@ class ChainWriter:
 
     def _write(self, lines: list[bytes]) -> None:
         data = b"".join(lines)
-        if self._size and self._size + len(data) > self.max_file_bytes:
+        too_old = self.max_file_age_s is not None and time.monotonic() - self._opened_at > self.max_file_age_s
+        if self._size and (self._size + len(data) > self.max_file_bytes or too_old):
             first = json.loads(lines[0])["seq"]
             self._open_file(self._file_for(int(first)))
         view = memoryview(data)

@@ -20,7 +20,7 @@ from agentgov.engine.hooks.base import HookRequest
 from agentgov.engine.model import Decision
 
 RECORDS = Counter("agentgov_audit_records_total", "Audit records written, by entry point", ["entry_point"])
-_KEYS = {"dir", "checkpoint_key_file", "checkpoint_every_s", "sinks", "max_file_bytes"}
+_KEYS = {"dir", "checkpoint_key_file", "checkpoint_every_s", "sinks", "max_file_bytes", "max_file_age_s"}
 
 
 class AuditConfigError(ValueError):
@@ -34,6 +34,7 @@ class AuditSettings:
     checkpoint_every_s: float = 10.0
     max_file_bytes: int = DEFAULT_MAX_FILE_BYTES
     sinks: tuple[Mapping[str, Any], ...] = field(default_factory=tuple)
+    max_file_age_s: float | None = None
 
 
 def settings_from_config(doc: Mapping[str, Any], base: Path) -> AuditSettings | None:
@@ -61,11 +62,15 @@ def settings_from_config(doc: Mapping[str, Any], base: Path) -> AuditSettings | 
     size = doc.get("max_file_bytes", DEFAULT_MAX_FILE_BYTES)
     if isinstance(size, bool) or not isinstance(size, int) or size < 4096:
         raise AuditConfigError("audit.max_file_bytes must be an integer of at least 4096")
+    age = doc.get("max_file_age_s")
+    if age is not None and (isinstance(age, bool) or not isinstance(age, int | float) or age <= 0):
+        raise AuditConfigError("audit.max_file_age_s must be a positive number of seconds")
     try:
         sinks_from_config(doc.get("sinks"))
     except SinkConfigError as exc:
         raise AuditConfigError(str(exc)) from None
-    return AuditSettings(directory, key_file, float(every), size, tuple(doc.get("sinks") or ()))
+    return AuditSettings(directory, key_file, float(every), size, tuple(doc.get("sinks") or ()),
+                         float(age) if age is not None else None)
 
 
 def chain_name(worker: int) -> str:
@@ -84,7 +89,8 @@ class AuditHook:
         self.settings = settings
         key = load_signing_key(settings.signing_key_file) if settings.signing_key_file else None
         self.writer = ChainWriter(settings.directory, chain_name(worker), max_file_bytes=settings.max_file_bytes,
-                                  signing_key=key, checkpoint_every_s=settings.checkpoint_every_s)
+                                  signing_key=key, checkpoint_every_s=settings.checkpoint_every_s,
+                                  max_file_age_s=settings.max_file_age_s)
         self.sinks: list[OpaHttpSink] = sinks_from_config(list(settings.sinks) or None)
         for sink in self.sinks:
             sink.node = self.writer.chain

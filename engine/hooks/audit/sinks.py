@@ -57,15 +57,26 @@ def opa_event(record: Mapping[str, Any], node: str = "agentgov") -> dict[str, An
     }
 
 
+_SESSION_KINDS = {"mcp.session", "tool.list"}
+
+
 def ocsf_event(record: Mapping[str, Any]) -> dict[str, Any]:
-    """OCSF 1.1 API Activity (class 6003): an agent's call, allowed or blocked by policy."""
+    """OCSF 1.1: an agent's call as API Activity (class 6003); a session-level decision (MCP
+    initialize, ping, tools/list, and identity failures) as Authorize Session (class 3003)."""
     allowed = bool(record["allow"])
     action = (record.get("actions") or [{}])[0]
     subject = record.get("subject") or {}
     when = datetime.fromisoformat(str(record["time"]))
+    session = action.get("kind") in _SESSION_KINDS or record.get("status") == 401
+    classes = ({"class_uid": 3003, "class_name": "Authorize Session", "category_uid": 3,
+                "category_name": "Identity & Access Management", "activity_id": 1 if allowed else 2,
+                "activity_name": "Assign Privileges" if allowed else "Other", "type_uid": 300301 if allowed else 300302}
+               if session else
+               {"class_uid": 6003, "class_name": "API Activity", "category_uid": 6,
+                "category_name": "Application Activity", "activity_id": 99,
+                "activity_name": action.get("kind", "other"), "type_uid": 600399})
     return {
-        "class_uid": 6003, "class_name": "API Activity", "category_uid": 6, "category_name": "Application Activity",
-        "activity_id": 99, "activity_name": action.get("kind", "other"), "type_uid": 600399,
+        **classes,
         "time": int(when.timestamp() * 1000),
         "severity_id": 1 if allowed else 3, "severity": "Informational" if allowed else "Medium",
         "status_id": 1 if allowed else 2, "status": "Success" if allowed else "Failure",
