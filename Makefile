@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml Makefile | cksum | cut -d' ' -f1)
 
-.PHONY: demo decisions test lint typecheck policy-test unit proto bench clean
+.PHONY: demo decisions test lint typecheck policy-test unit proto bench clean system-deps
 
 decisions: $(STAMP)
 	$(BIN)/agentgov demo --policies policies
@@ -38,7 +38,13 @@ typecheck: $(STAMP)
 	ln -s ../../cli .typecheck/agentgov/cli
 	cd .typecheck && ../$(BIN)/mypy --config-file ../pyproject.toml -p agentgov
 
-unit: $(STAMP)
+# The tests start real services themselves: redis-server (Debian package) for budgets shared by nodes.
+system-deps:
+	@command -v redis-server >/dev/null || { echo "installing redis-server (Debian package) for the budget tests"; \
+		(apt-get update -qq && apt-get install -y -qq redis-server) || \
+		{ echo "redis-server is needed by the tests: install it (apt-get install redis-server)"; exit 1; }; }
+
+unit: $(STAMP) system-deps
 	$(BIN)/python -m pytest
 
 test: lint typecheck policy-test unit

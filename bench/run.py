@@ -19,11 +19,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import os
 import platform
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -298,6 +300,53 @@ def bench_envoy(n: int, seconds: float, concurrency: int) -> list[Row]:
     return rows
 
 
+def bench_budget(n: int, workdir: Path) -> list[Row]:
+    """The budget hook alone, per decision: reserve (before) and confirm (after), against SQLite and,
+    when redis-server is installed, a Redis on loopback started for the run."""
+    from agentgov.engine.hooks.budget.hook import BudgetHook, open_store
+    from agentgov.engine.hooks.budget.limits import settings_from_config
+    from agentgov.engine.model import Decision, Subject
+
+    doc = {"limits": [{"name": "per-subject", "key": "subject", "window": "1h", "requests": 10**9},
+                      {"name": "per-tenant-tokens", "key": "tenant+model", "window": "day", "tokens": 10**12}]}
+    subject = Subject("alice", ("analyst",), "acme", {}, True)
+    actions = tuple(parse_mcp(json.dumps(CALL).encode(), "crm"))
+    rows = []
+    stores: list[tuple[str, str, Any]] = [("sqlite", "sqlite", None)]
+    redis = shutil.which("redis-server")
+    if redis:
+        port = free_port()
+        proc = subprocess.Popen([redis, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(0.5)
+        stores.append(("redis", f"redis://127.0.0.1:{port}/0", proc))
+    for label, url, proc in stores:
+        settings = settings_from_config({**doc, "store": url})
+        hook = BudgetHook(settings, open_store(settings, workdir), settled_by_responses=False)
+        counter = iter(range(10**9))
+
+        async def one(h: BudgetHook = hook, ids: Any = counter) -> None:
+            request = HookRequest(f"bench-{next(ids)}", "bench", "POST", "/mcp", "crm", {}, subject, actions)
+            enrichment = await h.before(request)
+            budget = getattr(enrichment, "budget", None)
+            if not budget:
+                raise RuntimeError(f"the budget hook did not reserve: {enrichment}")
+            extensions = {"_budget": budget}
+            await h.after(dataclasses.replace(request, extensions=extensions), Decision(allow=True))
+
+        async def run(h: BudgetHook = hook) -> list[int]:
+            try:
+                return await atimed(one, n)
+            finally:
+                await h.close()
+
+        rows.append(summarize("budget hook", f"reserve (+ release on deny), {label}", asyncio.run(run())))
+        if proc is not None:
+            proc.terminate()
+            proc.wait()
+    return rows
+
+
 def pii_section(report: PiiReport) -> list[str]:
     lines = ["", "## PII and secrets", "",
              "Precision and recall per type on the labelled development set (`tests/data/pii`, scored by "
@@ -386,8 +435,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
         pii = bench_pii(args.n)
-        rows = bench_engines(args.n) + pii.hook_rows + bench_governor(args.n, workdir, keys) + \
-            bench_grpc(args.n, workdir, keys)
+        rows = bench_engines(args.n) + pii.hook_rows + bench_budget(args.n, workdir) + \
+            bench_governor(args.n, workdir, keys) + bench_grpc(args.n, workdir, keys)
     if not args.skip_envoy:
         rows += bench_envoy(max(200, args.n // 4), args.seconds, args.concurrency)
     for r in rows:

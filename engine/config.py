@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +18,9 @@ from agentgov.engine.hooks.audit.chain import AuditError
 from agentgov.engine.hooks.audit.hook import AuditConfigError, AuditHook
 from agentgov.engine.hooks.audit.hook import settings_from_config as audit_settings
 from agentgov.engine.hooks.base import Hook
+from agentgov.engine.hooks.budget.hook import BudgetHook, open_store
+from agentgov.engine.hooks.budget.limits import BudgetConfigError, tenant_caps_from_data
+from agentgov.engine.hooks.budget.limits import settings_from_config as budget_settings
 from agentgov.engine.hooks.identity import IdentityVerifier, issuers_from_config
 from agentgov.engine.hooks.pii.hook import PiiConfigError, PiiHook, settings_from_config
 from agentgov.engine.hooks.registry import HookLoadError, HookSlot, assemble
@@ -27,7 +30,7 @@ from agentgov.engine.policy.problems import yaml_problem
 from agentgov.engine.policy.sources import discover
 from agentgov.engine.protocols.mcp import DEFAULT_MAX_BATCH
 
-_TOP = {"policy", "identity", "server", "pii", "hooks", "audit"}
+_TOP = {"policy", "identity", "server", "pii", "hooks", "audit", "budgets"}
 _POLICY = {"engine", "paths", "rule", "opa_url", "input_format"}
 _IDENTITY = {"issuers", "api_keys", "api_key_header", "leeway_s", "required"}
 _SERVER = {"host", "port", "workers", "metrics_port", "data_api_port", "allow_truncated_body", "mcp_paths",
@@ -90,6 +93,7 @@ class Config:
     pii: dict[str, Any] = field(default_factory=lambda: {})
     hooks: list[Any] | None = None  # the `hooks:` list: order, third-party plugins and their options
     audit: dict[str, Any] = field(default_factory=lambda: {})  # with `dir`, the audit hook is on
+    budgets: dict[str, Any] | None = None  # with a `budgets:` section, the budget hook is on
     worker_index: int = 0  # which worker builds from this config (its audit chain is named after it)
     log_level: str = "info"
     explicit: set[str] = field(default_factory=set)  # policy keys the file set (so flags know what to derive)
@@ -184,6 +188,10 @@ def load_config(path: Path | None) -> Config:
     if not isinstance(audit, dict):
         raise ConfigError(f"{path}: `audit` must be a mapping")
     cfg.audit = audit
+    budgets = doc.get("budgets")
+    if budgets is not None and not isinstance(budgets, dict):
+        raise ConfigError(f"{path}: `budgets` must be a mapping")
+    cfg.budgets = budgets
     if cfg.engine not in ("rego", "cedar", "opa"):
         raise ConfigError(f"{path}: policy.engine must be rego, cedar or opa")
     return cfg
@@ -251,6 +259,15 @@ def build_hooks(cfg: Config) -> list[HookSlot]:
         except PiiConfigError as exc:
             raise ConfigError(str(exc)) from None
     builtins["tools_list"] = ToolListHook()
+    if cfg.budgets is not None:
+        try:
+            budget = budget_settings(cfg.budgets)
+            if cfg.engine != "opa":  # a remote OPA's data is not here; its tenants get the configured caps
+                data = discover([cfg.base / p for p in cfg.paths]).data
+                budget = replace(budget, tenant_caps=tenant_caps_from_data(data, budget.limits))
+        except BudgetConfigError as exc:
+            raise ConfigError(str(exc)) from None
+        builtins["budget"] = BudgetHook(budget, open_store(budget, cfg.base), settled_by_responses=bool(cfg.ext_proc))
     try:
         audit = audit_settings(cfg.audit, cfg.base)
     except (AuditConfigError, AuditError) as exc:

@@ -104,6 +104,7 @@ class Verdict:
     consumed_headers: tuple[str, ...] = ()
     hooks: tuple[HookRun, ...] = ()  # every hook that ran, in order
     actions: tuple[ParsedAction, ...] = ()  # what was decided, for the response phase (ext_proc)
+    response_headers: Mapping[str, str] = field(default_factory=dict)  # hooks' headers for the client
 
 
 InputFormat = Literal["agentgov", "opa-envoy"]
@@ -203,8 +204,8 @@ class Governor:
         stated = list(policy_input.get("pii", {}).get("findings", []))
         found = [f.to_input() for f in (request.findings[0] if request.findings else ())]
         document["pii"] = summarize_findings(stated + [f for f in found if f not in stated])
-        extensions = dict(request.extensions)
-        budget = extensions.pop("_budget", [{}])[0]
+        extensions = {k: v for k, v in request.extensions.items() if not k.startswith("_")}
+        budget = (request.extensions.get("_budget") or [{}])[0]
         if budget:
             document["budget"] = {**budget, **dict(policy_input.get("budget") or {})}
         if extensions:
@@ -396,7 +397,8 @@ class Governor:
         if not summary:
             summary = ", ".join(f"{a.kind} {a.name}" for a in request.actions)
         return Verdict(decision, request.subject, request.decision_id, inputs, _retry_after(decision, list(inputs)),
-                       summary, consumed, tuple(runs), tuple(request.actions))
+                       summary, consumed, tuple(runs), tuple(request.actions),
+                       dict(request.extensions.get("_response_headers", {})))
 
     # --- the exchange's later stages (ext_proc) -------------------------------------------------
 
@@ -420,10 +422,11 @@ class Governor:
                 body, changed = out, True
         return body if changed else None
 
-    def response_processors(self, decision_id: str, path: str, subject: Subject,
-                            actions: Sequence[ParsedAction]) -> list[tuple[str, ResponseProcessor]]:
+    def response_processors(self, decision_id: str, path: str, subject: Subject, actions: Sequence[ParsedAction],
+                            budget: Mapping[str, Any] | None = None) -> list[tuple[str, ResponseProcessor]]:
         context = ResponseContext(decision_id, path, subject, tuple(actions),
-                                  ask=lambda q: self.ask(subject, q, decision_id), revision=self.revision)
+                                  ask=lambda q: self.ask(subject, q, decision_id), revision=self.revision,
+                                  budget=dict(budget or {}))
         out: list[tuple[str, ResponseProcessor]] = []
         for slot in self._response:
             processor = slot.hook.response(context)  # type: ignore[attr-defined]
@@ -441,6 +444,15 @@ class Governor:
         verdict = await self._finish(request, decision, [])
         if decision.allow and not verdict.decision.allow:
             raise RuntimeError(f"response of decision {decision_id} could not be recorded")
+
+    async def settle(self, decision_id: str, tenant: str, model: str, input_tokens: int | None,
+                     output_tokens: int | None) -> None:
+        """The backend's reported usage for an exchange (None: unreadable), for hooks that settle
+        what they reserved (the budget hook)."""
+        for slot in self.hooks:
+            settle = getattr(slot.hook, "settle", None)
+            if settle is not None:
+                await settle(decision_id, tenant, model, input_tokens, output_tokens)
 
     async def ask(self, subject: Subject, question: PolicyQuestion, decision_id: str = "") -> Decision:
         """The policy, asked about a response (`context.phase` "response", with its findings) or about
@@ -495,6 +507,8 @@ def _enrich(request: HookRequest, name: str, result: Enrichment) -> HookRequest:
         extensions[name] = dict(result.data)
     if result.budget:
         extensions["_budget"] = tuple(result.budget[:n])
+    if result.response_headers:
+        extensions["_response_headers"] = {**extensions.get("_response_headers", {}), **result.response_headers}
     return replace(request, findings=tuple(tuple(f) for f in findings), extensions=extensions)
 
 

@@ -66,6 +66,7 @@ class Enrichment:
     findings: Sequence[Sequence[Finding]] = ()
     budget: Sequence[Mapping[str, Any]] = ()
     data: Mapping[str, Any] | None = None
+    response_headers: Mapping[str, str] = field(default_factory=dict)  # to the client (RateLimit-*)
 
 
 @dataclass(frozen=True)
@@ -93,6 +94,7 @@ class ResponseContext:
     actions: Sequence[ParsedAction]
     ask: Callable[[PolicyQuestion], Awaitable[Decision]]
     revision: str = ""  # the policy set's revision: answers may be cached per subject and revision
+    budget: Mapping[str, Any] = field(default_factory=dict)  # the request's budget figures (input.budget)
 
 
 @dataclass(frozen=True)

@@ -81,6 +81,8 @@ def _answer(doc: dict[str, Any]) -> str:
     """The fake model: echoes the prompt it received (so the demo shows what crossed the boundary),
     and, asked for a contact, answers with an e-mail address (so tests see output inspection)."""
     prompt = _last_user_text(doc)
+    if "essay" in prompt.lower():  # a long answer, whatever max_tokens said (tests hold streams to budgets)
+        return " ".join(f"paragraph {i}: the quarterly numbers look steady across every region." for i in range(40))
     if "contact" in prompt.lower():
         return "You can reach the on-call team at help.desk@example.org at any time."
     return f"demo answer (you said: {prompt})" if prompt else "demo answer"

@@ -123,7 +123,7 @@ class ExternalProcessorService(ep_grpc.ExternalProcessorServicer):  # type: igno
                 return
         if not exchange.done and exchange.meter is not None:
             # The stream ended without end_of_stream (client went away): count what was seen.
-            self._record(exchange)
+            await self._settle(exchange, self._record(exchange))
 
     async def _answer(self, exchange: _Exchange, request: ep.ProcessingRequest) -> ep.ProcessingResponse:
         which = request.WhichOneof("request")
@@ -132,7 +132,7 @@ class ExternalProcessorService(ep_grpc.ExternalProcessorServicer):  # type: igno
         if which == "request_body":
             return self._request_body(exchange, request.request_body)
         if which == "response_headers":
-            return self._response_headers(exchange, request.response_headers)
+            return await self._response_headers(exchange, request.response_headers)
         if which == "response_body":
             return await self._response_body(exchange, request.response_body)
         if which == "request_trailers":
@@ -196,18 +196,20 @@ class ExternalProcessorService(ep_grpc.ExternalProcessorServicer):  # type: igno
 
     # --- response ---------------------------------------------------------------------------------
 
-    def _response_headers(self, exchange: _Exchange, message: ep.HttpHeaders) -> ep.ProcessingResponse:
+    async def _response_headers(self, exchange: _Exchange, message: ep.HttpHeaders) -> ep.ProcessingResponse:
         headers = _header_map(message.headers)
         exchange.status = headers.get(":status", "")
         status = int(exchange.status) if exchange.status.isdigit() else 0
         if exchange.metered and exchange.status.startswith("2"):
             exchange.meter = UsageMeter(headers.get("content-type", ""))
             if message.end_of_stream:
-                self._record(exchange)
+                await self._settle(exchange, self._record(exchange))
         response = ep.ProcessingResponse(response_headers=ep.HeadersResponse())
         if self.governor is not None and self._inspects(exchange) and not message.end_of_stream:
             subject, actions = self._restore(exchange)
-            candidates = self.governor.response_processors(exchange.decision_id, exchange.path, subject, actions)
+            budget = (exchange.context or {}).get("budget") or {}
+            candidates = self.governor.response_processors(exchange.decision_id, exchange.path, subject, actions,
+                                                           budget if isinstance(budget, dict) else {})
             exchange.processors = [(n, p) for n, p in candidates if p.on_headers(status, headers)]
         if exchange.processors:
             exchange.inspected = True
@@ -237,7 +239,7 @@ class ExternalProcessorService(ep_grpc.ExternalProcessorServicer):  # type: igno
         if exchange.meter is not None and not exchange.done:
             exchange.meter.feed(chunk)  # usage is read from what the backend sent, before any rewrite
             if end:
-                self._record(exchange)
+                await self._settle(exchange, self._record(exchange))
         if not exchange.processors:
             return ep.ProcessingResponse(response_body=ep.BodyResponse())
         if exchange.blocked:
@@ -276,8 +278,16 @@ class ExternalProcessorService(ep_grpc.ExternalProcessorServicer):  # type: igno
         return ep.ProcessingResponse(response_body=ep.BodyResponse(
             response=ep.CommonResponse(body_mutation=ep.BodyMutation(body=body))))
 
+    async def _settle(self, exchange: _Exchange, usage: Usage | None) -> None:
+        """Hand the usage (or its absence) to the Governor: the budget hook settles its reservation."""
+        if self.governor is None or not exchange.decision_id:
+            return
+        model = usage.model if usage is not None else ""
+        await self.governor.settle(exchange.decision_id, exchange.tenant, model,
+                                   usage.input_tokens if usage else None, usage.output_tokens if usage else None)
+
     @staticmethod
-    def _record(exchange: _Exchange) -> None:
+    def _record(exchange: _Exchange) -> Usage | None:
         exchange.done = True
         usage: Usage | None = exchange.meter.finish() if exchange.meter is not None else None
         tenant = exchange.tenant or "-"
@@ -287,10 +297,11 @@ class ExternalProcessorService(ep_grpc.ExternalProcessorServicer):  # type: igno
             UNMETERED.labels(tenant=tenant).inc()
             log.warning("usage unknown decision=%s subject=%s path=%s", exchange.decision_id or "-",
                         exchange.subject or "-", exchange.path.split("?", 1)[0])
-            return
+            return None
         model = usage.model or "-"
         TOKENS.labels(tenant=tenant, model=model, direction="input").inc(usage.input_tokens)
         TOKENS.labels(tenant=tenant, model=model, direction="output").inc(usage.output_tokens)
         log.info("usage decision=%s subject=%s model=%s input_tokens=%d output_tokens=%d",
                  exchange.decision_id or "-", exchange.subject or "-", model, usage.input_tokens,
                  usage.output_tokens)
+        return usage

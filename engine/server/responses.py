@@ -79,7 +79,8 @@ def allow_response(verdict: Verdict, client_headers: Iterable[str], *, exchange:
     ok = authz.OkHttpResponse(
         headers=_headers(policy_headers) + [_header(k, v) for k, v in ours.items()],
         headers_to_remove=removed,
-        response_headers_to_add=[_header(k, v, _APPEND) for k, v in directives.response_headers_to_add],
+        response_headers_to_add=[_header(k, v, _APPEND) for k, v in directives.response_headers_to_add]
+        + [_header(k, v) for k, v in verdict.response_headers.items()],
         query_parameters_to_set=[base_pb2.QueryParameter(key=k, value=v) for k, v in directives.query_parameters_to_set],
         query_parameters_to_remove=list(directives.query_parameters_to_remove),
     )
@@ -93,7 +94,8 @@ def allow_response(verdict: Verdict, client_headers: Iterable[str], *, exchange:
 
 
 def deny_response(status: int, reasons: Iterable[str], decision_id: str, retry_after_s: int | None = None,
-                  directives: HttpDirectives | None = None, detail: str = "") -> authz.CheckResponse:
+                  directives: HttpDirectives | None = None, detail: str = "",
+                  extra_headers: Mapping[str, str] | None = None) -> authz.CheckResponse:
     reasons = list(reasons)
     policy_body = directives.body if directives is not None else None
     own_body = policy_body is None
@@ -106,6 +108,7 @@ def deny_response(status: int, reasons: Iterable[str], decision_id: str, retry_a
                                                    f'error_description="{code}"'))
     if status == 429:
         headers.append(_header("retry-after", str(retry_after_s or DEFAULT_RETRY_AFTER_S)))
+        headers.extend(_header(k, v) for k, v in (extra_headers or {}).items())
     if directives is not None:
         headers = _headers(directives.headers) + headers
     body = policy_body if policy_body is not None else error_body(status, reasons, decision_id, detail).decode()
@@ -121,4 +124,5 @@ def verdict_response(verdict: Verdict, client_headers: Iterable[str], *, exchang
     d = verdict.decision
     if d.allow:
         return allow_response(verdict, client_headers, exchange=exchange)
-    return deny_response(d.status, d.reasons, verdict.decision_id, verdict.retry_after_s, d.directives, d.detail)
+    return deny_response(d.status, d.reasons, verdict.decision_id, verdict.retry_after_s, d.directives, d.detail,
+                         verdict.response_headers)

@@ -1,0 +1,266 @@
+"""The `budgets:` section of agentgov.yaml (a contract: docs/budgets.md) and the arithmetic of
+windows, keys and estimates. Pure: no store, no clock of its own."""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from agentgov.engine.model import Subject
+from agentgov.engine.protocols.parsed import ParsedAction
+
+KEYS = ("subject", "tenant", "api_key", "model", "tool", "subject+model", "tenant+model")
+_MATCH = {"roles", "tenants", "kinds", "models", "tools"}
+_LIMIT_KEYS = {"name", "key", "match", "window", "requests", "tokens", "cost_usd"}
+_TOP = {"store", "on_store_error", "prices", "limits", "time_zone", "default_output_tokens", "reservation_ttl_s"}
+_ROLLING = re.compile(r"^(\d+)([smhd])$")
+_UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+# USD per 1M tokens (input, output): shipped defaults, overridable under budgets.prices.
+DEFAULT_PRICES: dict[str, tuple[float, float]] = {
+    "gpt-4o": (2.50, 10.00), "gpt-4o-mini": (0.15, 0.60), "gpt-4.1": (2.00, 8.00), "gpt-4.1-mini": (0.40, 1.60),
+    "o3": (2.00, 8.00), "o4-mini": (1.10, 4.40), "claude-sonnet-4": (3.00, 15.00), "claude-opus-4": (15.00, 75.00),
+    "claude-haiku-3.5": (0.80, 4.00),
+}
+CHARS_PER_TOKEN = 4  # a conservative estimate without a tokenizer (none is downloaded at run time)
+
+
+class BudgetConfigError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class Limit:
+    name: str
+    key: str
+    window: str  # "30s" … "7d" (rolling) or "day" / "month" (calendar)
+    requests: int | None = None
+    tokens: int | None = None
+    cost_usd: float | None = None
+    match: Mapping[str, frozenset[str]] = field(default_factory=dict)
+
+    @property
+    def rolling_s(self) -> int | None:
+        m = _ROLLING.match(self.window)
+        return int(m.group(1)) * _UNIT[m.group(2)] if m else None
+
+
+@dataclass(frozen=True)
+class BudgetSettings:
+    store: str
+    on_store_error: str
+    limits: tuple[Limit, ...]
+    prices: Mapping[str, tuple[float, float]]
+    time_zone: ZoneInfo
+    default_output_tokens: int = 1024
+    reservation_ttl_s: float = 600.0
+    # Per-tenant caps from policy data (data.agentgov.budgets.<limit>.<tenant>): limit → tenant → caps.
+    tenant_caps: Mapping[str, Mapping[str, Mapping[str, Any]]] = field(default_factory=dict)
+
+
+def tenant_caps_from_data(data: Mapping[str, Any], limits: Sequence[Limit]) -> dict[str, dict[str, dict[str, Any]]]:
+    """Policy data may raise or lower a limit for one tenant: `agentgov.budgets.<limit>.<tenant>:
+    {requests?, tokens?, cost_usd?}`. Checked like the configuration: a typo is an error."""
+    doc = ((data.get("agentgov") or {}).get("budgets") or {}) if isinstance(data.get("agentgov"), dict) else {}
+    if not isinstance(doc, dict):
+        raise BudgetConfigError("data.agentgov.budgets must map limit names to tenants")
+    names = {limit.name for limit in limits}
+    out: dict[str, dict[str, dict[str, Any]]] = {}
+    for name, tenants in doc.items():
+        if name not in names:
+            raise BudgetConfigError(f"data.agentgov.budgets.{name}: no limit of that name in budgets.limits")
+        if not isinstance(tenants, dict):
+            raise BudgetConfigError(f"data.agentgov.budgets.{name} must map tenants to caps")
+        for tenant, caps in tenants.items():
+            if not isinstance(caps, dict) or not caps or set(caps) - {"requests", "tokens", "cost_usd"} or not all(
+                    isinstance(v, int | float) and not isinstance(v, bool) and v >= 0 for v in caps.values()):
+                raise BudgetConfigError(f"data.agentgov.budgets.{name}.{tenant} must set requests, tokens or "
+                                        "cost_usd to non-negative numbers")
+            out.setdefault(str(name), {})[str(tenant)] = dict(caps)
+    return out
+
+
+def settings_from_config(doc: Mapping[str, Any]) -> BudgetSettings:
+    unknown = sorted(set(doc) - _TOP)
+    if unknown:
+        raise BudgetConfigError(f"unknown key(s) {', '.join('budgets.' + k for k in unknown)}")
+    store = str(doc.get("store", "sqlite"))
+    if not (store == "sqlite" or store.startswith(("sqlite:///", "redis://", "rediss://"))):
+        raise BudgetConfigError("budgets.store must be sqlite, sqlite:///PATH or redis://host:port/db")
+    mode = doc.get("on_store_error", "deny")
+    if mode not in ("deny", "allow"):
+        raise BudgetConfigError("budgets.on_store_error must be deny or allow")
+    try:
+        zone = ZoneInfo(str(doc.get("time_zone", "UTC")))
+    except (ZoneInfoNotFoundError, ValueError):
+        raise BudgetConfigError(f"budgets.time_zone {doc.get('time_zone')!r} is not a known time zone") from None
+    prices = dict(DEFAULT_PRICES)
+    for model, price in (doc.get("prices") or {}).items():
+        if not isinstance(price, dict) or set(price) - {"input", "output"} or not all(
+                isinstance(price.get(k), int | float) and not isinstance(price.get(k), bool) and price[k] >= 0
+                for k in ("input", "output")):
+            raise BudgetConfigError(f"budgets.prices.{model} must be {{input: USD per 1M, output: USD per 1M}}")
+        prices[str(model)] = (float(price["input"]), float(price["output"]))
+    raw_limits = doc.get("limits") or []
+    if not isinstance(raw_limits, list):
+        raise BudgetConfigError("budgets.limits must be a list")
+    limits = tuple(_limit(i, item) for i, item in enumerate(raw_limits))
+    names = [limit.name for limit in limits]
+    if len(set(names)) != len(names):
+        raise BudgetConfigError("budgets.limits: names must be unique")
+    out_tokens = doc.get("default_output_tokens", 1024)
+    ttl = doc.get("reservation_ttl_s", 600)
+    if isinstance(out_tokens, bool) or not isinstance(out_tokens, int) or out_tokens <= 0:
+        raise BudgetConfigError("budgets.default_output_tokens must be a positive integer")
+    if isinstance(ttl, bool) or not isinstance(ttl, int | float) or ttl <= 0:
+        raise BudgetConfigError("budgets.reservation_ttl_s must be a positive number")
+    return BudgetSettings(store, str(mode), limits, prices, zone, out_tokens, float(ttl))
+
+
+def _limit(i: int, item: Any) -> Limit:
+    where = f"budgets.limits[{i}]"
+    if not isinstance(item, dict):
+        raise BudgetConfigError(f"{where} must be a mapping")
+    unknown = sorted(set(item) - _LIMIT_KEYS)
+    if unknown:
+        raise BudgetConfigError(f"{where}: unknown key(s) {', '.join(unknown)}")
+    name = item.get("name")
+    if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", name):
+        raise BudgetConfigError(f"{where}.name must be 1-64 letters, digits, `_`, `.` or `-`")
+    if item.get("key") not in KEYS:
+        raise BudgetConfigError(f"{where}.key must be one of {', '.join(KEYS)}")
+    window = str(item.get("window", ""))
+    if not (_ROLLING.match(window) and int(window[:-1]) > 0) and window not in ("day", "month"):
+        raise BudgetConfigError(f"{where}.window must be a duration (30s, 1m, 1h, 1d) or day or month")
+    caps: dict[str, Any] = {}
+    for cap in ("requests", "tokens", "cost_usd"):
+        value = item.get(cap)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int | float) or value < 0 or (
+                cap != "cost_usd" and not isinstance(value, int)):
+            raise BudgetConfigError(f"{where}.{cap} must be a non-negative {'number' if cap == 'cost_usd' else 'integer'}")
+        caps[cap] = value
+    if not caps:
+        raise BudgetConfigError(f"{where} sets no cap (requests, tokens or cost_usd)")
+    match = item.get("match") or {}
+    if not isinstance(match, dict) or set(match) - _MATCH or not all(
+            isinstance(v, list) and all(isinstance(x, str) for x in v) for v in match.values()):
+        raise BudgetConfigError(f"{where}.match may have roles, tenants, kinds, models, tools: lists of strings")
+    return Limit(name, str(item["key"]), window, caps.get("requests"), caps.get("tokens"),
+                 float(caps["cost_usd"]) if "cost_usd" in caps else None,
+                 {k: frozenset(v) for k, v in match.items()})
+
+
+# --- which limits apply, under which key ---------------------------------------------------------
+
+def model_of(action: ParsedAction) -> str:
+    return action.name if action.kind == "llm.chat" else ""
+
+
+def applies(limit: Limit, subject: Subject, action: ParsedAction) -> bool:
+    m = limit.match
+    model = model_of(action)
+    tool = action.name if action.kind == "tool.call" else ""
+    return ((not m.get("roles") or bool(m["roles"] & set(subject.roles)))
+            and (not m.get("tenants") or (subject.tenant or "") in m["tenants"])
+            and (not m.get("kinds") or action.kind in m["kinds"])
+            and (not m.get("models") or model in m["models"])
+            and (not m.get("tools") or tool in m["tools"]))
+
+
+def key_value(limit: Limit, subject: Subject, action: ParsedAction) -> str | None:
+    """The value a limit counts under (None: the limit has nothing to count this request under)."""
+    parts: list[str] = []
+    for part in limit.key.split("+"):
+        if part == "subject":
+            value = subject.id if subject.authenticated else None
+        elif part == "tenant":
+            value = subject.tenant
+        elif part == "api_key":
+            value = subject.id if subject.claims.get("auth") == "api_key" else None
+        elif part == "model":
+            value = model_of(action) or None
+        else:
+            value = action.name if action.kind == "tool.call" else None
+        if not value:
+            return None
+        parts.append(f"{part}={value}")
+    return "|".join(parts)
+
+
+# --- windows -------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Period:
+    bucket: str  # where usage is counted: limit, key and (for calendar windows) the period
+    since: float  # epoch seconds: usage at or after this counts (rolling: now - window)
+    reset_at: float  # when the whole window has turned over (calendar: the next period)
+
+
+def period(limit: Limit, key: str, now: float, zone: ZoneInfo) -> Period:
+    rolling = limit.rolling_s
+    if rolling is not None:
+        return Period(f"{limit.name}|{key}", now - rolling, now + rolling)
+    local = datetime.fromtimestamp(now, zone)
+    if limit.window == "day":
+        start = local.replace(hour=0, minute=0, second=0, microsecond=0)
+        end = (start + timedelta(days=1, hours=2)).replace(hour=0)
+    else:
+        start = local.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+        end = (start + timedelta(days=32)).replace(day=1)
+    return Period(f"{limit.name}|{key}|{start.date().isoformat()}", start.timestamp(), end.timestamp())
+
+
+# --- estimates -------------------------------------------------------------------------------------
+
+def estimate_tokens(action: ParsedAction, default_output: int) -> tuple[int, int]:
+    """(prompt, output) tokens to reserve: the prompt's characters / 4, rounded up, and the request's
+    output limit (or the configured default when it names none)."""
+    chars = sum(len(text) for _, text in action.texts)
+    prompt = math.ceil(chars / CHARS_PER_TOKEN)
+    limit = action.arguments.get("max_tokens")
+    output = limit if isinstance(limit, int) and not isinstance(limit, bool) else default_output
+    return prompt, output
+
+
+def cost(prices: Mapping[str, tuple[float, float]], model: str, prompt: int, output: int) -> float:
+    price = prices.get(model)
+    if price is None:
+        return 0.0
+    return (prompt * price[0] + output * price[1]) / 1_000_000
+
+
+@dataclass(frozen=True)
+class Charge:
+    """What one request asks of one limit."""
+
+    limit: Limit
+    period: Period
+    requests: int
+    tokens: int
+    cost_usd: float
+
+
+def charges_for(settings: BudgetSettings, subject: Subject, actions: Sequence[ParsedAction],
+                now: float) -> list[Charge]:
+    out: list[Charge] = []
+    for action in actions:
+        prompt, output = estimate_tokens(action, settings.default_output_tokens) if action.kind == "llm.chat" \
+            else (0, 0)
+        usd = cost(settings.prices, model_of(action), prompt, output)
+        for limit in settings.limits:
+            if not applies(limit, subject, action):
+                continue
+            override = settings.tenant_caps.get(limit.name, {}).get(subject.tenant or "")
+            if override:
+                limit = replace(limit, **override)
+            key = key_value(limit, subject, action)
+            if key is None:
+                continue
+            out.append(Charge(limit, period(limit, key, now, settings.time_zone), 1, prompt + output, usd))
+    return out

@@ -1,0 +1,234 @@
+"""Where budgets are counted: the store interface, and its SQLite implementation (the embedded
+default, shared by every worker process of a node). Redis is in redis_store.py.
+
+Every reservation is all-or-nothing across the limits a request touches, in one transaction: two
+concurrent requests can never both take the last unit of a cap.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import time
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from agentgov.engine.hooks.budget.limits import Charge
+
+PURGE_AFTER_S = 40 * 86400  # settled usage older than the longest calendar window is dropped
+
+
+class StoreError(RuntimeError):
+    """The store could not answer: the hook follows budgets.on_store_error."""
+
+
+@dataclass(frozen=True)
+class Headroom:
+    """What is left of one limit after this request (None: the limit has no such cap)."""
+
+    limit: str
+    requests: int | None
+    tokens: int | None
+    cost_usd: float | None
+    reset_s: float  # seconds until the whole window has turned over
+    cap_requests: int | None = None
+    cap_tokens: int | None = None
+
+
+@dataclass(frozen=True)
+class Reservation:
+    admitted: bool
+    headroom: tuple[Headroom, ...] = ()
+    exceeded: tuple[str, ...] = ()  # limit names that refused
+    retry_after_s: int | None = None
+
+
+@dataclass(frozen=True)
+class UsageRow:
+    limit: str
+    key: str
+    bucket: str
+    requests: int
+    tokens: int
+    cost_usd: float
+    reserved: int  # of which still reservations (not settled)
+
+
+def aggregate(rows: Sequence[tuple[Any, ...]], now: float = 0.0,
+              rolling: Mapping[str, int | None] | None = None) -> list[UsageRow]:
+    """(limit, key, bucket, at, requests, tokens, cost, reserved_until) rows → usage per bucket; with
+    `rolling` (limit name → window seconds), only what is still inside each rolling window."""
+    out: dict[str, list[Any]] = {}
+    for limit, key, bucket, at, requests, tokens, cost_usd, reserved in rows:
+        window = (rolling or {}).get(limit)
+        if window is not None and float(at) < now - window:
+            continue
+        entry = out.setdefault(bucket, [limit, key, bucket, 0, 0, 0.0, 0])
+        entry[3] += int(requests)
+        entry[4] += int(tokens)
+        entry[5] += float(cost_usd)
+        entry[6] += 1 if reserved is not None else 0
+    return [UsageRow(*v) for v in out.values()]
+
+
+class BudgetStore(Protocol):
+    async def reserve(self, rid: str, charges: Sequence[Charge], now: float, ttl_s: float | None) -> Reservation: ...
+
+    async def settle(self, rid: str, tokens: int, cost_usd: float) -> None: ...
+
+    async def release(self, rid: str) -> None: ...
+
+    async def confirm(self, rid: str) -> None: ...
+
+    async def usage(self, now: float, contains: str = "",
+                    rolling: Mapping[str, int | None] | None = None) -> list[UsageRow]: ...
+
+    async def reset(self, contains: str) -> int: ...
+
+    async def close(self) -> None: ...
+
+
+def check(charge: Charge, used_requests: int, used_tokens: int, used_cost: float, oldest: float | None,
+          now: float) -> tuple[bool, Headroom, float]:
+    """Whether `charge` fits what is used, the headroom after it, and when to retry if it does not."""
+    limit = charge.limit
+    fits = ((limit.requests is None or used_requests + charge.requests <= limit.requests)
+            and (limit.tokens is None or used_tokens + charge.tokens <= limit.tokens)
+            and (limit.cost_usd is None or used_cost + charge.cost_usd <= limit.cost_usd + 1e-12))
+    taken = (charge.requests, charge.tokens, charge.cost_usd) if fits else (0, 0, 0.0)
+    headroom = Headroom(
+        limit.name,
+        None if limit.requests is None else max(0, limit.requests - used_requests - taken[0]),
+        None if limit.tokens is None else max(0, limit.tokens - used_tokens - taken[1]),
+        None if limit.cost_usd is None else max(0.0, limit.cost_usd - used_cost - taken[2]),
+        max(0.0, charge.period.reset_at - now), limit.requests, limit.tokens)
+    rolling = limit.rolling_s
+    retry = (oldest + rolling - now) if rolling is not None and oldest is not None else charge.period.reset_at - now
+    return fits, headroom, max(1.0, retry)
+
+
+@dataclass
+class SqliteStore:
+    path: Path
+    _executor: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(1, "agentgov-budget"))
+    _db: sqlite3.Connection | None = None
+    _reserves: int = 0
+
+    def _connect(self) -> sqlite3.Connection:
+        if self._db is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            # Several worker processes open a new database at once: switching it to WAL and creating the
+            # schema can meet a lock SQLite does not wait on (it answers "locked" at once), so retry.
+            deadline = time.monotonic() + 10
+            while True:
+                try:
+                    self._db = self._open()
+                    break
+                except sqlite3.OperationalError as exc:
+                    if "locked" not in str(exc) or time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.02)
+        return self._db
+
+    def _open(self) -> sqlite3.Connection:
+        db = sqlite3.connect(self.path, timeout=10, isolation_level=None, check_same_thread=False)
+        try:
+            db.execute("PRAGMA busy_timeout=10000")
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            db.executescript("""
+                CREATE TABLE IF NOT EXISTS entries (
+                    bucket TEXT NOT NULL, rid TEXT NOT NULL, limit_name TEXT NOT NULL, key TEXT NOT NULL,
+                    at REAL NOT NULL, requests INTEGER NOT NULL, tokens INTEGER NOT NULL, cost REAL NOT NULL,
+                    reserved_until REAL, PRIMARY KEY (bucket, rid));
+                CREATE INDEX IF NOT EXISTS entries_bucket_at ON entries (bucket, at);
+                CREATE INDEX IF NOT EXISTS entries_rid ON entries (rid);
+                CREATE INDEX IF NOT EXISTS entries_reserved ON entries (reserved_until)
+                    WHERE reserved_until IS NOT NULL;""")
+        except sqlite3.Error:
+            db.close()
+            raise
+        return db
+
+    async def _run(self, fn: Any, *args: Any) -> Any:
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+        except sqlite3.Error as exc:
+            raise StoreError(f"sqlite {self.path}: {exc}") from exc
+
+    async def reserve(self, rid: str, charges: Sequence[Charge], now: float, ttl_s: float | None) -> Reservation:
+        """`ttl_s` None: a charge nothing will settle later (a tool call), final at once unless released."""
+        return await self._run(self._reserve, rid, list(charges), now, ttl_s)  # type: ignore[no-any-return]
+
+    def _reserve(self, rid: str, charges: list[Charge], now: float, ttl_s: float | None) -> Reservation:
+        db = self._connect()
+        db.execute("BEGIN IMMEDIATE")  # one writer at a time, across every process on this node
+        try:
+            db.execute("DELETE FROM entries WHERE reserved_until IS NOT NULL AND reserved_until < ?", (now,))
+            self._reserves += 1
+            if self._reserves % 1000 == 0:
+                db.execute("DELETE FROM entries WHERE reserved_until IS NULL AND at < ?", (now - PURGE_AFTER_S,))
+            headroom, exceeded, retry = [], [], []
+            for charge in charges:
+                row = db.execute("SELECT COALESCE(SUM(requests), 0), COALESCE(SUM(tokens), 0), COALESCE(SUM(cost), 0),"
+                                 " MIN(at) FROM entries WHERE bucket = ? AND at >= ?",
+                                 (charge.period.bucket, charge.period.since)).fetchone()
+                fits, room, wait = check(charge, int(row[0]), int(row[1]), float(row[2]), row[3], now)
+                headroom.append(room)
+                if not fits:
+                    exceeded.append(charge.limit.name)
+                    retry.append(wait)
+            if not exceeded:
+                db.executemany("INSERT OR REPLACE INTO entries VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", [
+                    (c.period.bucket, rid, c.limit.name, c.period.bucket.split("|", 2)[1], now, c.requests, c.tokens,
+                     c.cost_usd, None if ttl_s is None else now + ttl_s) for c in charges])
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        if exceeded:
+            return Reservation(False, tuple(headroom), tuple(exceeded), int(max(retry) + 0.999))
+        return Reservation(True, tuple(headroom))
+
+    async def settle(self, rid: str, tokens: int, cost_usd: float) -> None:
+        await self._run(self._settle, rid, tokens, cost_usd)
+
+    def _settle(self, rid: str, tokens: int, cost_usd: float) -> None:
+        db = self._connect()
+        # Only entries that counted tokens are re-charged (a request-only limit stays at one request).
+        db.execute("UPDATE entries SET tokens = CASE WHEN tokens > 0 THEN ? ELSE 0 END,"
+                   " cost = CASE WHEN cost > 0 OR tokens > 0 THEN ? ELSE 0 END, reserved_until = NULL"
+                   " WHERE rid = ?", (tokens, cost_usd, rid))
+
+    async def release(self, rid: str) -> None:
+        await self._run(lambda: self._connect().execute("DELETE FROM entries WHERE rid = ?", (rid,)))
+
+    async def usage(self, now: float, contains: str = "",
+                    rolling: Mapping[str, int | None] | None = None) -> list[UsageRow]:
+        def query() -> list[tuple[Any, ...]]:
+            return list(self._connect().execute(
+                "SELECT limit_name, key, bucket, at, requests, tokens, cost, reserved_until FROM entries"
+                " WHERE (reserved_until IS NULL OR reserved_until >= ?) AND bucket LIKE ? ORDER BY bucket",
+                (now, f"%{contains}%")))
+        return aggregate(await self._run(query), now, rolling)
+
+    async def confirm(self, rid: str) -> None:
+        """Charge a reservation as it stands (no usage will come to settle it)."""
+        await self._run(lambda: self._connect().execute(
+            "UPDATE entries SET reserved_until = NULL WHERE rid = ?", (rid,)))
+
+    async def reset(self, contains: str) -> int:
+        def delete() -> int:
+            return int(self._connect().execute("DELETE FROM entries WHERE bucket LIKE ?", (f"%{contains}%",)).rowcount)
+        return await self._run(delete)  # type: ignore[no-any-return]
+
+    async def close(self) -> None:
+        def shut() -> None:
+            if self._db is not None:
+                self._db.close()
+                self._db = None
+        await self._run(shut)
+        self._executor.shutdown(wait=False)

@@ -1,0 +1,326 @@
+"""Are they within budget? Exact caps under concurrency (two worker processes; SQLite, Redis, and two
+nodes sharing Redis), reserve-then-settle from the backend's usage, 429 with Retry-After and
+RateLimit headers, a store that fails following on_store_error, and `agentgov budget show|reset`."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import subprocess
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from agentgov.cli.stack import LocalStack, free_port
+from agentgov.engine.hooks.budget.limits import BudgetConfigError, Limit, period, settings_from_config
+from tests.conftest import POLICIES
+from tests.http_helpers import CALL, bearer, request, send
+from tests.test_pool_heals import wait_for
+
+
+class RedisServer:
+    """A real redis-server (Debian package), on a free loopback port, no persistence."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        binary = shutil.which("redis-server")
+        assert binary, "redis-server is not installed (.ci/run installs it with apt-get)"
+        self.proc = subprocess.Popen([binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+                                      "--appendonly", "no"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        import socket
+
+        def up() -> bool:
+            with socket.socket() as s:
+                return s.connect_ex(("127.0.0.1", self.port)) == 0
+
+        assert wait_for(up, 10)
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            self.proc.wait(10)
+            self.proc = None
+
+
+@pytest.fixture(scope="module")
+def redis_server() -> Iterator[RedisServer]:
+    server = RedisServer()
+    server.start()
+    yield server
+    server.stop()
+
+
+def budgets(store: str, cap: int, **extra: Any) -> dict[str, Any]:
+    return {"budgets": {"store": store, "on_store_error": "deny", "limits": [
+        {"name": "calls-per-subject", "key": "subject", "window": "1h", "requests": cap, **extra}]}}
+
+
+def storm(stacks: list[LocalStack], n: int, token_for: Any, path: str = "/mcp", body: Any = None) -> list[int]:
+    """`n` requests at once (50 in flight), spread over the stacks given."""
+    def one(i: int) -> int:
+        stack = stacks[i % len(stacks)]
+        return send(stack, path, body or CALL, bearer(token_for(stack)))[0]
+
+    with ThreadPoolExecutor(50) as pool:
+        return list(pool.map(one, range(n)))
+
+
+@pytest.mark.envoy
+@pytest.mark.parametrize("store", ["sqlite", "redis"])
+def test_200_concurrent_requests_against_a_cap_admit_exactly_the_cap(store: str, redis_server: RedisServer) -> None:
+    cap = 37
+    url = redis_server.url if store == "redis" else "sqlite"
+    stack = LocalStack(policies=POLICIES, workers=2, config_extra=budgets(url, cap))
+    if store == "redis":
+        subprocess.run(["redis-cli", "-p", str(redis_server.port), "FLUSHALL"], check=True, capture_output=True)
+    try:
+        stack.start()
+        statuses = storm([stack], 200, lambda s: s.keys.token("alice", ["analyst"], "acme"))
+    finally:
+        stack.stop()
+    assert statuses.count(200) == cap
+    assert statuses.count(429) == 200 - cap
+
+
+@pytest.mark.envoy
+def test_two_nodes_sharing_redis_keep_one_exact_cap(redis_server: RedisServer) -> None:
+    subprocess.run(["redis-cli", "-p", str(redis_server.port), "FLUSHALL"], check=True, capture_output=True)
+    cap = 41
+    nodes = [LocalStack(policies=POLICIES, workers=2, config_extra=budgets(redis_server.url, cap)) for _ in range(2)]
+    nodes[1].keys = nodes[0].keys  # one identity provider for the fleet
+    try:
+        for node in nodes:
+            node.start()
+        statuses = storm(nodes, 200, lambda s: s.keys.token("alice", ["analyst"], "acme"))
+    finally:
+        for node in nodes:
+            node.stop()
+    assert statuses.count(200) == cap
+    assert set(statuses) == {200, 429}
+
+
+@pytest.fixture(scope="module")
+def metered(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
+    """Token budgets settled by ext_proc from the responses' reported usage (SQLite beside the config)."""
+    stack = LocalStack(policies=POLICIES, workers=1, ext_proc=True, config_extra={"budgets": {"limits": [
+        {"name": "tokens-per-subject", "key": "subject+model", "window": "1d", "tokens": 100_000},
+        {"name": "calls-per-tenant", "key": "tenant", "window": "day", "requests": 1000},
+        {"name": "essay-tokens", "key": "tenant", "window": "1h", "tokens": 200, "match": {"tenants": ["essays"]}}]}})
+    stack.keep_workdir = True
+    try:
+        stack.start()
+        yield stack
+    finally:
+        stack.stop()
+        shutil.rmtree(stack.workdir, ignore_errors=True)
+
+
+def show(stack: LocalStack, *args: str) -> list[dict[str, Any]]:
+    proc = subprocess.run([".venv/bin/agentgov" if Path(".venv/bin/agentgov").exists() else "agentgov", "budget",
+                           "show", "--config", str(stack.workdir / "agentgov.yaml"), "--format", "json", *args],
+                          capture_output=True, text=True, timeout=60, check=True)
+    return json.loads(proc.stdout)  # type: ignore[no-any-return]
+
+
+@pytest.mark.envoy
+def test_a_streamed_completion_is_charged_its_real_usage(metered: LocalStack) -> None:
+    token = bearer(metered.keys.token("stella", ["analyst"], "acme"))
+    chat = {"model": "gpt-4o-mini", "max_tokens": 500, "stream": True, "stream_options": {"include_usage": True},
+            "messages": [{"role": "user", "content": "hello " * 40}]}
+    status, headers, _ = request(metered.url + "/v1/chat/completions", "POST", chat, token)
+    assert status == 200
+    assert headers["ratelimit-limit"] == "100000"
+    row = next(r for r in show(metered, "--subject", "stella") if r["limit"] == "tokens-per-subject")
+    # Reserved: 60 prompt tokens (240 characters / 4) + 500 output; settled: what the backend reported.
+    assert (row["tokens"], row["reserved"]) == (7, 0)
+    assert row["cost_usd"] == pytest.approx((5 * 0.15 + 2 * 0.60) / 1e6, abs=1e-9)
+
+
+@pytest.mark.envoy
+def test_without_usage_the_reservation_is_the_charge(metered: LocalStack) -> None:
+    token = bearer(metered.keys.token("ursula", ["analyst"], "acme"))
+    chat = {"model": "gpt-4o-mini", "max_tokens": 100, "stream": True,  # no include_usage: unreadable
+            "messages": [{"role": "user", "content": "x" * 40}]}
+    assert request(metered.url + "/v1/chat/completions", "POST", chat, token)[0] == 200
+    row = next(r for r in show(metered, "--subject", "ursula") if r["limit"] == "tokens-per-subject")
+    assert (row["tokens"], row["reserved"]) == (10 + 100, 0)  # never zero
+
+
+@pytest.mark.envoy
+def test_a_stream_that_crosses_its_cap_is_cut_cleanly_and_charged_what_was_delivered(metered: LocalStack) -> None:
+    token = bearer(metered.keys.token("erin", ["analyst"], "essays"))
+    chat = {"model": "gpt-4o-mini", "max_tokens": 20, "stream": True,  # the fake model ignores max_tokens
+            "messages": [{"role": "user", "content": "write an essay"}]}
+    status, _, raw = request(metered.url + "/v1/chat/completions", "POST", chat, token)
+    assert status == 200
+    events = [e for e in raw.decode().split("\n\n") if e.strip()]
+    assert events[-1].startswith("event: error")
+    assert json.loads(events[-1].split("data: ", 1)[1])["error"]["reasons"] == ["budget_exhausted"]
+    delivered = sum(len(c["delta"].get("content", "")) for e in events[:-1]
+                    for c in json.loads(e.split("data: ", 1)[1])["choices"])
+    assert 0 < delivered <= 200 * 4  # never past the cap
+    row = next(r for r in show(metered, "--tenant", "essays") if r["limit"] == "essay-tokens")
+    assert row["reserved"] == 0
+    assert delivered // 4 <= row["tokens"] <= 200 + 10  # charged what was delivered (the crossing chunk withheld)
+    again = request(metered.url + "/v1/chat/completions", "POST", chat, token)
+    assert again[0] == 429
+
+
+@pytest.mark.envoy
+def test_429_carries_retry_after_and_budget_show_and_reset(tmp_path: Path) -> None:
+    stack = LocalStack(policies=POLICIES, config_extra=budgets("sqlite", 2))
+    stack.keep_workdir = True
+    try:
+        stack.start()
+        token = bearer(stack.keys.token("alice", ["analyst"], "acme"))
+        ok = send(stack, "/mcp", CALL, token)
+        assert (ok[0], ok[1]["ratelimit-limit"], ok[1]["ratelimit-remaining"]) == (200, "2", "1")
+        assert send(stack, "/mcp", CALL, token)[0] == 200
+        status, headers, body = send(stack, "/mcp", CALL, token)
+        assert (status, body["reasons"]) == (429, ["budget_exhausted"])
+        assert 3500 <= int(headers["retry-after"]) <= 3600
+        assert headers["ratelimit-remaining"] == "0"
+        (row,) = show(stack, "--subject", "alice")
+        assert (row["requests"], row["remaining"]["requests"]) == (2, 0)
+        reset = subprocess.run([".venv/bin/agentgov", "budget", "reset", "--config", str(stack.workdir / "agentgov.yaml"),
+                                "--subject", "alice"], capture_output=True, text=True, check=True)
+        assert "2 usage record(s) removed" in reset.stdout
+        assert send(stack, "/mcp", CALL, token)[0] == 200
+    finally:
+        stack.stop()
+        shutil.rmtree(stack.workdir, ignore_errors=True)
+
+
+@pytest.mark.envoy
+def test_redis_stopped_mid_load_never_admits_beyond_the_cap() -> None:
+    server = RedisServer()
+    server.start()
+    cap = 30
+    stack = LocalStack(policies=POLICIES, workers=2, config_extra=budgets(server.url, cap))
+    try:
+        stack.start()
+        token = bearer(stack.keys.token("alice", ["analyst"], "acme"))
+        before = [send(stack, "/mcp", CALL, token)[0] for _ in range(20)]
+        server.stop()
+        after = [send(stack, "/mcp", CALL, token)[0] for _ in range(20)]
+    finally:
+        stack.stop()
+        server.stop()
+    assert before == [200] * 20
+    assert set(after) == {503}  # on_store_error: deny: nothing is admitted that could not be counted
+
+
+def test_budget_settings_and_windows() -> None:
+    with pytest.raises(BudgetConfigError, match="key must be one of"):
+        settings_from_config({"limits": [{"name": "x", "key": "user", "window": "1h", "requests": 1}]})
+    with pytest.raises(BudgetConfigError, match="sets no cap"):
+        settings_from_config({"limits": [{"name": "x", "key": "subject", "window": "1h"}]})
+    with pytest.raises(BudgetConfigError, match="window must be"):
+        settings_from_config({"limits": [{"name": "x", "key": "subject", "window": "week", "requests": 1}]})
+    with pytest.raises(BudgetConfigError, match="time zone"):
+        settings_from_config({"time_zone": "Mars/Olympus"})
+    with pytest.raises(BudgetConfigError, match="on_store_error must be deny or allow"):
+        settings_from_config({"on_store_error": "maybe"})
+    limit = Limit("l", "tenant", "day", requests=1)
+    zone = ZoneInfo("Europe/Berlin")
+    # 2026-03-29 is a 23-hour day in Berlin: the calendar window follows the local day, not 86400 s.
+    start = time.mktime((2026, 3, 29, 12, 0, 0, 0, 0, -1))
+    p = period(limit, "tenant=acme", start, zone)
+    assert p.bucket.endswith("2026-03-29")
+    assert p.reset_at - p.since in (23 * 3600, 24 * 3600)
+    month = period(Limit("m", "tenant", "month", requests=1), "k", start, zone)
+    assert month.bucket.endswith("2026-03-01")
+
+
+def test_the_sqlite_store_is_exact_across_processes(tmp_path: Path) -> None:
+    """Two processes reserving against one SQLite file at once: exactly the cap is admitted."""
+    script = f"""
+import asyncio, sys, time
+from pathlib import Path
+from agentgov.engine.hooks.budget.limits import settings_from_config, charges_for
+from agentgov.engine.hooks.budget.store import SqliteStore
+from agentgov.engine.model import Subject
+from agentgov.engine.protocols.parsed import ParsedAction
+s = settings_from_config({{"limits": [{{"name": "n", "key": "tenant", "window": "1h", "requests": 53}}]}})
+store = SqliteStore(Path({str(tmp_path / "b.sqlite3")!r}))
+subject = Subject("u", (), "acme", {{}}, True)
+action = ParsedAction("tool.call", "t", "tool", "t")
+async def go():
+    got = 0
+    for i in range(100):
+        r = await store.reserve(sys.argv[1] + str(i), charges_for(s, subject, [action], time.time()), time.time(), 60)
+        await store.confirm(sys.argv[1] + str(i))
+        got += r.admitted
+    print(got)
+asyncio.run(go())
+"""
+    procs = [subprocess.Popen([".venv/bin/python", "-c", script, name], stdout=subprocess.PIPE, text=True)
+             for name in ("a", "b")]
+    admitted = sum(int(p.communicate(timeout=60)[0]) for p in procs)
+    assert admitted == 53
+
+
+def test_on_store_error_allow_fails_open_and_counts_it(tmp_path: Path) -> None:
+    from prometheus_client import REGISTRY
+
+    from agentgov.engine.config import build_governor, load_config
+
+    path = tmp_path / "agentgov.yaml"
+    path.write_text(json.dumps({"policy": {"paths": [str(POLICIES)]}, "identity": {"required": False},
+                                "budgets": {"store": f"redis://127.0.0.1:{free_port()}/0", "on_store_error": "allow",
+                                            "limits": [{"name": "n", "key": "subject", "window": "1h", "requests": 1}]}}))
+    gov = build_governor(load_config(path))
+    stated = {"subject": {"id": "a", "roles": ["analyst"], "tenant": "acme", "authenticated": True},
+              "action": {"kind": "tool.call", "name": "web.search"}, "resource": {"type": "tool", "id": "web.search"}}
+    before = REGISTRY.get_sample_value("agentgov_budget_store_errors_total", {"outcome": "allowed"}) or 0
+
+    async def go() -> list[bool]:
+        try:
+            return [(await gov.decide_stated(stated)).decision.allow for _ in range(3)]
+        finally:
+            await gov.close()
+
+    assert asyncio.run(go()) == [True, True, True]
+    assert REGISTRY.get_sample_value("agentgov_budget_store_errors_total", {"outcome": "allowed"}) == before + 3
+
+
+def test_policy_data_overrides_a_limit_for_one_tenant(tmp_path: Path, policies_copy: Path) -> None:
+    from agentgov.engine.config import ConfigError, build_governor, load_config
+
+    (policies_copy / "agentgov" / "budgets").mkdir()
+    (policies_copy / "agentgov" / "budgets" / "data.yaml").write_text("per-subject: {globex: {requests: 3}}\n")
+    path = tmp_path / "agentgov.yaml"
+    config = {"policy": {"paths": [str(policies_copy)]}, "identity": {"required": False},
+              "budgets": {"limits": [{"name": "per-subject", "key": "subject", "window": "1h", "requests": 1}]}}
+    path.write_text(json.dumps(config))
+    gov = build_governor(load_config(path))
+
+    def stated(user: str, tenant: str) -> dict[str, Any]:
+        return {"subject": {"id": user, "roles": ["analyst"], "tenant": tenant, "authenticated": True},
+                "action": {"kind": "tool.call", "name": "web.search"}, "resource": {"type": "tool", "id": "web.search"}}
+
+    async def go() -> tuple[list[bool], list[bool]]:
+        try:
+            acme = [(await gov.decide_stated(stated("a", "acme"))).decision.allow for _ in range(3)]
+            globex = [(await gov.decide_stated(stated("g", "globex"))).decision.allow for _ in range(5)]
+            return acme, globex
+        finally:
+            await gov.close()
+
+    assert asyncio.run(go()) == ([True, False, False], [True, True, True, False, False])
+    (policies_copy / "agentgov" / "budgets" / "data.yaml").write_text("per-tenant: {globex: {requests: 3}}\n")
+    with pytest.raises(ConfigError, match="no limit of that name"):
+        build_governor(load_config(path))
