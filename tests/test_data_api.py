@@ -81,9 +81,9 @@ def test_a_port_in_use_is_one_line_from_the_parent(tmp_path: Path) -> None:
         taken.listen()
         port = taken.getsockname()[1]
         proc = subprocess.run([sys.executable, "-m", "agentgov.cli.main", "serve", "--config", str(config),
-                               "--port", str(port - 1), "--workers", "2"], capture_output=True, text=True, timeout=60)
+                               "--port", str(port), "--workers", "2"], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 1
-    assert proc.stderr.strip() == f"config error: worker 1's port 127.0.0.1:{port} is not available: Address already in use"
+    assert proc.stderr.strip() == f"config error: worker 0's port 127.0.0.1:{port} is not available: Address already in use"
 
 
 def test_a_short_or_missing_token_file_is_a_config_error(tmp_path: Path) -> None:
