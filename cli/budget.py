@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import click
 
@@ -14,7 +15,9 @@ from agentgov.cli.output import EXIT_ERROR
 from agentgov.engine.config import ConfigError, default_config_path, load_config
 from agentgov.engine.hooks.budget.hook import open_store
 from agentgov.engine.hooks.budget.limits import BudgetConfigError, BudgetSettings, settings_from_config
-from agentgov.engine.hooks.budget.store import StoreError, UsageRow
+from agentgov.engine.hooks.budget.store import BudgetStore, StoreError, UsageRow
+
+T = TypeVar("T")
 
 
 def _settings(config_path: Path | None) -> tuple[BudgetSettings, Path]:
@@ -25,6 +28,22 @@ def _settings(config_path: Path | None) -> tuple[BudgetSettings, Path]:
         return settings_from_config(cfg.budgets), cfg.base
     except (ConfigError, BudgetConfigError) as exc:
         click.echo(f"config error: {exc}", err=True)
+        raise SystemExit(EXIT_ERROR) from None
+
+
+def _with_store(settings: BudgetSettings, base: Path, work: Callable[[BudgetStore], Awaitable[T]]) -> T:
+    """Open the configured store, do `work`, close it; a store that cannot answer is one line, exit 1."""
+    async def run() -> T:
+        store = open_store(settings, base)
+        try:
+            return await work(store)
+        finally:
+            await store.close()
+
+    try:
+        return asyncio.run(run())
+    except StoreError as exc:
+        click.echo(f"budget store unavailable: {exc}", err=True)
         raise SystemExit(EXIT_ERROR) from None
 
 
@@ -52,19 +71,11 @@ def show(config_path: Path | None, subject: str | None, tenant: str | None, key:
     contains = _filter(subject, tenant, key)
     limits = {limit.name: limit for limit in settings.limits}
 
-    async def read() -> list[UsageRow]:
-        store = open_store(settings, base)
-        try:
-            rows = await store.usage(time.time(), contains, {n: limit.rolling_s for n, limit in limits.items()})
-            return [row for row in rows if row.limit in limits]
-        finally:
-            await store.close()
+    async def read(store: BudgetStore) -> list[UsageRow]:
+        rows = await store.usage(time.time(), contains, {n: limit.rolling_s for n, limit in limits.items()})
+        return [row for row in rows if row.limit in limits]
 
-    try:
-        rows = asyncio.run(read())
-    except StoreError as exc:
-        click.echo(f"budget store unavailable: {exc}", err=True)
-        raise SystemExit(EXIT_ERROR) from None
+    rows = _with_store(settings, base, read)
     out: list[dict[str, Any]] = []
     for row in rows:
         limit = limits[row.limit]
@@ -97,16 +108,5 @@ def reset(config_path: Path | None, subject: str | None, tenant: str | None, key
     if not contains and not everything:
         raise click.UsageError("say what to reset: --subject, --tenant, --key, or --all")
 
-    async def clear() -> int:
-        store = open_store(settings, base)
-        try:
-            return await store.reset(contains)
-        finally:
-            await store.close()
-
-    try:
-        removed = asyncio.run(clear())
-    except StoreError as exc:
-        click.echo(f"budget store unavailable: {exc}", err=True)
-        raise SystemExit(EXIT_ERROR) from None
+    removed = _with_store(settings, base, lambda store: store.reset(contains))
     click.echo(f"reset: {removed} usage record(s) removed")

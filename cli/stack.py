@@ -193,6 +193,17 @@ class LocalStack:
         self.start_envoy()
         return self
 
+    def __enter__(self) -> LocalStack:
+        """`with LocalStack(…) as stack:` starts it, and stops every process however the block ends."""
+        try:
+            return self.start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
     def stop_process(self, name: str) -> None:
         proc = self.procs.pop(name, None)
         if proc is None:

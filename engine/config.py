@@ -176,25 +176,22 @@ def load_config(path: Path | None) -> Config:
         raise ConfigError(f"{path}: `server.tls` must be a mapping")
     _keys(path, "server.tls.", tls, _TLS)
     cfg.tls = {k: str(v) for k, v in tls.items()}
-    pii = doc.get("pii") or {}
-    if not isinstance(pii, dict):
-        raise ConfigError(f"{path}: `pii` must be a mapping")
-    cfg.pii = pii
-    hooks = doc.get("hooks")
-    if hooks is not None and not isinstance(hooks, list):
-        raise ConfigError(f"{path}: `hooks` must be a list of {{name, failure_mode?, timeout_s?, options?}}")
-    cfg.hooks = hooks
-    audit = doc.get("audit") or {}
-    if not isinstance(audit, dict):
-        raise ConfigError(f"{path}: `audit` must be a mapping")
-    cfg.audit = audit
-    budgets = doc.get("budgets")
-    if budgets is not None and not isinstance(budgets, dict):
-        raise ConfigError(f"{path}: `budgets` must be a mapping")
-    cfg.budgets = budgets
+    # Hook sections: each hook checks its own keys when it is built (build_hooks).
+    cfg.pii = _optional(path, doc, "pii", dict, "a mapping") or {}
+    cfg.hooks = _optional(path, doc, "hooks", list, "a list of {name, failure_mode?, timeout_s?, options?}")
+    cfg.audit = _optional(path, doc, "audit", dict, "a mapping") or {}
+    cfg.budgets = _optional(path, doc, "budgets", dict, "a mapping")
     if cfg.engine not in ("rego", "cedar", "opa"):
         raise ConfigError(f"{path}: policy.engine must be rego, cedar or opa")
     return cfg
+
+
+def _optional(path: Path, doc: dict[str, Any], name: str, kind: type, what: str) -> Any:
+    """A top-level section that may be absent (None), else must be of `kind`."""
+    value = doc.get(name)
+    if value is not None and not isinstance(value, kind):
+        raise ConfigError(f"{path}: `{name}` must be {what}")
+    return value
 
 
 def _section(path: Path, doc: dict[str, Any], name: str, allowed: set[str]) -> dict[str, Any]:

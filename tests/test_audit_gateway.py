@@ -92,11 +92,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory, sink: DecisionLogSink) -> It
     base = tmp_path_factory.mktemp("audited")
     s = audited_stack(base, sink)
     s.base = base  # type: ignore[attr-defined]
-    try:
-        s.start()
+    with s:
         yield s
-    finally:
-        s.stop()
 
 
 def audit_dir(stack: LocalStack) -> Path:

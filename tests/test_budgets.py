@@ -121,11 +121,8 @@ def metered(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
         {"name": "calls-per-tenant", "key": "tenant", "window": "day", "requests": 1000},
         {"name": "essay-tokens", "key": "tenant", "window": "1h", "tokens": 200, "match": {"tenants": ["essays"]}}]}})
     stack.keep_workdir = True
-    try:
-        stack.start()
+    with stack:
         yield stack
-    finally:
-        stack.stop()
         shutil.rmtree(stack.workdir, ignore_errors=True)
 
 

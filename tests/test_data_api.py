@@ -26,11 +26,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
     s = LocalStack(policies=POLICIES, workers=2, data_api=True)
     (s.workdir / "data-api.token").write_text(TOKEN + "\n")
     s.server_extra = {"data_api_token_file": "data-api.token"}
-    try:
-        s.start()
+    with s:
         yield s
-    finally:
-        s.stop()
 
 
 def url(stack: LocalStack) -> str:

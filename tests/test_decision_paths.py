@@ -27,11 +27,8 @@ AWS_KEY = "AKIAQ7RZ3KXW5MN2PL4T"  # TEST VALUE, shaped like an access key id
 def stack() -> Iterator[LocalStack]:
     # With the audit log on: it is how a test sees which worker decided (one chain per worker).
     s = LocalStack(policies=POLICIES, workers=2, data_api=True, config_extra={"audit": {"dir": "audit"}})
-    try:
-        s.start()
+    with s:
         yield s
-    finally:
-        s.stop()
 
 
 def cases(stack: LocalStack) -> list[tuple[str, str, dict[str, Any], str | None]]:

@@ -49,11 +49,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
     folder = tmp_path_factory.mktemp("panicky")
     (folder / "p.rego").write_text(PANICKY)
     s = LocalStack(policies=folder, env_extra={"RUST_BACKTRACE": "1"})
-    try:
-        s.start()
+    with s:
         yield s
-    finally:
-        s.stop()
 
 
 @pytest.mark.envoy

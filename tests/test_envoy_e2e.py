@@ -26,11 +26,8 @@ pytestmark = pytest.mark.envoy
 @pytest.fixture(scope="module")
 def stack() -> Iterator[LocalStack]:
     s = LocalStack(policies=POLICIES, workers=2)
-    try:
-        s.start()
+    with s:
         yield s
-    finally:
-        s.stop()
 
 
 def test_allowed_tool_call_carries_identity_and_drops_spoofed_headers(stack: LocalStack) -> None:

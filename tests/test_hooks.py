@@ -186,11 +186,8 @@ def tier_stack(tmp_path_factory: pytest.TempPathFactory, plugin_dir: Path) -> It
     folder = tier_policy(tmp_path_factory.mktemp("tier"))
     stack = LocalStack(policies=folder, config_extra={"hooks": [TIERS, {"name": "tier_echo"}]},
                        env_extra={"PYTHONPATH": str(plugin_dir)})
-    try:
-        stack.start()
+    with stack:
         yield stack
-    finally:
-        stack.stop()
 
 
 @pytest.mark.envoy

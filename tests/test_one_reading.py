@@ -21,11 +21,8 @@ CHAT = {"model": "gpt-4o", "max_tokens": 64, "messages": [{"role": "user", "cont
 @pytest.fixture(scope="module", params=["rego", "cedar"])
 def stack(request: pytest.FixtureRequest) -> Iterator[LocalStack]:
     s = LocalStack(policies=POLICIES, engine=request.param)
-    try:
-        s.start()
+    with s:
         yield s
-    finally:
-        s.stop()
 
 
 def alice(stack: LocalStack) -> dict[str, str]:

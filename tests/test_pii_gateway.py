@@ -25,11 +25,8 @@ OPENAI_KEY = "sk-proj-4fQe9LmT2xVb7RkN1cWz8YhJ3pGs6DaU0oKiE5tMnBvXqLr"  # TEST V
 @pytest.fixture(scope="module")
 def stack() -> Iterator[LocalStack]:
     s = LocalStack(policies=POLICIES, workers=2, ext_proc=True)
-    try:
-        s.start()
+    with s:
         yield s
-    finally:
-        s.stop()
 
 
 def alice(stack: LocalStack) -> dict[str, str]:

@@ -53,11 +53,8 @@ def wait_for(condition: object, timeout_s: float = 15.0) -> bool:
 @pytest.fixture
 def stack() -> Iterator[LocalStack]:
     s = LocalStack(policies=POLICIES, workers=2)
-    try:
-        s.start()
+    with s:
         yield s
-    finally:
-        s.stop()
 
 
 def test_kill_9_of_a_worker_under_load(stack: LocalStack) -> None:
