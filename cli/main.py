@@ -11,6 +11,7 @@ from agentgov import __version__
 from agentgov.cli.api_key import api_key
 from agentgov.cli.audit import audit
 from agentgov.cli.budget import budget
+from agentgov.cli.bundle import build, sign, verify
 from agentgov.cli.check import check
 from agentgov.cli.demo import demo
 from agentgov.cli.envoy_config import envoy_config
@@ -51,7 +52,8 @@ def cli() -> None:
     """agentgov: policy-as-code governance for AI agents (LLM calls and MCP tool calls)."""
 
 
-for command in (check, eval_command, test, fmt, demo, serve, envoy_config, up, api_key, pii, audit, budget):
+for command in (check, eval_command, test, fmt, demo, serve, envoy_config, up, api_key, pii, audit, budget,
+                build, sign, verify):
     cli.add_command(command)
 
 

@@ -238,8 +238,15 @@ def build_governor(cfg: Config) -> Governor:
                           "(set identity.required: false to accept that)")
     return Governor(build_backend(cfg), identity, GovernorOptions(
         allow_truncated_body=bool(cfg.allow_truncated_body), mcp_paths=tuple(cfg.mcp_paths),
-        input_format=cfg.input_format, can_redact=bool(cfg.ext_proc), max_batch=cfg.max_batch),
+        input_format=cfg.input_format, can_redact=bool(cfg.ext_proc), max_batch=cfg.max_batch,
+        revision=_bundle_revision(cfg)),
         hooks=build_hooks(cfg))
+
+
+def _bundle_revision(cfg: Config) -> str:
+    """The revision of the bundles named in `policy.paths` ("" for folders: a per-load id is used)."""
+    bundles = [cfg.base / p for p in cfg.paths if str(p).endswith((".tar.gz", ".tgz"))]
+    return discover(bundles).revision if bundles and cfg.engine != "opa" else ""
 
 
 def build_hooks(cfg: Config) -> list[HookSlot]:

@@ -10,7 +10,7 @@ import pytest
 
 from tests.conftest import REPO
 
-INNER = ["engine/hooks", "engine/backends", "engine/protocols", "engine/policy", "engine/testing",
+INNER = ["engine/hooks", "engine/backends", "engine/protocols", "engine/policy", "engine/bundles", "engine/testing",
          "engine/governor.py", "engine/model.py", "engine/metrics.py", "engine/policy_input.py"]
 OUTER = ("agentgov.engine.server", "agentgov.cli")
 # Parsers take bytes and return fields: no I/O, no clocks, no engines.

@@ -23,7 +23,7 @@ import yaml
 
 from agentgov.engine.policy.problems import PolicyLoadError, Problem, yaml_problem
 
-_SKIP_DIRS = {".git", "__pycache__", ".venv", "node_modules"}
+SKIP_DIRS = {".git", "__pycache__", ".venv", "node_modules"}
 
 
 @dataclass
@@ -34,6 +34,12 @@ class PolicySources:
     cedar_schema: tuple[str, str] | None = None
     data: dict[str, Any] = field(default_factory=dict)
     case_files: list[Path] = field(default_factory=list)
+    bundles: list[str] = field(default_factory=list)  # "<revision>@sha256:<digest>" of each bundle read
+
+    @property
+    def revision(self) -> str:
+        """The loaded bundles' identity, for decisions and audit records ("" for plain folders)."""
+        return "+".join(self.bundles)
 
     @property
     def empty(self) -> bool:
@@ -49,6 +55,9 @@ def discover(paths: Iterable[str | Path]) -> PolicySources:
         if not root.exists():
             problems.append(Problem(str(root), 0, 0, "no such file or directory", "load_error"))
             continue
+        if root.is_file() and root.name.endswith((".tar.gz", ".tgz")):
+            _add_bundle(found, root, problems)
+            continue
         files = [root] if root.is_file() else sorted(_walk(root))
         for path in files:
             _classify(path, root if root.is_dir() else root.parent, found, problems)
@@ -57,9 +66,32 @@ def discover(paths: Iterable[str | Path]) -> PolicySources:
     return found
 
 
+def _add_bundle(found: PolicySources, path: Path, problems: list[Problem]) -> None:
+    """A bundle file named where a folder could be: its contents join the sources as if read from
+    disk. Imported here because the bundle reader itself builds on this module."""
+    from agentgov.engine.bundles.bundle import load_bundle
+
+    try:
+        loaded = load_bundle(path)
+    except PolicyLoadError as exc:
+        problems.extend(exc.problems)
+        return
+    found.rego.extend(loaded.sources.rego)
+    found.cedar.extend(loaded.sources.cedar)
+    if loaded.sources.cedar_schema is not None:
+        if found.cedar_schema is not None:
+            problems.append(Problem(str(path), 1, 1, f"second Cedar schema (first: {found.cedar_schema[0]})",
+                                    "load_error"))
+        else:
+            found.cedar_schema = loaded.sources.cedar_schema
+    merge_data(found.data, loaded.sources.data, str(path), [], problems)
+    revision = loaded.manifest.revision if loaded.manifest else ""
+    found.bundles.append(f"{revision}@sha256:{loaded.digest[:12]}")
+
+
 def _walk(root: Path) -> Iterable[Path]:
     for path in root.rglob("*"):
-        if path.is_file() and not any(part in _SKIP_DIRS for part in path.parts):
+        if path.is_file() and not any(part in SKIP_DIRS for part in path.parts):
             yield path
 
 
@@ -86,7 +118,7 @@ def _classify(path: Path, root: Path, found: PolicySources, problems: list[Probl
             nested: dict[str, Any] = doc
             for key in reversed(at):
                 nested = {key: nested}
-            _merge(found.data, nested, str(path), [], problems)
+            merge_data(found.data, nested, str(path), [], problems)
     elif path.suffix in (".json", ".yaml", ".yml"):
         if "data" in path.relative_to(root).parent.parts and not _is_case_file(path, []):
             problems.append(Problem(str(path), 1, 1, "data files are named data.json or data.yaml and land at "
@@ -116,12 +148,12 @@ def _parse_data(path: Path, problems: list[Problem]) -> dict[str, Any] | None:
     return doc
 
 
-def _merge(into: dict[str, Any], doc: Mapping[str, Any], file: str, at: list[str],
+def merge_data(into: dict[str, Any], doc: Mapping[str, Any], file: str, at: list[str],
            problems: list[Problem]) -> None:
     """Deep-merge objects; two files setting the same non-object key is an error, never last-wins."""
     for key, value in doc.items():
         if key in into and isinstance(into[key], dict) and isinstance(value, dict):
-            _merge(into[key], value, file, [*at, key], problems)
+            merge_data(into[key], value, file, [*at, key], problems)
         elif key in into:
             where = ".".join([*at, key])
             problems.append(Problem(file, 1, 1, f"data conflict: data.{where} is already set by another file",

@@ -1,0 +1,1 @@
+"""Policy bundles in OPA's format: build (deterministic), read (bounded, strict), sign and verify."""
