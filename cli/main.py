@@ -14,6 +14,7 @@ from agentgov.cli.budget import budget
 from agentgov.cli.bundle import build, sign, verify
 from agentgov.cli.check import check
 from agentgov.cli.demo import demo
+from agentgov.cli.diff import diff
 from agentgov.cli.envoy_config import envoy_config
 from agentgov.cli.evaluate import eval_command
 from agentgov.cli.fmt import fmt
@@ -53,7 +54,7 @@ def cli() -> None:
 
 
 for command in (check, eval_command, test, fmt, demo, serve, envoy_config, up, api_key, pii, audit, budget,
-                build, sign, verify):
+                build, sign, verify, diff):
     cli.add_command(command)
 
 
