@@ -12,10 +12,9 @@ import yaml
 
 from agentgov.cli.output import EXIT_ERROR, report_problems
 from agentgov.engine.backends.base import DecisionBackend, ResultReader, decision_from_document
-from agentgov.engine.backends.envoy_result import decision_from_envoy_result
+from agentgov.engine.backends.envoy_result import OPA_ENVOY_DEFAULT_RULE, decision_from_envoy_result
 from agentgov.engine.backends.opa_remote import RemoteOpaBackend
 from agentgov.engine.backends.rego import DEFAULT_RULE
-from agentgov.engine.config import OPA_ENVOY_DEFAULT_RULE
 from agentgov.engine.governor import INPUT_FORMATS
 from agentgov.engine.policy.library import build_backends
 from agentgov.engine.policy.problems import PolicyLoadError

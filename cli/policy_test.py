@@ -5,9 +5,9 @@ from __future__ import annotations
 import click
 
 from agentgov.cli.output import EXIT_ERROR, EXIT_FAILED, report_problems
-from agentgov.engine.backends.rego import DEFAULT_RULE
 from agentgov.engine.policy.library import default_policy_path
 from agentgov.engine.policy.problems import PolicyLoadError
+from agentgov.engine.testing.cases import INPUT_FORMATS
 from agentgov.engine.testing.report import render_json, render_junit, render_junit_load_error, render_pretty
 from agentgov.engine.testing.suite import run_suite
 
@@ -21,16 +21,19 @@ from agentgov.engine.testing.suite import run_suite
 @click.option("--threshold", type=click.FloatRange(0, 100), default=None,
               help="With --coverage: fail (exit 2) below this percentage.")
 @click.option("--allow-empty", is_flag=True, help="Running zero tests is not an error.")
-@click.option("--rule", default=DEFAULT_RULE, show_default=True, help="Rego decision rule for cases.")
+@click.option("--rule", default=None, help="Rego decision rule for case files without their own `rule:` "
+              "[default: data.agentgov.decision; data.envoy.authz.allow with --input-format opa-envoy].")
+@click.option("--input-format", type=click.Choice(INPUT_FORMATS), default="agentgov", show_default=True,
+              help="How case requests are read, for files without their own `input_format:`.")
 def test(paths: tuple[str, ...], pattern: str | None, verbose: bool, fmt: str, coverage: bool,
-         threshold: float | None, allow_empty: bool, rule: str) -> None:
+         threshold: float | None, allow_empty: bool, rule: str | None, input_format: str) -> None:
     """Run policy tests (default: ./policies, else the shipped library). Exit 0 all pass, 2 any failure,
     1 load/compile error (or no tests)."""
     if threshold is not None and not coverage:
         coverage = True
     paths = paths or (str(default_policy_path()),)
     try:
-        report = run_suite(paths, pattern=pattern, coverage=coverage, rule=rule)
+        report = run_suite(paths, pattern=pattern, coverage=coverage, rule=rule, input_format=input_format)
     except PolicyLoadError as exc:
         if fmt == "junit":
             click.echo(render_junit_load_error([str(p) for p in exc.problems]))

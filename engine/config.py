@@ -9,7 +9,7 @@ from typing import Any
 import yaml
 
 from agentgov.engine.backends.base import DecisionBackend, ResultReader, decision_from_document
-from agentgov.engine.backends.envoy_result import decision_from_envoy_result
+from agentgov.engine.backends.envoy_result import OPA_ENVOY_DEFAULT_RULE, decision_from_envoy_result
 from agentgov.engine.backends.opa_remote import RemoteOpaBackend
 from agentgov.engine.backends.rego import DEFAULT_RULE
 from agentgov.engine.governor import INPUT_FORMATS, Governor, GovernorOptions, InputFormat
@@ -44,7 +44,6 @@ _SERVER_TYPES: dict[str, Any] = {
     "max_batch": int, "data_api_host": str, "data_api_token_file": str, "log_level": str,
 }
 _TYPE_NAMES: dict[Any, str] = {str: "a string", int: "an integer", bool: "true or false", (int, float): "a number"}
-OPA_ENVOY_DEFAULT_RULE = "data.envoy.authz.allow"  # the plugin's default decision path
 
 
 def worker_socket(directory: Path, index: int) -> str:

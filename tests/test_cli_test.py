@@ -8,6 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 from xml.etree import ElementTree as ET
 
+import pytest
 from click.testing import Result
 
 from tests.conftest import POLICIES
@@ -136,3 +137,78 @@ def test_panicking_policy_denies_in_test(run_cli: Run, tmp_path: Path) -> None:
     assert "allow: expected true, got false" in result.output
     assert "engine_error" in result.output
     assert "window size must be non-zero" in result.output
+
+
+OPA_ENVOY_POLICY = """package envoy.authz
+
+import rego.v1
+
+default allow := false
+
+allow if {
+    input.attributes.request.http.method == "GET"
+    startswith(input.parsed_path[0], "public")
+}
+
+result := {"allowed": false, "http_status": 418} if not allow
+
+result := {"allowed": true} if allow
+"""
+
+OPA_ENVOY_CASES = """input_format: opa-envoy
+cases:
+  - name: a public GET is allowed
+    request:
+      attributes: {request: {http: {method: GET, path: /public/x, headers: {}}}}
+      parsed_path: [public, x]
+    expect: {allow: true}
+  - name: a POST is denied
+    request:
+      attributes: {request: {http: {method: POST, path: /public/x, headers: {}}}}
+      parsed_path: [public, x]
+    expect: {allow: false, reasons: [default_deny]}
+"""
+
+
+def _opa_envoy_folder(tmp_path: Path, cases: str) -> Path:
+    (tmp_path / "authz.rego").write_text(OPA_ENVOY_POLICY)
+    (tmp_path / "authz.cases.yaml").write_text(cases)
+    return tmp_path
+
+
+def test_opa_envoy_cases_run_against_the_plugins_default_rule(run_cli: Callable[..., Result], tmp_path: Path) -> None:
+    result = run_cli("test", str(_opa_envoy_folder(tmp_path, OPA_ENVOY_CASES)))
+    assert result.exit_code == 0, result.output
+    assert "2 passed, 0 failed" in result.output
+
+
+def test_a_case_files_rule_and_the_input_format_flag(run_cli: Callable[..., Result], tmp_path: Path) -> None:
+    with_rule = OPA_ENVOY_CASES.replace("input_format: opa-envoy\n", "rule: data.envoy.authz.result\n").replace(
+        "expect: {allow: false, reasons: [default_deny]}", "expect: {allow: false, status: 418}")
+    folder = _opa_envoy_folder(tmp_path, with_rule)
+    assert run_cli("test", str(folder)).exit_code == 1  # read as agentgov inputs, these requests are invalid
+    result = run_cli("test", str(folder), "--input-format", "opa-envoy")
+    assert result.exit_code == 0, result.output
+    wrong = run_cli("test", str(_opa_envoy_folder(tmp_path, with_rule.replace("status: 418}", "status: 403}"))),
+                    "--input-format", "opa-envoy")
+    assert wrong.exit_code == 2
+
+
+@pytest.mark.parametrize(("header", "message"), [
+    ("rule: envoy.authz.allow\n", "`rule` must be a Rego rule path"),
+    ("input_format: grpc\n", "`input_format` must be one of"),
+    ("ruel: data.x\n", "unknown case-file key(s): ruel"),
+])
+def test_bad_case_file_settings_are_load_errors(run_cli: Callable[..., Result], tmp_path: Path, header: str,
+                                                message: str) -> None:
+    folder = _opa_envoy_folder(tmp_path, header + OPA_ENVOY_CASES.split("\n", 1)[1])
+    result = run_cli("test", str(folder))
+    assert result.exit_code == 1
+    assert message in result.output
+
+
+def test_opa_envoy_cases_cannot_ask_for_cedar(run_cli: Callable[..., Result], tmp_path: Path) -> None:
+    cases = OPA_ENVOY_CASES.replace("  - name: a POST is denied\n", "  - name: a POST is denied\n    engines: [cedar]\n")
+    result = run_cli("test", str(_opa_envoy_folder(tmp_path, cases)))
+    assert result.exit_code == 1
+    assert "decided by Rego only" in result.output

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from click.testing import Result
 
+from agentgov.engine.backends.envoy_result import OPA_ENVOY_DEFAULT_RULE
 from agentgov.engine.config import (
-    OPA_ENVOY_DEFAULT_RULE,
     ConfigError,
     build_backend,
     build_governor,

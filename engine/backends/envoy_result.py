@@ -18,6 +18,9 @@ from agentgov.engine.model import STATUS_FORBIDDEN, STATUS_OK, Decision, HttpDir
 _VALID_STATUS = {int(s) for s in HTTPStatus if int(s) >= 200}
 
 
+OPA_ENVOY_DEFAULT_RULE = "data.envoy.authz.allow"  # the plugin's default decision path
+
+
 class _Invalid(ValueError):
     pass
 

@@ -18,7 +18,7 @@ import json
 import re
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +31,8 @@ from agentgov.engine.policy_input import InputError, normalize_input
 
 _CASE_KEYS = {"name", "request", "expect", "engines", "data", "description"}
 _EXPECT_KEYS = {"allow", "reasons", "status", "obligations"}
+_FILE_KEYS = {"cases", "defaults", "rule", "input_format"}
+INPUT_FORMATS = ("agentgov", "opa-envoy")
 
 
 @dataclass(frozen=True)
@@ -42,6 +44,8 @@ class Case:
     expect: dict[str, Any]
     engines: tuple[str, ...] | None = None
     data: dict[str, Any] | None = None
+    rule: str | None = None        # the file's `rule:` (else the command's --rule)
+    input_format: str = "agentgov"  # the file's `input_format:` (else the command's --input-format)
 
 
 @dataclass
@@ -75,7 +79,10 @@ def _strip_lines(value: Any) -> Any:
     return value
 
 
-def load_cases(path: Path, known_engines: tuple[str, ...]) -> list[Case]:
+def load_cases(path: Path, known_engines: tuple[str, ...], input_format: str = "agentgov") -> list[Case]:
+    """A case file's cases. File-level `rule:` and `input_format:` apply to all its cases; with
+    `input_format: opa-envoy` each request is an OPA-Envoy input (`attributes`, `parsed_body`…),
+    decided by Rego only and read as the OPA-Envoy plugin reads a result."""
     file = str(path)
     try:
         doc = yaml.load(path.read_text(encoding="utf-8"), Loader=_LineLoader)  # noqa: S506 - SafeLoader subclass
@@ -85,13 +92,25 @@ def load_cases(path: Path, known_engines: tuple[str, ...]) -> list[Case]:
     raw_cases = doc.get("cases") if isinstance(doc, dict) else None
     if not isinstance(raw_cases, list):
         raise PolicyLoadError([Problem(file, 1, 1, "`cases` must be a list", "case_error")])
+    unknown = sorted(set(doc) - _FILE_KEYS - {"__line__"})
+    if unknown:
+        raise PolicyLoadError([Problem(file, 1, 1, f"unknown case-file key(s): {', '.join(unknown)}", "case_error")])
+    rule = doc.get("rule")
+    if rule is not None and not (isinstance(rule, str) and rule.startswith("data.")):
+        raise PolicyLoadError([Problem(file, 1, 1, "`rule` must be a Rego rule path like data.envoy.authz.allow",
+                                       "case_error")])
+    input_format = doc.get("input_format", input_format)
+    if input_format not in INPUT_FORMATS:
+        raise PolicyLoadError([Problem(file, 1, 1, f"`input_format` must be one of {list(INPUT_FORMATS)}",
+                                       "case_error")])
     defaults = _strip_lines((doc.get("defaults") or {}).get("request", {}))
     cases: list[Case] = []
     names: set[str] = set()
     for raw in raw_cases:
         line = raw.get("__line__", 1) if isinstance(raw, dict) else 1
         try:
-            cases.append(_parse_case(raw, file, line, defaults, known_engines, names))
+            case = _parse_case(raw, file, line, defaults, known_engines, names, input_format)
+            cases.append(replace(case, rule=rule, input_format=input_format))
         except ValueError as exc:
             problems.append(Problem(file, line, 1, str(exc), "case_error"))
     if problems:
@@ -100,7 +119,7 @@ def load_cases(path: Path, known_engines: tuple[str, ...]) -> list[Case]:
 
 
 def _parse_case(raw: Any, file: str, line: int, defaults: dict[str, Any], known_engines: tuple[str, ...],
-                names: set[str]) -> Case:
+                names: set[str], input_format: str = "agentgov") -> Case:
     if not isinstance(raw, dict):
         raise ValueError("each case must be a mapping")
     raw = _strip_lines(raw)
@@ -123,10 +142,16 @@ def _parse_case(raw: Any, file: str, line: int, defaults: dict[str, Any], known_
         if not isinstance(engines, list) or not engines or set(engines) - set(known_engines):
             raise ValueError(f"case {name!r}: `engines` must be a non-empty subset of {list(known_engines)}")
         engines = tuple(engines)
-    try:
-        request = normalize_input(deep_merge(defaults, raw.get("request") or {}))
-    except InputError as exc:
-        raise ValueError(f"case {name!r}: {exc}") from None
+    if input_format == "opa-envoy":
+        if engines is not None and engines != ("rego",):
+            raise ValueError(f"case {name!r}: OPA-Envoy inputs are decided by Rego only")
+        engines = ("rego",)
+        request = deep_merge(defaults, raw.get("request") or {})
+    else:
+        try:
+            request = normalize_input(deep_merge(defaults, raw.get("request") or {}))
+        except InputError as exc:
+            raise ValueError(f"case {name!r}: {exc}") from None
     data = raw.get("data")
     if data is not None and not isinstance(data, dict):
         raise ValueError(f"case {name!r}: `data` must be a mapping")

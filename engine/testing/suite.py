@@ -9,12 +9,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from agentgov.engine.backends.base import DecisionBackend
+from agentgov.engine.backends.base import DecisionBackend, decision_from_document
 from agentgov.engine.backends.cedar import CedarBackend
+from agentgov.engine.backends.envoy_result import OPA_ENVOY_DEFAULT_RULE, decision_from_envoy_result
 from agentgov.engine.backends.rego import DEFAULT_RULE, RegoBackend
 from agentgov.engine.policy.library import ENGINES, build_backends, check_sources
 from agentgov.engine.policy.problems import PolicyLoadError
-from agentgov.engine.policy.sources import discover
+from agentgov.engine.policy.sources import PolicySources, discover
 from agentgov.engine.testing.cases import Case, CaseRunner, load_cases
 from agentgov.engine.testing.rego_runner import run_rego_tests
 from agentgov.engine.testing.results import Coverage, Outcome, TestResult
@@ -38,8 +39,9 @@ class SuiteReport:
 
 
 def run_suite(paths: Sequence[str | Path], *, pattern: str | None = None, coverage: bool = False,
-              rule: str = DEFAULT_RULE) -> SuiteReport:
-    """Load everything first (PolicyLoadError on any problem), then run every test."""
+              rule: str | None = None, input_format: str = "agentgov") -> SuiteReport:
+    """Load everything first (PolicyLoadError on any problem), then run every test. Cases run in
+    groups by their file's rule and input format, each group on backends built for it."""
     sources = discover(paths)
     problems = check_sources(sources)
     if problems:
@@ -47,32 +49,40 @@ def run_suite(paths: Sequence[str | Path], *, pattern: str | None = None, covera
     regex = re.compile(pattern) if pattern else None
     cases: list[Case] = []
     for file in sources.case_files:
-        cases.extend(load_cases(file, ENGINES))
+        cases.extend(load_cases(file, ENGINES, input_format))
     report = SuiteReport(coverage=Coverage() if coverage else None)
     if sources.rego_tests:
         report.results.extend(run_rego_tests(sources.rego, sources.rego_tests, sources.data, regex, report.coverage))
-    if cases:
-        backends = build_backends(sources, rule=rule)
-        if coverage:
-            _enable_coverage(backends)
-
-        def build(data: Mapping[str, Any]) -> dict[str, DecisionBackend]:
-            extra = build_backends(sources, rule=rule, data=data)
-            if coverage:
-                _enable_coverage(extra)
-            return extra
-
-        runner = CaseRunner(backends, build)
-        outcomes = asyncio.run(runner.run(cases, sources.data, regex))
-        for o in outcomes:
-            outcome: Outcome = "pass" if not o.mismatches else "fail"
-            report.results.append(TestResult(
-                name=o.case.name, suite=f"cases:{o.case.file}", engine=o.engine, outcome=outcome,
-                file=f"{o.case.file}:{o.case.line}", duration_s=o.elapsed_s,
-                message="; ".join(o.mismatches), diff=o.diff))
-        if report.coverage is not None:
-            _collect_coverage(report.coverage, [backends, *runner.override_backends()])
+    groups: dict[tuple[str, str], list[Case]] = {}
+    for case in cases:
+        default = OPA_ENVOY_DEFAULT_RULE if case.input_format == "opa-envoy" else DEFAULT_RULE
+        groups.setdefault((case.rule or rule or default, case.input_format), []).append(case)
+    for (group_rule, group_format), group in groups.items():
+        _run_cases(report, sources, group, group_rule, group_format, regex)
     return report
+
+
+def _run_cases(report: SuiteReport, sources: PolicySources, cases: list[Case], rule: str, input_format: str,
+               regex: re.Pattern[str] | None) -> None:
+    reader = decision_from_envoy_result if input_format == "opa-envoy" else decision_from_document
+
+    def build(data: Mapping[str, Any] | None = None) -> dict[str, DecisionBackend]:
+        built = build_backends(sources, rule=rule, data=data, reader=reader)
+        if report.coverage is not None:
+            _enable_coverage(built)
+        return built
+
+    backends = build()
+    runner = CaseRunner(backends, build)
+    outcomes = asyncio.run(runner.run(cases, sources.data, regex))
+    for o in outcomes:
+        outcome: Outcome = "pass" if not o.mismatches else "fail"
+        report.results.append(TestResult(
+            name=o.case.name, suite=f"cases:{o.case.file}", engine=o.engine, outcome=outcome,
+            file=f"{o.case.file}:{o.case.line}", duration_s=o.elapsed_s,
+            message="; ".join(o.mismatches), diff=o.diff))
+    if report.coverage is not None:
+        _collect_coverage(report.coverage, [backends, *runner.override_backends()])
 
 
 def _enable_coverage(backends: Mapping[str, DecisionBackend]) -> None:
