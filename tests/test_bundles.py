@@ -158,6 +158,22 @@ def test_a_bad_bundle_definition_is_a_clear_error(run_cli: CLI, tmp_path: Path, 
     assert message in result.output
 
 
+def test_tests_can_be_shipped_and_their_package_becomes_a_root(policies_copy: Path, tmp_path: Path) -> None:
+    path = tmp_path / "b.tar.gz"
+    path.write_bytes(build_bundle([policies_copy], include_tests=True))
+    loaded = load_bundle(path)
+    assert loaded.manifest is not None
+    assert loaded.manifest.roots == ("agentgov", "agentgov_test")
+    assert any(name.endswith("agentgov_test.rego") for name, _ in loaded.sources.rego)
+
+
+def test_rego_or_data_under_a_top_level_cedar_folder_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "cedar").mkdir()
+    (tmp_path / "cedar" / "p.rego").write_text("package agentgov\n")
+    with pytest.raises(PolicyLoadError, match="where a bundle keeps Cedar files"):
+        build_bundle([tmp_path])
+
+
 def test_yaml_data_that_json_cannot_hold_is_refused(tmp_path: Path) -> None:
     (tmp_path / "p.rego").write_text("package agentgov\n\nimport rego.v1\n\ndecision := {}\n")
     (tmp_path / "agentgov").mkdir()

@@ -36,7 +36,7 @@ def build_bundle(roots: Iterable[Path], *, revision: str = "", bundle_roots: tup
     files = collect(roots, include_tests=include_tests)
     if not files:
         raise bundle_error(", ".join(map(str, roots)), "no Rego, data or Cedar files to bundle")
-    owned = bundle_roots or rego_roots(discover(roots))
+    owned = bundle_roots or rego_roots(discover(roots), include_tests=include_tests)
     manifest = Manifest(revision or content_revision(files), owned, 1, metadata)
     files[MANIFEST] = manifest.to_json()
     return write_archive(files)

@@ -68,6 +68,11 @@ def collect(roots: Iterable[Path], *, include_tests: bool = False) -> dict[str, 
 
 def _bundle_name(path: Path, rel: Path, include_tests: bool, problems: list[Problem]) -> str | None:
     posix = rel.as_posix()
+    bundled = path.name.endswith((".rego", *_CEDAR_SUFFIXES)) or path.name in DATA_FILES
+    if bundled and posix.startswith(CEDAR_ROOT) and not path.name.endswith(_CEDAR_SUFFIXES):
+        problems.append(Problem(str(path), 1, 1, f"a top-level {CEDAR_ROOT} folder is where a bundle keeps Cedar "
+                                "files; move Rego and data out of it", "bundle_error"))
+        return None
     if path.name.endswith("_test.rego"):
         return posix if include_tests else None
     if path.name.endswith(".rego"):
@@ -102,9 +107,10 @@ def content_revision(files: Mapping[str, bytes]) -> str:
     return digest.hexdigest()[:16]
 
 
-def rego_roots(sources: PolicySources) -> tuple[str, ...]:
+def rego_roots(sources: PolicySources, *, include_tests: bool = False) -> tuple[str, ...]:
     """The roots a bundle of these sources owns: each package's and data document's first segment."""
-    roots = {pkg.split(".")[0] for _, src in sources.rego if (pkg := package_of(src))}
+    modules = sources.rego + (sources.rego_tests if include_tests else [])
+    roots = {pkg.split(".")[0] for _, src in modules if (pkg := package_of(src))}
     roots.update(sources.data)
     return tuple(sorted(roots))
 
