@@ -103,7 +103,7 @@ def build(source: str | None, output: str, revision: str, roots: tuple[str, ...]
                             bundle_roots=roots or definition.roots, metadata=definition.metadata,
                             include_tests=definition.include_tests)
         if signing_key:
-            blob = sign_bundle(blob, key_material(signing_key), signing_alg, key_id=key_id, scope=scope)
+            blob = sign_bundle(blob, _key(signing_key, signing_alg), signing_alg, key_id=key_id, scope=scope)
     except PolicyLoadError as exc:
         report_problems(exc, "pretty")
         raise SystemExit(EXIT_ERROR) from None
@@ -121,7 +121,7 @@ def build(source: str | None, output: str, revision: str, roots: tuple[str, ...]
 def sign(bundle: str, signing_key: str, signing_alg: str, key_id: str, scope: str, output: str | None) -> None:
     """Sign a bundle: add (or replace) OPA's .signatures.json."""
     try:
-        blob = sign_bundle(Path(bundle).read_bytes(), key_material(signing_key), signing_alg, key_id=key_id,
+        blob = sign_bundle(Path(bundle).read_bytes(), _key(signing_key, signing_alg), signing_alg, key_id=key_id,
                            scope=scope, where=bundle)
     except PolicyLoadError as exc:
         report_problems(exc, "pretty")
@@ -142,7 +142,7 @@ def sign(bundle: str, signing_key: str, signing_alg: str, key_id: str, scope: st
 def verify(bundle: str, verification_key: str, signing_alg: str, key_id: str, scope: str, fmt: str) -> None:
     """Verify a bundle's signature and every file's digest, then load it as `serve` would."""
     try:
-        keys = {key_id: VerificationKey(key_material(verification_key), signing_alg, scope)}
+        keys = {key_id: VerificationKey(_key(verification_key, signing_alg), signing_alg, scope)}
         loaded = load_bundle(Path(bundle), keys, key_id=key_id)
         problems = check_sources(loaded.sources)
         if problems:
@@ -157,6 +157,13 @@ def verify(bundle: str, verification_key: str, signing_alg: str, key_id: str, sc
     else:
         click.echo(f"ok: {bundle} verified with key {loaded.signed_by!r}, revision {revision!r}, "
                    f"sha256:{loaded.digest}")
+
+
+def _key(value: str, algorithm: str) -> bytes:
+    """Key material, with a plain error for the commonest mistake: a mistyped key file path."""
+    if not algorithm.startswith("HS") and not value.startswith("env:") and not Path(value).is_file():
+        raise click.ClickException(f"{value}: no such key file ({algorithm} needs a PEM file or env:NAME)")
+    return key_material(value)
 
 
 def _write_atomically(path: Path, blob: bytes) -> None:

@@ -426,3 +426,14 @@ def test_a_broken_bundle_named_in_a_command_is_a_load_error_not_a_traceback(run_
     result = run_cli("check", str(path))
     assert result.exit_code == 1
     assert "not a readable .tar.gz bundle" in result.output
+
+
+def test_a_mistyped_key_file_is_named(run_cli: CLI, library_bundle: Path, tmp_path: Path) -> None:
+    bundle = tmp_path / "b.tar.gz"
+    shutil.copy(library_bundle, bundle)
+    signed = run_cli("sign", str(bundle), "--signing-key", str(tmp_path / "nope.pem"))
+    assert signed.exit_code == 1
+    assert "nope.pem: no such key file" in signed.output
+    missing_env = run_cli("verify", str(bundle), "--verification-key", "env:AGENTGOV_TEST_NO_SUCH_VAR")
+    assert missing_env.exit_code == 1
+    assert "AGENTGOV_TEST_NO_SUCH_VAR is not set" in missing_env.output
