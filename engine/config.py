@@ -208,6 +208,12 @@ def _keys(path: Path, prefix: str, doc: dict[str, Any], allowed: set[str]) -> No
 
 
 def build_backend(cfg: Config) -> DecisionBackend:
+    return _load_policies(cfg)[0]
+
+
+def _load_policies(cfg: Config) -> tuple[DecisionBackend, str]:
+    """The configured backend and the revision of the bundles it was loaded from ("" for folders
+    and remote OPA: the Governor then uses a per-load id), reading the policies once."""
     reader: ResultReader = decision_from_envoy_result if cfg.input_format == "opa-envoy" else decision_from_document
     if cfg.input_format == "opa-envoy" and cfg.engine == "cedar":
         raise ConfigError("policy.input_format opa-envoy needs Rego (engine rego or opa): "
@@ -215,11 +221,12 @@ def build_backend(cfg: Config) -> DecisionBackend:
     if cfg.engine == "opa":
         if not cfg.opa_url:
             raise ConfigError("policy.engine opa needs policy.opa_url")
-        return RemoteOpaBackend(cfg.opa_url, cfg.rule, reader=reader)
-    backends = build_backends(discover([cfg.base / p for p in cfg.paths]), rule=cfg.rule, reader=reader)
+        return RemoteOpaBackend(cfg.opa_url, cfg.rule, reader=reader), ""
+    sources = discover([cfg.base / p for p in cfg.paths])
+    backends = build_backends(sources, rule=cfg.rule, reader=reader)
     if cfg.engine not in backends:
         raise ConfigError(f"no {cfg.engine} policies under {', '.join(cfg.paths)}")
-    return backends[cfg.engine]
+    return backends[cfg.engine], sources.revision
 
 
 def build_governor(cfg: Config) -> Governor:
@@ -235,17 +242,12 @@ def build_governor(cfg: Config) -> Governor:
     elif cfg.identity.get("required", True):
         raise ConfigError("identity has no issuers and no api_keys: every request would be anonymous "
                           "(set identity.required: false to accept that)")
-    return Governor(build_backend(cfg), identity, GovernorOptions(
+    backend, revision = _load_policies(cfg)
+    return Governor(backend, identity, GovernorOptions(
         allow_truncated_body=bool(cfg.allow_truncated_body), mcp_paths=tuple(cfg.mcp_paths),
         input_format=cfg.input_format, can_redact=bool(cfg.ext_proc), max_batch=cfg.max_batch,
-        revision=_bundle_revision(cfg)),
+        revision=revision),
         hooks=build_hooks(cfg))
-
-
-def _bundle_revision(cfg: Config) -> str:
-    """The revision of the bundles named in `policy.paths` ("" for folders: a per-load id is used)."""
-    bundles = [cfg.base / p for p in cfg.paths if str(p).endswith((".tar.gz", ".tgz"))]
-    return discover(bundles).revision if bundles and cfg.engine != "opa" else ""
 
 
 def build_hooks(cfg: Config) -> list[HookSlot]:

@@ -13,12 +13,6 @@ from agentgov.engine.bundles.contents import Manifest, bundle_sources, collect, 
 from agentgov.engine.bundles.signing import VerificationKey, sign, verify
 from agentgov.engine.policy.sources import PolicySources, discover
 
-BUNDLE_SUFFIXES = (".tar.gz", ".tgz")
-
-
-def is_bundle_file(path: Path) -> bool:
-    return path.is_file() and path.name.endswith(BUNDLE_SUFFIXES)
-
 
 @dataclass(frozen=True)
 class LoadedBundle:

@@ -24,6 +24,7 @@ import yaml
 from agentgov.engine.policy.problems import PolicyLoadError, Problem, yaml_problem
 
 SKIP_DIRS = {".git", "__pycache__", ".venv", "node_modules"}
+BUNDLE_SUFFIXES = (".tar.gz", ".tgz")  # a path with one of these is read as an OPA bundle
 
 
 @dataclass
@@ -55,7 +56,7 @@ def discover(paths: Iterable[str | Path]) -> PolicySources:
         if not root.exists():
             problems.append(Problem(str(root), 0, 0, "no such file or directory", "load_error"))
             continue
-        if root.is_file() and root.name.endswith((".tar.gz", ".tgz")):
+        if root.is_file() and root.name.endswith(BUNDLE_SUFFIXES):
             _add_bundle(found, root, problems)
             continue
         files = [root] if root.is_file() else sorted(_walk(root))
@@ -149,7 +150,7 @@ def _parse_data(path: Path, problems: list[Problem]) -> dict[str, Any] | None:
 
 
 def merge_data(into: dict[str, Any], doc: Mapping[str, Any], file: str, at: list[str],
-           problems: list[Problem]) -> None:
+               problems: list[Problem]) -> None:
     """Deep-merge objects; two files setting the same non-object key is an error, never last-wins."""
     for key, value in doc.items():
         if key in into and isinstance(into[key], dict) and isinstance(value, dict):
