@@ -31,22 +31,29 @@ def _git_tree(spec: str, stack: ExitStack, default_path: str) -> Path:
     ref, _, path = spec.removeprefix("git:").partition(":")
     path = path or default_path
     where = f"git:{ref}:{path}"
+    if not ref or ref.startswith("-"):
+        raise PolicyLoadError([Problem(where, 0, 0, "not a git revision", "load_error")])
+    top = Path(_git(["rev-parse", "--show-toplevel"], where).decode().strip()).resolve()
     try:
-        top = subprocess.run(["git", "rev-parse", "--show-toplevel"], capture_output=True, text=True,
-                             check=True).stdout.strip()
         rel = str(Path(path).resolve().relative_to(top)) if Path(path).exists() else path
-        archive = subprocess.run(["git", "-C", top, "archive", "--format=tar", ref, rel], capture_output=True,
-                                 check=True).stdout
-    except FileNotFoundError:
-        raise PolicyLoadError([Problem(where, 0, 0, "git is not installed", "load_error")]) from None
-    except subprocess.CalledProcessError as exc:
-        message = (exc.stderr or b"").decode(errors="replace").strip() if isinstance(exc.stderr, bytes) \
-            else str(exc.stderr or "").strip()
-        raise PolicyLoadError([Problem(where, 0, 0, f"git: {message or exc}", "load_error")]) from None
+    except ValueError:
+        raise PolicyLoadError([Problem(where, 0, 0, "the path is outside this git repository", "load_error")]) \
+            from None
+    archive = _git(["-C", str(top), "archive", "--format=tar", ref, rel], where)
     folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="agentgov-diff-")))
     with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
         tar.extractall(folder, filter="data")
     return folder / rel
+
+
+def _git(args: list[str], where: str) -> bytes:
+    try:
+        return subprocess.run(["git", *args], capture_output=True, check=True).stdout
+    except FileNotFoundError:
+        raise PolicyLoadError([Problem(where, 0, 0, "git is not installed", "load_error")]) from None
+    except subprocess.CalledProcessError as exc:
+        message = exc.stderr.decode(errors="replace").strip() if exc.stderr else ""
+        raise PolicyLoadError([Problem(where, 0, 0, f"git: {message or exc}", "load_error")]) from None
 
 
 def _backends(spec: str, stack: ExitStack, default_path: str, rule: str) -> dict[str, DecisionBackend]:
@@ -67,8 +74,8 @@ def diff(base_spec: str, head_spec: str, input_paths: tuple[str, ...], approvals
          rule: str) -> None:
     """Replay inputs through two policy versions and report every changed decision. Exit 2 on any
     change the approvals file does not list."""
-    default_path = head_spec if not head_spec.startswith("git:") else (
-        base_spec if not base_spec.startswith("git:") else "policies")
+    folders = [s for s in (head_spec, base_spec) if not s.startswith("git:") and Path(s).is_dir()]
+    default_path = folders[0] if folders else "policies"
     with ExitStack() as stack:
         try:
             base = _backends(base_spec, stack, default_path, rule)

@@ -104,6 +104,12 @@ def test_a_bundle_and_a_git_revision_can_be_either_side(run_cli: CLI, head: Path
     bad_ref = run_cli("diff", "--base", "git:no-such-ref", "--head", "policies", "--inputs", CASES)
     assert bad_ref.exit_code == 1
     assert "git:no-such-ref" in bad_ref.output
+    option = run_cli("diff", "--base", "git:--output=/tmp/x", "--head", "policies", "--inputs", CASES)
+    assert option.exit_code == 1
+    assert "not a git revision" in option.output
+    outside = run_cli("diff", "--base", f"git:HEAD:{tmp_path}", "--head", "policies", "--inputs", CASES)
+    assert outside.exit_code == 1
+    assert "outside this git repository" in outside.output
 
 
 def test_policy_inputs_opa_decision_logs_and_audit_records_replay(run_cli: CLI, head: Path, tmp_path: Path) -> None:
