@@ -139,6 +139,7 @@ def test_policy_inputs_opa_decision_logs_and_audit_records_replay(run_cli: CLI, 
     ("bad.jsonl", '{"decision_id": "x", "input": {}}\nnot json\n', "bad.jsonl:2:1: invalid JSON"),
     ("other.jsonl", '{"hello": 1}\n', "neither an OPA decision log entry"),
     ("list.json", "[1, 2]", "one policy input object"),
+    ("bad-input.json", '{"subject": "alice"}', "bad-input.json:1:1: invalid policy input at"),
     ("notes.txt", "hello", "inputs are case files"),
     ("plain.yaml", "a: 1\n", "must be a case file"),
 ])

@@ -12,6 +12,8 @@ from typing import Any
 import yaml
 
 from agentgov.engine.policy.problems import PolicyLoadError, Problem
+from agentgov.engine.policy.sources import DATA_FILES
+from agentgov.engine.policy_input import InputError, normalize_input
 from agentgov.engine.testing.cases import load_cases
 
 ENGINE_NAMES = ("rego", "cedar")
@@ -40,7 +42,9 @@ def read_inputs(sources: list[Path]) -> ReplaySet:
         if not source.exists():
             problems.append(Problem(str(source), 0, 0, "no such file or directory", "input_error"))
             continue
-        files = [source] if source.is_file() else sorted(p for p in source.rglob("*") if p.is_file())
+        files = [source] if source.is_file() else sorted(
+            p for p in source.rglob("*")
+            if p.is_file() and p.name not in DATA_FILES and not p.name.endswith(".cedarschema.json"))
         for path in files:
             try:
                 _read(path, found, explicit=source.is_file())
@@ -74,7 +78,8 @@ def _read(path: Path, found: ReplaySet, *, explicit: bool) -> None:
         if not isinstance(doc, dict):
             raise PolicyLoadError([Problem(str(path), 1, 1, "a JSON input file holds one policy input object",
                                            "input_error")])
-        found.inputs.append(ReplayInput(path.name, str(path), 1, doc.get("input", doc) if _is_opa_log(doc) else doc))
+        given = doc["input"] if _is_opa_log(doc) else _agentgov_input(doc, str(path), 1)
+        found.inputs.append(ReplayInput(path.name, str(path), 1, given))
     elif explicit:
         raise PolicyLoadError([Problem(str(path), 1, 1, "inputs are case files (.yaml), policy inputs (.json), "
                                        "or decision logs (.jsonl)", "input_error")])
@@ -116,9 +121,18 @@ def _from_log(path: Path, line_no: int, doc: dict[str, Any]) -> ReplayInput:
     if _is_opa_log(doc):  # OPA's decision log: the input is recorded whole
         return ReplayInput(f"{where}:{doc['decision_id']}", str(path), line_no, doc["input"])
     if "actions" in doc and "subject" in doc and "decision_id" in doc:
-        return ReplayInput(f"{where}:{doc['decision_id']}", str(path), line_no, _from_audit(doc))
+        return ReplayInput(f"{where}:{doc['decision_id']}", str(path), line_no,
+                           _agentgov_input(_from_audit(doc), str(path), line_no))
     raise PolicyLoadError([Problem(str(path), line_no, 1, "neither an OPA decision log entry (decision_id + "
                                    "input) nor an agentgov audit record", "input_error")])
+
+
+def _agentgov_input(doc: dict[str, Any], file: str, line: int) -> dict[str, Any]:
+    """A complete, validated agentgov policy input, as `agentgov eval` and the cases build it."""
+    try:
+        return normalize_input(doc)
+    except InputError as exc:
+        raise PolicyLoadError([Problem(file, line, 1, str(exc), "input_error")]) from None
 
 
 def _from_audit(record: dict[str, Any]) -> dict[str, Any]:
