@@ -1,4 +1,4 @@
-"""`agentgov build`, `agentgov sign`, `agentgov verify`: OPA-compatible policy bundles.
+"""`agentgov build`, `sign`, `verify`, `push`, `pull`: OPA-compatible policy bundles.
 
 Exit codes follow the CLI contract: 0 success, 1 a load, check or verification error, 2 failing
 policy tests (the build stops before writing anything).
@@ -6,6 +6,7 @@ policy tests (the build stops before writing anything).
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 from pathlib import Path
@@ -15,8 +16,11 @@ import click
 import yaml
 
 from agentgov.cli.output import EXIT_ERROR, EXIT_FAILED, FORMAT_PRETTY_JSON, report_problems
+from agentgov.engine.bundles import remote
+from agentgov.engine.bundles.archive import read_archive
 from agentgov.engine.bundles.bundle import build_bundle, load_bundle, sign_bundle
 from agentgov.engine.bundles.signing import ALGORITHMS, VerificationKey, key_material
+from agentgov.engine.bundles.signing import verify as verify_signature
 from agentgov.engine.policy.library import check_sources, default_policy_path
 from agentgov.engine.policy.problems import PolicyLoadError
 from agentgov.engine.policy.sources import discover
@@ -174,3 +178,54 @@ def _write_atomically(path: Path, blob: bytes) -> None:
     except OSError as exc:
         tmp.unlink(missing_ok=True)
         raise click.ClickException(f"cannot write {path}: {exc.strerror or exc}") from None
+
+
+def _token(value: str | None) -> str:
+    return key_material(value).decode().strip() if value else ""
+
+
+@click.command()
+@click.argument("bundle", type=click.Path(exists=True, dir_okay=False))
+@click.argument("url")
+@click.option("--token", help="Bearer token: env:NAME or a file holding it (not the token itself: it would "
+                              "show in the process list).")
+def push(bundle: str, url: str, token: str | None) -> None:
+    """Upload a bundle to an HTTP bundle server (PUT). The bundle is read strictly first: a file
+    agentgov would refuse to load is never shipped."""
+    try:
+        blob = Path(bundle).read_bytes()
+        read_archive(blob, bundle)
+        etag = asyncio.run(remote.push(url, blob, token=_token(token)))
+    except PolicyLoadError as exc:
+        report_problems(exc, "pretty")
+        raise SystemExit(EXIT_ERROR) from None
+    click.echo(f"pushed {bundle} to {url}" + (f" (ETag {etag})" if etag else ""))
+
+
+@click.command()
+@click.argument("url")
+@click.option("-o", "--output", type=click.Path(dir_okay=False), required=True)
+@click.option("--token", help="Bearer token: env:NAME or a file holding it.")
+@click.option("--etag", default="", help="Only download when the server's copy differs from this ETag.")
+@click.option("--verification-key", help="Verify the signature before writing (PEM file, env:NAME, or HMAC secret).")
+@click.option("--signing-alg", type=_ALG, default="RS256", show_default=True)
+@click.option("--key-id", default="default", show_default=True)
+@click.option("--scope", default="")
+def pull(url: str, output: str, token: str | None, etag: str, verification_key: str | None, signing_alg: str,
+         key_id: str, scope: str) -> None:
+    """Download a bundle as an OPA agent does (GET, bearer token, If-None-Match). What is written has
+    been read strictly and, with a key, verified: a bad download never replaces a good file."""
+    try:
+        pulled = asyncio.run(remote.pull(url, token=_token(token), etag=etag))
+        if pulled.blob is None:
+            click.echo(f"unchanged since ETag {etag}")
+            return
+        files = read_archive(pulled.blob, url)
+        if verification_key:
+            keys = {key_id: VerificationKey(_key(verification_key, signing_alg), signing_alg, scope)}
+            verify_signature(files, keys, key_id=key_id, where=url)
+    except PolicyLoadError as exc:
+        report_problems(exc, "pretty")
+        raise SystemExit(EXIT_ERROR) from None
+    _write_atomically(Path(output), pulled.blob)
+    click.echo(f"pulled {url} to {output} ({len(pulled.blob)} bytes" + (f", ETag {pulled.etag})" if pulled.etag else ")"))

@@ -11,7 +11,7 @@ from agentgov import __version__
 from agentgov.cli.api_key import api_key
 from agentgov.cli.audit import audit
 from agentgov.cli.budget import budget
-from agentgov.cli.bundle import build, sign, verify
+from agentgov.cli.bundle import build, pull, push, sign, verify
 from agentgov.cli.check import check
 from agentgov.cli.demo import demo
 from agentgov.cli.diff import diff
@@ -54,7 +54,7 @@ def cli() -> None:
 
 
 for command in (check, eval_command, test, fmt, demo, serve, envoy_config, up, api_key, pii, audit, budget,
-                build, sign, verify, diff):
+                build, sign, verify, push, pull, diff):
     cli.add_command(command)
 
 

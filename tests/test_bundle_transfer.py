@@ -1,0 +1,186 @@
+"""`agentgov push` / `agentgov pull` against a real HTTP bundle server on loopback: what OPA's
+bundle service API asks of a server (bearer token, ETag, 304) and what can go wrong on the way."""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+from click.testing import Result
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from agentgov.engine.bundles.bundle import build_bundle, sign_bundle
+from tests.conftest import POLICIES
+
+CLI = Callable[..., Result]
+TOKEN = "test-token-not-a-secret"  # a marked test credential
+
+
+class BundleServer:
+    """Stores what is PUT under its path; serves it with an ETag (its SHA-256) and honours
+    If-None-Match. Requires `Authorization: Bearer TOKEN`. `served` overrides a path's body."""
+
+    def __init__(self) -> None:
+        self.store: dict[str, bytes] = {}
+        self.requests: list[tuple[str, str, dict[str, str]]] = []
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: object) -> None:
+                pass
+
+            def _authorised(self) -> bool:
+                outer.requests.append((self.command, self.path, dict(self.headers)))
+                if self.headers.get("Authorization") != f"Bearer {TOKEN}":
+                    self.send_response(401)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return False
+                return True
+
+            def do_PUT(self) -> None:
+                if not self._authorised():
+                    return
+                body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                outer.store[self.path] = body
+                self.send_response(201)
+                self.send_header("ETag", f'"{hashlib.sha256(body).hexdigest()[:16]}"')
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def do_GET(self) -> None:
+                if not self._authorised():
+                    return
+                body = outer.store.get(self.path)
+                if body is None:
+                    self.send_response(404)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                etag = f'"{hashlib.sha256(body).hexdigest()[:16]}"'
+                if self.headers.get("If-None-Match") == etag:
+                    self.send_response(304)
+                    self.send_header("ETag", etag)
+                    self.end_headers()
+                    return
+                self.send_response(200)
+                self.send_header("ETag", etag)
+                self.send_header("Content-Type", "application/gzip")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def __enter__(self) -> BundleServer:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def server() -> Iterator[BundleServer]:
+    with BundleServer() as running:
+        yield running
+
+
+@pytest.fixture
+def bundle(tmp_path: Path) -> Path:
+    path = tmp_path / "agentgov.tar.gz"
+    path.write_bytes(build_bundle([POLICIES]))
+    return path
+
+
+@pytest.fixture
+def token(monkeypatch: pytest.MonkeyPatch) -> str:
+    monkeypatch.setenv("AGENTGOV_TEST_BUNDLE_TOKEN", TOKEN)
+    return "env:AGENTGOV_TEST_BUNDLE_TOKEN"
+
+
+def test_push_then_pull_gives_the_same_bytes_and_an_unchanged_bundle_is_not_downloaded_again(
+        run_cli: CLI, server: BundleServer, bundle: Path, tmp_path: Path, token: str) -> None:
+    url = f"{server.url}/bundles/agentgov.tar.gz"
+    pushed = run_cli("push", str(bundle), url, "--token", token)
+    assert pushed.exit_code == 0, pushed.output
+    out = tmp_path / "pulled.tar.gz"
+    pulled = run_cli("pull", url, "-o", str(out), "--token", token)
+    assert pulled.exit_code == 0, pulled.output
+    assert out.read_bytes() == bundle.read_bytes()
+    etag = f'"{hashlib.sha256(bundle.read_bytes()).hexdigest()[:16]}"'
+    assert f"ETag {etag}" in pulled.output
+    again = run_cli("pull", url, "-o", str(out), "--token", token, "--etag", etag)
+    assert again.exit_code == 0
+    assert "unchanged since" in again.output
+    assert server.requests[-1][2].get("If-None-Match") == etag
+
+
+def test_pull_verifies_before_it_writes(run_cli: CLI, server: BundleServer, bundle: Path, tmp_path: Path,
+                                        token: str) -> None:
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    private = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                serialization.NoEncryption())
+    public = tmp_path / "key.pub"
+    public.write_bytes(key.public_key().public_bytes(serialization.Encoding.PEM,
+                                                     serialization.PublicFormat.SubjectPublicKeyInfo))
+    server.store["/signed.tar.gz"] = sign_bundle(bundle.read_bytes(), private, "RS256")
+    server.store["/unsigned.tar.gz"] = bundle.read_bytes()
+    out = tmp_path / "out.tar.gz"
+    out.write_bytes(b"the last good bundle")
+    ok = run_cli("pull", f"{server.url}/signed.tar.gz", "-o", str(out), "--token", token,
+                 "--verification-key", str(public))
+    assert ok.exit_code == 0, ok.output
+    good = out.read_bytes()
+    refused = run_cli("pull", f"{server.url}/unsigned.tar.gz", "-o", str(out), "--token", token,
+                      "--verification-key", str(public))
+    assert refused.exit_code == 1
+    assert "not signed" in refused.output
+    assert out.read_bytes() == good  # a refused download never replaces what was there
+
+
+@pytest.mark.parametrize(("body", "message"), [
+    (b"<html>oops</html>", "not a readable .tar.gz bundle"),
+    (None, "answered 404"),
+])
+def test_a_bad_download_is_refused_and_nothing_is_written(run_cli: CLI, server: BundleServer, tmp_path: Path,
+                                                          token: str, body: bytes | None, message: str) -> None:
+    if body is not None:
+        server.store["/b.tar.gz"] = body
+    out = tmp_path / "out.tar.gz"
+    result = run_cli("pull", f"{server.url}/b.tar.gz", "-o", str(out), "--token", token)
+    assert result.exit_code == 1
+    assert message in result.output
+    assert not out.exists()
+
+
+def test_a_wrong_token_or_no_server_is_a_clear_error(run_cli: CLI, server: BundleServer, bundle: Path,
+                                                     tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AGENTGOV_TEST_BUNDLE_TOKEN", "wrong")
+    refused = run_cli("push", str(bundle), f"{server.url}/b.tar.gz", "--token", "env:AGENTGOV_TEST_BUNDLE_TOKEN")
+    assert refused.exit_code == 1
+    assert "refused the upload: 401" in refused.output
+    assert server.store == {}
+    with BundleServer() as gone:
+        url = gone.url
+    down = run_cli("pull", f"{url}/b.tar.gz", "-o", str(tmp_path / "x.tar.gz"))
+    assert down.exit_code == 1
+    assert "cannot reach the bundle server" in down.output
+
+
+def test_push_refuses_a_file_agentgov_would_not_load(run_cli: CLI, server: BundleServer, tmp_path: Path,
+                                                     token: str) -> None:
+    junk = tmp_path / "junk.tar.gz"
+    junk.write_bytes(b"not a bundle")
+    result = run_cli("push", str(junk), f"{server.url}/junk.tar.gz", "--token", token)
+    assert result.exit_code == 1
+    assert "not a readable .tar.gz bundle" in result.output
+    assert server.store == {}
