@@ -43,6 +43,9 @@ system-deps:
 	@command -v redis-server >/dev/null || { echo "installing redis-server (Debian package) for the budget tests"; \
 		(apt-get update -qq && apt-get install -y -qq redis-server) || \
 		{ echo "redis-server is needed by the tests: install it (apt-get install redis-server)"; exit 1; }; }
+	@command -v docker-registry >/dev/null || { echo "installing docker-registry (Debian package) for the OCI bundle tests"; \
+		(apt-get update -qq && apt-get install -y -qq docker-registry) || \
+		{ echo "docker-registry is needed by the tests: install it (apt-get install docker-registry)"; exit 1; }; }
 	@command -v git >/dev/null || { echo "installing git (Debian package) for the diff and CI-gate tests"; \
 		(apt-get update -qq && apt-get install -y -qq git) || \
 		{ echo "git is needed by the tests: install it (apt-get install git)"; exit 1; }; }

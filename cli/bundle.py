@@ -16,7 +16,7 @@ import click
 import yaml
 
 from agentgov.cli.output import EXIT_ERROR, EXIT_FAILED, FORMAT_PRETTY_JSON, report_problems
-from agentgov.engine.bundles import remote
+from agentgov.engine.bundles import oci, remote
 from agentgov.engine.bundles.archive import read_archive
 from agentgov.engine.bundles.bundle import build_bundle, load_bundle, sign_bundle
 from agentgov.engine.bundles.signing import ALGORITHMS, VerificationKey, key_material
@@ -184,18 +184,28 @@ def _token(value: str | None) -> str:
     return key_material(value).decode().strip() if value else ""
 
 
+_INSECURE = click.option("--insecure", is_flag=True,
+                         help="oci:// over plain HTTP (a registry on loopback); never for a remote registry.")
+
+
 @click.command()
 @click.argument("bundle", type=click.Path(exists=True, dir_okay=False))
 @click.argument("url")
 @click.option("--token", help="Bearer token: env:NAME or a file holding it (not the token itself: it would "
                               "show in the process list).")
-def push(bundle: str, url: str, token: str | None) -> None:
-    """Upload a bundle to an HTTP bundle server (PUT). The bundle is read strictly first: a file
+@_INSECURE
+def push(bundle: str, url: str, token: str | None, insecure: bool) -> None:
+    """Upload a bundle to an HTTP bundle server (PUT) or an OCI registry (oci://REGISTRY/REPO:TAG,
+    credentials from AGENTGOV_OCI_USERNAME/_PASSWORD). The bundle is read strictly first: a file
     agentgov would refuse to load is never shipped."""
     try:
         blob = Path(bundle).read_bytes()
         read_archive(blob, bundle)
-        etag = asyncio.run(remote.push(url, blob, token=_token(token)))
+        if url.startswith("oci://"):
+            oci.push(url, blob, insecure=insecure)
+            etag = ""
+        else:
+            etag = asyncio.run(remote.push(url, blob, token=_token(token)))
     except PolicyLoadError as exc:
         report_problems(exc, "pretty")
         raise SystemExit(EXIT_ERROR) from None
@@ -211,12 +221,17 @@ def push(bundle: str, url: str, token: str | None) -> None:
 @click.option("--signing-alg", type=_ALG, default="RS256", show_default=True)
 @click.option("--key-id", default="default", show_default=True)
 @click.option("--scope", default="")
+@_INSECURE
 def pull(url: str, output: str, token: str | None, etag: str, verification_key: str | None, signing_alg: str,
-         key_id: str, scope: str) -> None:
-    """Download a bundle as an OPA agent does (GET, bearer token, If-None-Match). What is written has
-    been read strictly and, with a key, verified: a bad download never replaces a good file."""
+         key_id: str, scope: str, insecure: bool) -> None:
+    """Download a bundle as an OPA agent does (GET, bearer token, If-None-Match), or from an OCI
+    registry (oci://…). What is written has been read strictly and, with a key, verified: a bad
+    download never replaces a good file."""
     try:
-        pulled = asyncio.run(remote.pull(url, token=_token(token), etag=etag))
+        if url.startswith("oci://"):
+            pulled = remote.Pulled(oci.pull(url, insecure=insecure), "")
+        else:
+            pulled = asyncio.run(remote.pull(url, token=_token(token), etag=etag))
         if pulled.blob is None:
             click.echo(f"unchanged since ETag {etag}")
             return

@@ -1,9 +1,14 @@
-"""`agentgov push` / `agentgov pull` against a real HTTP bundle server on loopback: what OPA's
-bundle service API asks of a server (bearer token, ETag, 304) and what can go wrong on the way."""
+"""`agentgov push` / `agentgov pull` against a real HTTP bundle server on loopback (what OPA's
+bundle service API asks of a server: bearer token, ETag, 304) and a real OCI registry (Debian's
+docker-registry), and what can go wrong on the way."""
 
 from __future__ import annotations
 
 import hashlib
+import json
+import shutil
+import socket
+import subprocess
 import threading
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -14,8 +19,11 @@ from click.testing import Result
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from agentgov.cli.stack import free_port
 from agentgov.engine.bundles.bundle import build_bundle, sign_bundle
 from tests.conftest import POLICIES
+from tests.http_helpers import request
+from tests.test_pool_heals import wait_for
 
 CLI = Callable[..., Result]
 TOKEN = "test-token-not-a-secret"  # a marked test credential
@@ -184,3 +192,69 @@ def test_push_refuses_a_file_agentgov_would_not_load(run_cli: CLI, server: Bundl
     assert result.exit_code == 1
     assert "not a readable .tar.gz bundle" in result.output
     assert server.store == {}
+
+
+class Registry:
+    """A real OCI registry (Debian's docker-registry) on a free loopback port, storage in a temp dir."""
+
+    def __init__(self, root: Path) -> None:
+        self.port = free_port()
+        self.root = root
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def __enter__(self) -> Registry:
+        binary = shutil.which("docker-registry")
+        assert binary, "docker-registry is not installed (.ci/run installs it with apt-get)"
+        config = self.root / "config.yml"
+        config.write_text(f"version: 0.1\nlog: {{level: error}}\nstorage: {{filesystem: {{rootdirectory: "
+                          f"{self.root / 'data'}}}}}\nhttp: {{addr: 127.0.0.1:{self.port}}}\n")
+        self.proc = subprocess.Popen([binary, "serve", str(config)], stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.DEVNULL)
+
+        def up() -> bool:
+            with socket.socket() as s:
+                return s.connect_ex(("127.0.0.1", self.port)) == 0
+
+        assert wait_for(up, 15), "docker-registry did not start"
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            self.proc.wait(10)
+
+
+@pytest.fixture(scope="module")
+def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
+    with Registry(tmp_path_factory.mktemp("registry")) as running:
+        yield running
+
+
+def test_push_and_pull_through_a_real_oci_registry_in_opas_layout(run_cli: CLI, registry: Registry, bundle: Path,
+                                                                  tmp_path: Path) -> None:
+    ref = f"oci://127.0.0.1:{registry.port}/policies/agentgov:1.0"
+    pushed = run_cli("push", str(bundle), ref, "--insecure")
+    assert pushed.exit_code == 0, pushed.output
+    out = tmp_path / "pulled.tar.gz"
+    pulled = run_cli("pull", ref, "-o", str(out), "--insecure")
+    assert pulled.exit_code == 0, pulled.output
+    assert out.read_bytes() == bundle.read_bytes()
+    # OPA's OCI downloader reads the one layer of this media type, under an image config
+    status, _, body = request(f"http://127.0.0.1:{registry.port}/v2/policies/agentgov/manifests/1.0", "GET",
+                              headers={"accept": "application/vnd.oci.image.manifest.v1+json"})
+    manifest = json.loads(body)
+    assert status == 200
+    assert manifest["config"]["mediaType"] == "application/vnd.oci.image.config.v1+json"
+    assert [layer["mediaType"] for layer in manifest["layers"]] == ["application/vnd.oci.image.layer.v1.tar+gzip"]
+    assert manifest["layers"][0]["digest"] == "sha256:" + hashlib.sha256(bundle.read_bytes()).hexdigest()
+
+
+def test_oci_errors_are_clear_and_write_nothing(run_cli: CLI, registry: Registry, tmp_path: Path) -> None:
+    out = tmp_path / "x.tar.gz"
+    missing = run_cli("pull", f"oci://127.0.0.1:{registry.port}/policies/none:1.0", "-o", str(out), "--insecure")
+    assert missing.exit_code == 1
+    assert "cannot pull from the registry" in missing.output
+    bad_ref = run_cli("pull", "oci://agentgov", "-o", str(out))
+    assert bad_ref.exit_code == 1
+    assert "an OCI reference looks like" in bad_ref.output
+    assert not out.exists()

@@ -1,0 +1,79 @@
+"""Bundles in an OCI registry, in the layout OPA's OCI downloader reads: one layer of media type
+`application/vnd.oci.image.layer.v1.tar+gzip` (the bundle itself) and an image config.
+
+oras-py does the registry protocol (auth challenges, blob uploads, manifests). Its `pull` unpacks
+tar+gzip layers, which is not what a bundle wants, so pulling reads the manifest and fetches the
+layer blob through the same client, checking its digest and size.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import oras.client
+import requests
+
+from agentgov.engine.bundles.archive import MAX_TOTAL_BYTES, bundle_error
+
+LAYER_MEDIA_TYPE = "application/vnd.oci.image.layer.v1.tar+gzip"
+CONFIG_MEDIA_TYPE = "application/vnd.oci.image.config.v1+json"
+
+
+def _client(reference: str, insecure: bool) -> oras.client.OrasClient:
+    """A client for the reference's registry; credentials from AGENTGOV_OCI_USERNAME/_PASSWORD."""
+    host = reference.split("/", 1)[0]
+    client = oras.client.OrasClient(hostname=host, insecure=insecure)
+    user, password = os.environ.get("AGENTGOV_OCI_USERNAME"), os.environ.get("AGENTGOV_OCI_PASSWORD")
+    if user and password:
+        client.login(username=user, password=password, hostname=host, tls_verify=not insecure)
+    return client
+
+
+def _reference(value: str) -> str:
+    ref = value.removeprefix("oci://")
+    if "/" not in ref or ref.startswith(("/", "-")):
+        raise bundle_error(value, "an OCI reference looks like registry.example.com/policies/agentgov:1.0")
+    return ref
+
+
+def push(reference: str, blob: bytes, *, insecure: bool = False) -> None:
+    ref = _reference(reference)
+    with tempfile.TemporaryDirectory(prefix="agentgov-oci-") as folder:
+        bundle, config = Path(folder) / "bundle.tar.gz", Path(folder) / "config.json"
+        bundle.write_bytes(blob)
+        config.write_bytes(b"{}")
+        try:
+            response = _client(ref, insecure).push(
+                target=ref, files=[f"{bundle}:{LAYER_MEDIA_TYPE}"], manifest_config=f"{config}:{CONFIG_MEDIA_TYPE}",
+                disable_path_validation=True, quiet=True)
+        except (requests.RequestException, ValueError, OSError) as exc:
+            raise bundle_error(reference, f"cannot push to the registry: {type(exc).__name__}: {exc}") from None
+    if response.status_code not in (200, 201):
+        raise bundle_error(reference, f"the registry refused the manifest: {response.status_code}")
+
+
+def pull(reference: str, *, insecure: bool = False) -> bytes:
+    ref = _reference(reference)
+    client = _client(ref, insecure)
+    try:
+        manifest: dict[str, Any] = client.get_manifest(ref)
+        layers = [layer for layer in manifest.get("layers", []) if layer.get("mediaType") == LAYER_MEDIA_TYPE]
+        if len(layers) != 1:
+            raise bundle_error(reference, f"expected one {LAYER_MEDIA_TYPE} layer, found {len(layers)}")
+        layer = layers[0]
+        size = int(layer.get("size", 0))
+        if size > MAX_TOTAL_BYTES:
+            raise bundle_error(reference, f"the bundle layer is {size} bytes, over the {MAX_TOTAL_BYTES} limit")
+        response: requests.Response = client.get_blob(ref, layer["digest"])
+        response.raise_for_status()
+        blob: bytes = response.content
+    except (requests.RequestException, ValueError, KeyError, OSError) as exc:
+        raise bundle_error(reference, f"cannot pull from the registry: {type(exc).__name__}: {exc}") from None
+    algorithm, _, digest = str(layer["digest"]).partition(":")
+    if algorithm != "sha256" or hashlib.sha256(blob).hexdigest() != digest or len(blob) != size:
+        raise bundle_error(reference, "the layer's content does not match its digest")
+    return blob
