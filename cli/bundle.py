@@ -80,7 +80,8 @@ def _definition(source: str | None) -> BundleDefinition:
 @click.option("-o", "--output", type=click.Path(dir_okay=False), default="bundle.tar.gz", show_default=True)
 @click.option("--revision", default="", help="Manifest revision (default: the definition's, else a content digest).")
 @click.option("--root", "roots", multiple=True, help="Manifest root (repeatable; default: what the policies own).")
-@click.option("--no-check", is_flag=True, help="Skip `agentgov check` before building.")
+@click.option("--no-check", is_flag=True, help="With --no-test, skip `agentgov check` too (the tests check the "
+              "policies before they run).")
 @click.option("--no-test", is_flag=True, help="Skip `agentgov test` before building.")
 @click.option("--signing-key", help="Sign with this key: a PEM file, env:NAME, or an HMAC secret.")
 @click.option("--signing-alg", type=_ALG, default="RS256", show_default=True)
@@ -93,7 +94,7 @@ def build(source: str | None, output: str, revision: str, roots: tuple[str, ...]
     definition = _definition(source)
     paths = [str(p) for p in definition.policies]
     try:
-        if not no_check:
+        if no_test and not no_check:  # run_suite checks the policies before it tests them
             problems = check_sources(discover(paths))
             if problems:
                 raise PolicyLoadError(problems)

@@ -9,9 +9,9 @@ from pathlib import Path
 from typing import Any
 
 from agentgov.engine.bundles.archive import MANIFEST, SIGNATURES, bundle_error, read_archive, write_archive
-from agentgov.engine.bundles.contents import Manifest, bundle_sources, collect, content_revision, rego_roots
+from agentgov.engine.bundles.contents import Manifest, bundle_sources, collect, content_revision, owned_roots
 from agentgov.engine.bundles.signing import VerificationKey, sign, verify
-from agentgov.engine.policy.sources import PolicySources, discover
+from agentgov.engine.policy.sources import PolicySources
 
 
 @dataclass(frozen=True)
@@ -30,7 +30,7 @@ def build_bundle(roots: Iterable[Path], *, revision: str = "", bundle_roots: tup
     files = collect(roots, include_tests=include_tests)
     if not files:
         raise bundle_error(", ".join(map(str, roots)), "no Rego, data or Cedar files to bundle")
-    owned = bundle_roots or rego_roots(discover(roots), include_tests=include_tests)
+    owned = bundle_roots or owned_roots(files)
     manifest = Manifest(revision or content_revision(files), owned, 1, metadata)
     files[MANIFEST] = manifest.to_json()
     return write_archive(files)

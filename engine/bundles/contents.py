@@ -107,11 +107,19 @@ def content_revision(files: Mapping[str, bytes]) -> str:
     return digest.hexdigest()[:16]
 
 
-def rego_roots(sources: PolicySources, *, include_tests: bool = False) -> tuple[str, ...]:
-    """The roots a bundle of these sources owns: each package's and data document's first segment."""
-    modules = sources.rego + (sources.rego_tests if include_tests else [])
-    roots = {pkg.split(".")[0] for _, src in modules if (pkg := package_of(src))}
-    roots.update(sources.data)
+def owned_roots(files: Mapping[str, bytes]) -> tuple[str, ...]:
+    """The roots a bundle of these files owns: each Rego package's first segment, and each data
+    document's (its folder's first segment, or the top-level keys of a root data.json)."""
+    roots: set[str] = set()
+    for name, content in files.items():
+        if name.startswith(CEDAR_ROOT):
+            continue
+        if name.endswith(".rego") and (pkg := package_of(content.decode("utf-8", "replace"))):
+            roots.add(pkg.split(".")[0])
+        elif name.endswith("data.json") and "/" in name:
+            roots.add(name.split("/", 1)[0])
+        elif name == "data.json" and isinstance(doc := json.loads(content), dict):
+            roots.update(doc)
     return tuple(sorted(roots))
 
 

@@ -80,11 +80,7 @@ def _add_bundle(found: PolicySources, path: Path, problems: list[Problem]) -> No
     found.rego.extend(loaded.sources.rego)
     found.cedar.extend(loaded.sources.cedar)
     if loaded.sources.cedar_schema is not None:
-        if found.cedar_schema is not None:
-            problems.append(Problem(str(path), 1, 1, f"second Cedar schema (first: {found.cedar_schema[0]})",
-                                    "load_error"))
-        else:
-            found.cedar_schema = loaded.sources.cedar_schema
+        _set_schema(found, loaded.sources.cedar_schema, problems)
     merge_data(found.data, loaded.sources.data, str(path), [], problems)
     revision = loaded.manifest.revision if loaded.manifest else ""
     found.bundles.append(f"{revision}@sha256:{loaded.digest[:12]}")
@@ -107,11 +103,7 @@ def _classify(path: Path, root: Path, found: PolicySources, problems: list[Probl
     elif name.endswith(".cedar"):
         found.cedar.append((str(path), _read(path)))
     elif name.endswith((".cedarschema", ".cedarschema.json")):
-        if found.cedar_schema is not None:
-            problems.append(Problem(str(path), 1, 1, f"second Cedar schema (first: {found.cedar_schema[0]})",
-                                    "load_error"))
-        else:
-            found.cedar_schema = (str(path), _read(path))
+        _set_schema(found, (str(path), _read(path)), problems)
     elif name in DATA_FILES:
         doc = _parse_data(path, problems)
         if doc is not None:
@@ -121,12 +113,20 @@ def _classify(path: Path, root: Path, found: PolicySources, problems: list[Probl
                 nested = {key: nested}
             merge_data(found.data, nested, str(path), [], problems)
     elif path.suffix in (".json", ".yaml", ".yml"):
-        if "data" in path.relative_to(root).parent.parts and not _is_case_file(path, []):
+        if "data" in path.relative_to(root).parent.parts and not is_case_file(path, []):
             problems.append(Problem(str(path), 1, 1, "data files are named data.json or data.yaml and land at "
                                     "their folder's path (as OPA places them); rename this file or move it",
                                     "load_error"))
-        elif path.suffix in (".yaml", ".yml") and _is_case_file(path, problems):
+        elif path.suffix in (".yaml", ".yml") and is_case_file(path, problems):
             found.case_files.append(path)
+
+
+def _set_schema(found: PolicySources, schema: tuple[str, str], problems: list[Problem]) -> None:
+    if found.cedar_schema is not None:
+        problems.append(Problem(schema[0], 1, 1, f"second Cedar schema (first: {found.cedar_schema[0]})",
+                                "load_error"))
+    else:
+        found.cedar_schema = schema
 
 
 def _read(path: Path) -> str:
@@ -163,7 +163,8 @@ def merge_data(into: dict[str, Any], doc: Mapping[str, Any], file: str, at: list
             into[key] = value
 
 
-def _is_case_file(path: Path, problems: list[Problem]) -> bool:
+def is_case_file(path: Path, problems: list[Problem]) -> bool:
+    """A YAML file with a top-level `cases:` key; YAML that does not parse is a problem, not a no."""
     try:
         doc = yaml.safe_load(_read(path))
     except yaml.YAMLError as exc:

@@ -9,10 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from agentgov.engine.policy.problems import PolicyLoadError, Problem
-from agentgov.engine.policy.sources import DATA_FILES
+from agentgov.engine.policy.sources import DATA_FILES, is_case_file
 from agentgov.engine.policy_input import InputError, normalize_input
 from agentgov.engine.testing.cases import load_cases
 
@@ -60,13 +58,16 @@ def read_inputs(sources: list[Path]) -> ReplaySet:
 def _read(path: Path, found: ReplaySet, *, explicit: bool) -> None:
     name = path.name
     if name.endswith((".yaml", ".yml")):
-        if _is_case_file(path):
+        problems: list[Problem] = []
+        if is_case_file(path, problems):
             for case in load_cases(path, ENGINE_NAMES):
                 case_id = f"{path.name}#{case.name}"
                 if case.data is not None:
                     found.skipped.append(f"{case_id} (overrides data: not comparable across versions)")
                 else:
                     found.inputs.append(ReplayInput(case_id, str(path), case.line, case.request))
+        elif problems:
+            raise PolicyLoadError(problems)
         elif explicit:
             raise PolicyLoadError([Problem(str(path), 1, 1, "a YAML input file must be a case file (`cases:`)",
                                            "input_error")])
@@ -83,14 +84,6 @@ def _read(path: Path, found: ReplaySet, *, explicit: bool) -> None:
     elif explicit:
         raise PolicyLoadError([Problem(str(path), 1, 1, "inputs are case files (.yaml), policy inputs (.json), "
                                        "or decision logs (.jsonl)", "input_error")])
-
-
-def _is_case_file(path: Path) -> bool:
-    try:
-        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        raise PolicyLoadError([Problem(str(path), 1, 1, f"invalid YAML: {exc}", "input_error")]) from None
-    return isinstance(doc, dict) and "cases" in doc
 
 
 def _json(text: str, file: str, line: int) -> Any:
