@@ -17,6 +17,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from agentgov.cli.output import EXIT_ERROR, EXIT_FAILED
 from agentgov.engine.hooks.audit.sinks import ocsf_event, opa_event
 from agentgov.engine.hooks.audit.verify import load_verify_key, log_files, read_records, verify
+from agentgov.engine.policy.shadow import SHADOW_PHASE
 
 
 @click.group()
@@ -52,7 +53,8 @@ def verify_command(paths: tuple[Path, ...], key_file: Path | None, fmt: str) -> 
         raise SystemExit(EXIT_FAILED)
 
 
-def _records(paths: tuple[Path, ...]) -> Iterator[dict[str, Any]]:
+def records_in(paths: tuple[Path, ...]) -> Iterator[dict[str, Any]]:
+    """Every record of the logs under `paths`, chain by chain; unreadable lines are reported, skipped."""
     for files in log_files(paths).values():
         for file, number, raw in read_records(files):
             try:
@@ -80,12 +82,16 @@ def _when(value: str | None) -> datetime | None:
 @click.option("--decision", type=click.Choice(["allow", "deny"]))
 @click.option("--reason", help="Records whose reasons include this one.")
 @click.option("--format", "fmt", type=click.Choice(["json", "table"]), default="json", show_default=True)
+@click.option("--include-shadow", is_flag=True,
+              help="Also shadow-mode flips (phase shadow): what a candidate policy would have decided.")
 def query(paths: tuple[Path, ...], subject: str | None, tenant: str | None, since: str | None, until: str | None,
-          decision: str | None, reason: str | None, fmt: str) -> None:
+          decision: str | None, reason: str | None, fmt: str, include_shadow: bool) -> None:
     """Records matching every filter given, oldest first per chain: JSON lines or a table."""
     start, end = _when(since), _when(until)
     rows = []
-    for r in _records(paths):
+    for r in records_in(paths):
+        if r.get("phase") == SHADOW_PHASE and not include_shadow:
+            continue
         s = r.get("subject") or {}
         at = datetime.fromisoformat(r["time"])
         if (subject and s.get("id") != subject) or (tenant and s.get("tenant") != tenant) or \
@@ -112,7 +118,7 @@ def query(paths: tuple[Path, ...], subject: str | None, tenant: str | None, sinc
 def tail(directory: Path, count: int, follow: bool) -> None:
     """The last records of every chain, as JSON lines; with -f, the new ones as they arrive."""
     seen: dict[Path, int] = {}
-    records = list(_records((directory,)))
+    records = list(records_in((directory,)))
     records.sort(key=lambda r: r["time"])
     for r in records[-count:] if count else []:
         click.echo(json.dumps(r, sort_keys=True))
@@ -142,9 +148,12 @@ def tail(directory: Path, count: int, follow: bool) -> None:
 @click.option("--format", "fmt", type=click.Choice(["opa", "ocsf"]), default="opa", show_default=True,
               help="opa: OPA decision-log events; ocsf: OCSF API Activity events (JSON lines).")
 def export(paths: tuple[Path, ...], fmt: str) -> None:
-    """Every record as an OPA decision-log event or an OCSF event, one JSON object per line."""
+    """Every decision as an OPA decision-log event or an OCSF event, one JSON object per line
+    (shadow-mode flips are not decisions: `agentgov shadow report` reads those)."""
     convert = opa_event if fmt == "opa" else ocsf_event
-    for r in _records(paths):
+    for r in records_in(paths):
+        if r.get("phase") == SHADOW_PHASE:
+            continue
         click.echo(json.dumps(convert(r), sort_keys=True))
 
 

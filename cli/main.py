@@ -22,6 +22,7 @@ from agentgov.cli.output import EXIT_ERROR
 from agentgov.cli.pii import pii
 from agentgov.cli.policy_test import test
 from agentgov.cli.serve import serve
+from agentgov.cli.shadow import shadow
 from agentgov.cli.up import up
 
 
@@ -54,7 +55,7 @@ def cli() -> None:
 
 
 for command in (check, eval_command, test, fmt, demo, serve, envoy_config, up, api_key, pii, audit, budget,
-                build, sign, verify, push, pull, diff):
+                build, sign, verify, push, pull, diff, shadow):
     cli.add_command(command)
 
 

@@ -11,11 +11,13 @@ import asyncio
 import os
 import socket
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import click
 
 from agentgov.cli.output import EXIT_ERROR, report_problems
+from agentgov.engine.bundles.settings import BundleConfigError, BundleSettings, bundle_settings
 from agentgov.engine.config import (
     LOG_LEVELS,
     Config,
@@ -51,7 +53,7 @@ def worker_config(cfg: Config, index: int) -> WorkerConfig:
         drain_s=float(cfg.drain_s), drain_notice_s=float(cfg.drain_notice_s),
         tls_cert=cfg.read_tls("cert_file") if serving_tls else None,
         tls_key=cfg.read_tls("key_file") if serving_tls else None,
-        tls_client_ca=cfg.read_tls("client_ca_file"))
+        tls_client_ca=cfg.read_tls("client_ca_file"), serve_bundles=cfg.serve_bundles)
 
 
 def _worker(cfg: Config, index: int) -> None:
@@ -66,6 +68,18 @@ def _worker(cfg: Config, index: int) -> None:
         await run_worker(build_decider(cfg), worker_config(cfg, index))
 
     asyncio.run(main())
+
+
+def _override(configured: BundleSettings | None, source: str, name: str) -> BundleSettings:
+    """A source named on the command line: the configured section's keys and polling, else defaults.
+    A path is taken relative to the current folder."""
+    if source.startswith(("oci://", "http://", "https://")) or Path(source).is_absolute():
+        located = source
+    else:
+        located = str(Path.cwd() / source)
+    if configured is not None:
+        return replace(configured, source=located)
+    return bundle_settings(located, Path.cwd(), name)
 
 
 def _check_free(cfg: Config) -> None:
@@ -113,9 +127,16 @@ def _check_free(cfg: Config) -> None:
               help="Operational log level (JSON lines on stderr). [default: server.log_level, or info]")
 @click.option("--decision-service", envvar="AGENTGOV_DECISION_SERVICE", metavar="ADDR",
               help="Delegate every decision to this remote agentgov decision service (gRPC target).")
+@click.option("--bundle", "bundle_source", envvar="AGENTGOV_BUNDLE", metavar="SOURCE",
+              help="Load and keep reloading the policies from a bundle: oci://…, http(s)://…, a .tar.gz or a "
+                   "folder (policy.bundle in agentgov.yaml configures keys and polling).")
+@click.option("--shadow", "shadow_source", envvar="AGENTGOV_SHADOW", metavar="SOURCE",
+              help="Evaluate this candidate bundle beside the active policies on live traffic, never "
+                   "enforcing it; flips are counted and audited (agentgov shadow report).")
 def serve(config_path: Path | None, host: str | None, port: int | None, workers: int | None, socket_dir: str | None,
           metrics_port: int | None, data_api_port: int | None, engine: str | None, input_format: str | None,
-          rule: str | None, policy_paths: tuple[str, ...], log_level: str | None, decision_service: str | None) -> None:
+          rule: str | None, policy_paths: tuple[str, ...], log_level: str | None, decision_service: str | None,
+          bundle_source: str | None, shadow_source: str | None) -> None:
     """Run the Envoy external authorizer (ext_authz gRPC) and the decision service."""
     try:
         config_path = config_path or default_config_path()
@@ -133,7 +154,16 @@ def serve(config_path: Path | None, host: str | None, port: int | None, workers:
         if rule is not None:
             cfg.rule = rule
         if policy_paths:
-            cfg.base, cfg.paths = Path.cwd(), list(policy_paths)
+            cfg.base, cfg.paths, cfg.bundle = Path.cwd(), list(policy_paths), None
+        try:
+            if bundle_source:
+                cfg.bundle = _override(cfg.bundle, bundle_source, "bundle")
+            if shadow_source:
+                cfg.shadow = _override(cfg.shadow, shadow_source, "shadow")
+        except BundleConfigError as exc:
+            raise ConfigError(str(exc)) from None
+        if cfg.serve_bundles and not cfg.data_api_port:
+            raise ConfigError("server.serve_bundles needs server.data_api_port (bundles are served there)")
         if socket_dir is not None:
             cfg.socket_dir = str(Path(socket_dir).resolve())
         # Fail fast, in the parent, with a readable error (and, delegating, with no policies loaded).

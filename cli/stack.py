@@ -91,6 +91,8 @@ class LocalStack:
     config_extra: dict[str, Any] = field(default_factory=dict)  # more top-level agentgov.yaml sections
     env_extra: dict[str, str] = field(default_factory=dict)  # more environment for the child processes
     server_extra: dict[str, Any] = field(default_factory=dict)  # more agentgov.yaml `server:` keys
+    # More `policy:` keys; with `bundle`, the policies come from that source instead of `policies`.
+    policy_extra: dict[str, Any] = field(default_factory=dict)
     workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="agentgov-stack-")))
     keep_workdir: bool = False  # leave config and logs behind after stop (agentgov up --keep)
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
@@ -134,9 +136,12 @@ class LocalStack:
         if self.tls_files:
             server["tls"] = {"cert_file": self.tls_files["server_cert"], "key_file": self.tls_files["server_key"],
                              **({"client_ca_file": self.tls_files["ca"]} if "client_cert" in self.tls_files else {})}
+        policy: dict[str, Any] = {"engine": self.engine, "input_format": self.input_format,
+                                  **({"rule": self.rule} if self.rule else {}), **self.policy_extra}
+        if "bundle" not in policy:
+            policy["paths"] = [str(self.policies.resolve())]
         config = {
-            "policy": {"engine": self.engine, "paths": [str(self.policies.resolve())],
-                       "input_format": self.input_format, **({"rule": self.rule} if self.rule else {})},
+            "policy": policy,
             "identity": {"issuers": [{"issuer": DEMO_ISSUER, "audiences": [DEMO_AUDIENCE], "algorithms": ["RS256"],
                                       "jwks_file": "jwks.json"}], **self.identity_extra},
             "server": server,

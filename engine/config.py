@@ -12,6 +12,10 @@ from agentgov.engine.backends.base import DecisionBackend, ResultReader, decisio
 from agentgov.engine.backends.envoy_result import OPA_ENVOY_DEFAULT_RULE, decision_from_envoy_result
 from agentgov.engine.backends.opa_remote import RemoteOpaBackend
 from agentgov.engine.backends.rego import DEFAULT_RULE
+from agentgov.engine.bundles.bundle import build_bundle
+from agentgov.engine.bundles.reloader import BundleReloader
+from agentgov.engine.bundles.settings import BundleConfigError, BundleSettings, bundle_settings
+from agentgov.engine.bundles.sources import source_for
 from agentgov.engine.governor import INPUT_FORMATS, Governor, GovernorOptions, InputFormat
 from agentgov.engine.hooks.api_keys import DEFAULT_API_KEY_HEADER, api_keys_from_config
 from agentgov.engine.hooks.audit.chain import AuditError
@@ -25,23 +29,24 @@ from agentgov.engine.hooks.identity import IdentityVerifier, issuers_from_config
 from agentgov.engine.hooks.pii.hook import PiiConfigError, PiiHook, settings_from_config
 from agentgov.engine.hooks.registry import HookLoadError, HookSlot, assemble
 from agentgov.engine.hooks.tool_filter import ToolListHook
-from agentgov.engine.policy.library import build_backends
-from agentgov.engine.policy.problems import yaml_problem
+from agentgov.engine.policy.policy_set import PolicySet, UnavailableBackend, policy_set_builder
+from agentgov.engine.policy.problems import PolicyLoadError, yaml_problem
 from agentgov.engine.policy.sources import discover
 from agentgov.engine.protocols.mcp import DEFAULT_MAX_BATCH
 
 _TOP = {"policy", "identity", "server", "pii", "hooks", "audit", "budgets"}
-_POLICY = {"engine", "paths", "rule", "opa_url", "input_format"}
+_POLICY = {"engine", "paths", "rule", "opa_url", "input_format", "bundle", "shadow"}
 _IDENTITY = {"issuers", "api_keys", "api_key_header", "leeway_s", "required"}
 _SERVER = {"host", "port", "workers", "metrics_port", "data_api_port", "allow_truncated_body", "mcp_paths",
            "decision_service", "decision_service_timeout_s", "tls", "drain_s", "drain_notice_s",
-           "socket_dir", "ext_proc", "max_batch", "data_api_host", "data_api_token_file", "log_level"}
+           "socket_dir", "ext_proc", "max_batch", "data_api_host", "data_api_token_file", "log_level",
+           "serve_bundles"}
 _TLS = {"cert_file", "key_file", "client_ca_file", "ca_file"}
 _SERVER_TYPES: dict[str, Any] = {
     "host": str, "port": int, "workers": int, "metrics_port": int, "data_api_port": int,
     "allow_truncated_body": bool, "decision_service": str, "decision_service_timeout_s": (int, float),
     "drain_s": (int, float), "drain_notice_s": (int, float), "socket_dir": str, "ext_proc": bool,
-    "max_batch": int, "data_api_host": str, "data_api_token_file": str, "log_level": str,
+    "max_batch": int, "data_api_host": str, "data_api_token_file": str, "log_level": str, "serve_bundles": bool,
 }
 _TYPE_NAMES: dict[Any, str] = {str: "a string", int: "an integer", bool: "true or false", (int, float): "a number"}
 
@@ -63,6 +68,10 @@ class Config:
     rule: str = DEFAULT_RULE
     opa_url: str | None = None
     input_format: InputFormat = "agentgov"
+    # `policy.bundle`: load (and keep reloading) the policies from a bundle source instead of `paths`;
+    # `policy.shadow`: a candidate bundle evaluated beside the active policies, never enforced.
+    bundle: BundleSettings | None = None
+    shadow: BundleSettings | None = None
     identity: dict[str, Any] = field(default_factory=dict)
     host: str = "127.0.0.1"
     port: int = 9191
@@ -95,6 +104,8 @@ class Config:
     budgets: dict[str, Any] | None = None  # with a `budgets:` section, the budget hook is on
     worker_index: int = 0  # which worker builds from this config (its audit chain is named after it)
     log_level: str = "info"
+    # Serve the active bundle to OPA agents over OPA's bundle service API, on the Data API port.
+    serve_bundles: bool = False
     explicit: set[str] = field(default_factory=set)  # policy keys the file set (so flags know what to derive)
 
     def socket_path(self, index: int) -> str | None:
@@ -157,6 +168,14 @@ def load_config(path: Path | None) -> Config:
     cfg.rule = str(policy.get("rule", cfg.default_rule()))
     cfg.explicit = set(policy)
     cfg.opa_url = policy.get("opa_url")
+    try:
+        for name in ("bundle", "shadow"):
+            if policy.get(name) is not None:
+                setattr(cfg, name, bundle_settings(policy[name], cfg.base, name))
+    except BundleConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+    if cfg.bundle is not None and "paths" in policy:
+        raise ConfigError(f"{path}: policy.bundle and policy.paths both say where the policies are: set one")
     cfg.identity = _section(path, doc, "identity", _IDENTITY)
     server = _section(path, doc, "server", _SERVER)
     for key, kind in _SERVER_TYPES.items():
@@ -208,28 +227,51 @@ def _keys(path: Path, prefix: str, doc: dict[str, Any], allowed: set[str]) -> No
 
 
 def build_backend(cfg: Config) -> DecisionBackend:
-    return _load_policies(cfg)[0]
+    return load_policy_set(cfg).backend
 
 
-def _load_policies(cfg: Config) -> tuple[DecisionBackend, str]:
-    """The configured backend and the revision of the bundles it was loaded from ("" for folders
-    and remote OPA: the Governor then uses a per-load id), reading the policies once."""
-    reader: ResultReader = decision_from_envoy_result if cfg.input_format == "opa-envoy" else decision_from_document
+def _reader(cfg: Config) -> ResultReader:
+    return decision_from_envoy_result if cfg.input_format == "opa-envoy" else decision_from_document
+
+
+def load_policy_set(cfg: Config) -> PolicySet:
+    """The configured policies from `paths` (or a remote OPA), read once. A `policy.bundle` source
+    is loaded by the Governor's reloader when it starts (`build_governor`), not here."""
     if cfg.input_format == "opa-envoy" and cfg.engine == "cedar":
         raise ConfigError("policy.input_format opa-envoy needs Rego (engine rego or opa): "
                           "OPA-Envoy policies are Rego")
     if cfg.engine == "opa":
         if not cfg.opa_url:
             raise ConfigError("policy.engine opa needs policy.opa_url")
-        return RemoteOpaBackend(cfg.opa_url, cfg.rule, reader=reader), ""
-    sources = discover([cfg.base / p for p in cfg.paths])
-    backends = build_backends(sources, rule=cfg.rule, reader=reader)
-    if cfg.engine not in backends:
-        raise ConfigError(f"no {cfg.engine} policies under {', '.join(cfg.paths)}")
-    return backends[cfg.engine], sources.revision
+        return PolicySet(RemoteOpaBackend(cfg.opa_url, cfg.rule, reader=_reader(cfg)), source=cfg.opa_url)
+    roots = [cfg.base / p for p in cfg.paths]
+    sources = discover(roots)
+    build = policy_set_builder(cfg.engine, rule=cfg.rule, reader=_reader(cfg))
+    # One bundle file: its manifest revision and archive digest, as if a bundle source had loaded it.
+    revision, digest = sources.bundles[0] if len(roots) == 1 and len(sources.bundles) == 1 else (sources.revision, "")
+    try:
+        policy = build(sources, revision, digest, None, ", ".join(cfg.paths))
+    except PolicyLoadError as exc:
+        if any(p.message.startswith(f"no {cfg.engine} policies") for p in exc.problems):
+            raise ConfigError(f"no {cfg.engine} policies under {', '.join(cfg.paths)}") from None
+        raise
+    if cfg.serve_bundles:
+        policy = replace(policy, blob=_bundle_of(roots))
+    return policy
+
+
+def _bundle_of(roots: list[Path]) -> bytes:
+    """What `serve_bundles` hands OPA agents when the policies come from folders: the bundle
+    `agentgov build` would make of them (a single bundle file is served as it is)."""
+    if len(roots) == 1 and roots[0].is_file():
+        return roots[0].read_bytes()
+    return build_bundle(roots)
 
 
 def build_governor(cfg: Config) -> Governor:
+    """The Governor for this config. With `policy.bundle`, it starts with no policy (every check
+    refused with 503 policy_unavailable) and its reloader loads the bundle when the Governor starts,
+    from the source or else the persisted last good copy; likewise `policy.shadow`'s candidate."""
     identity = None
     if cfg.identity.get("issuers") or cfg.identity.get("api_keys"):
         try:
@@ -242,12 +284,29 @@ def build_governor(cfg: Config) -> Governor:
     elif cfg.identity.get("required", True):
         raise ConfigError("identity has no issuers and no api_keys: every request would be anonymous "
                           "(set identity.required: false to accept that)")
-    backend, revision = _load_policies(cfg)
-    return Governor(backend, identity, GovernorOptions(
+    if (cfg.bundle or cfg.shadow) and cfg.engine == "opa":
+        raise ConfigError("policy.bundle and policy.shadow load bundles into agentgov's engines (rego or "
+                          "cedar); a remote OPA loads its own bundles")
+    if cfg.bundle is not None:
+        policy = PolicySet(UnavailableBackend(f"no bundle loaded yet from {cfg.bundle.source}"),
+                           source=cfg.bundle.source)
+    else:
+        policy = load_policy_set(cfg)
+    governor = Governor(policy, identity, GovernorOptions(
         allow_truncated_body=bool(cfg.allow_truncated_body), mcp_paths=tuple(cfg.mcp_paths),
-        input_format=cfg.input_format, can_redact=bool(cfg.ext_proc), max_batch=cfg.max_batch,
-        revision=revision),
+        input_format=cfg.input_format, can_redact=bool(cfg.ext_proc), max_batch=cfg.max_batch),
         hooks=build_hooks(cfg))
+    build = policy_set_builder(cfg.engine, rule=cfg.rule, reader=_reader(cfg))
+    for name, settings, activate in (("active", cfg.bundle, governor.swap), ("shadow", cfg.shadow, governor.set_shadow)):
+        if settings is None:
+            continue
+        try:
+            source = source_for(settings.source, cfg.base, token=settings.token, insecure=settings.insecure)
+        except PolicyLoadError as exc:
+            raise ConfigError(f"policy.{'bundle' if name == 'active' else name}.source: "
+                              f"{exc.problems[0].message}") from None
+        governor.attach(BundleReloader(name, source, build, activate, settings.reload))
+    return governor
 
 
 def build_hooks(cfg: Config) -> list[HookSlot]:
@@ -267,7 +326,9 @@ def build_hooks(cfg: Config) -> list[HookSlot]:
     if cfg.budgets is not None:
         try:
             budget = budget_settings(cfg.budgets)
-            if cfg.engine != "opa":  # a remote OPA's data is not here; its tenants get the configured caps
+            if cfg.engine != "opa" and cfg.bundle is None:
+                # A remote OPA's data is not here: its tenants get the configured caps. A bundle's
+                # caps are read when it is activated (BudgetHook.check_policy_data).
                 data = discover([cfg.base / p for p in cfg.paths]).data
                 budget = replace(budget, tenant_caps=tenant_caps_from_data(data, budget.limits))
         except BudgetConfigError as exc:

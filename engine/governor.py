@@ -17,7 +17,7 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, Literal, Protocol
@@ -48,6 +48,8 @@ from agentgov.engine.model import (
     Subject,
     summarize_findings,
 )
+from agentgov.engine.policy import shadow as shadow_mode
+from agentgov.engine.policy.policy_set import PolicySet
 from agentgov.engine.protocols import ProtocolError
 from agentgov.engine.protocols.classify import classify
 from agentgov.engine.protocols.jsonbody import strings_in
@@ -105,6 +107,7 @@ class Verdict:
     hooks: tuple[HookRun, ...] = ()  # every hook that ran, in order
     actions: tuple[ParsedAction, ...] = ()  # what was decided, for the response phase (ext_proc)
     response_headers: Mapping[str, str] = field(default_factory=dict)  # hooks' headers for the client
+    policy_revision: str = ""  # the policy set that decided: `<revision>@sha256:<digest>`
 
 
 InputFormat = Literal["agentgov", "opa-envoy"]
@@ -136,13 +139,35 @@ class Decider(Protocol):
     async def close(self) -> None: ...
 
 
+class Service(Protocol):
+    """Something that runs beside the decisions for the Governor's lifetime (a bundle reloader)."""
+
+    name: str
+
+    def describe(self) -> dict[str, Any]: ...
+
+    async def start(self) -> bool: ...
+
+    async def close(self) -> None: ...
+
+
+# Shadow evaluations waiting to run; beyond this many, new decisions are not shadowed (and counted):
+# a candidate must never turn into a backlog that slows the active policy down.
+MAX_PENDING_SHADOW = 256
+
+
 class Governor:
-    def __init__(self, backend: DecisionBackend, identity: IdentityVerifier | None,
+    def __init__(self, policy: DecisionBackend | PolicySet, identity: IdentityVerifier | None,
                  options: GovernorOptions | None = None, hooks: Sequence[HookSlot] = ()) -> None:
-        self.backend = backend
         self.identity = identity
         self.options = options or GovernorOptions()
-        self.revision = self.options.revision or uuid.uuid4().hex[:12]
+        if not isinstance(policy, PolicySet):
+            # A bare backend (remote OPA, tests): its identity is the configured revision, else a per-load id.
+            policy = PolicySet(policy, revision=self.options.revision or uuid.uuid4().hex[:12])
+        self._policy = policy
+        self.shadow: PolicySet | None = None  # a candidate evaluated beside the active set, never enforced
+        self._shadow_tasks: set[asyncio.Task[None]] = set()
+        self._services: list[Service] = []
         self._hidden = _HIDDEN_HEADERS | ({identity.api_key_header} if identity else set())
         self._identity = HookSlot(IdentityHook(identity), "deny", None) if identity else None
         self.hooks = tuple(hooks)
@@ -157,19 +182,66 @@ class Governor:
     def wants_envoy_attributes(self) -> bool:
         return self.options.input_format == "opa-envoy"
 
+    @property
+    def policy(self) -> PolicySet:
+        """The active policy set. Read once per decision: a swap never changes a check in flight."""
+        return self._policy
+
+    @property
+    def backend(self) -> DecisionBackend:
+        return self._policy.backend
+
+    @property
+    def revision(self) -> str:
+        return self._policy.label
+
+    def swap(self, policy: PolicySet) -> None:
+        """Make `policy` the active set: one reference assignment, so every decision sees either the
+        old set or the new one, whole. Hooks that read the policy's data (the budget hook's
+        per-tenant caps) check it first and may refuse the set (ValueError); nothing changes then.
+        The old set is not closed: checks in flight still use it (local engines hold no
+        connections; the garbage collector frees it)."""
+        commits: list[Callable[[], None]] = []
+        if policy.data is not None:
+            for slot in self.hooks:
+                check = getattr(slot.hook, "check_policy_data", None)
+                if callable(check):
+                    commits.append(check(policy.data))
+        self._policy = policy
+        for commit in commits:
+            commit()
+
+    def set_shadow(self, policy: PolicySet) -> None:
+        self.shadow = policy
+
+    def attach(self, service: Service) -> None:
+        """Run `service` (started by `start`, closed by `close`) for as long as this Governor."""
+        self._services.append(service)
+
+    def service_status(self) -> dict[str, dict[str, Any]]:
+        """Each attached service's state, by name (health shows the bundles' here)."""
+        return {service.name: service.describe() for service in self._services}
+
     async def start(self) -> None:
-        """Start what hooks keep running (the audit log's writer, its sinks): inside the event loop."""
+        """Start what hooks keep running (the audit log's writer, its sinks) and the attached
+        services (bundle reloaders): inside the event loop."""
         for slot in self.hooks:
             start = getattr(slot.hook, "start", None)
             if start is not None:
                 await start()
+        for service in self._services:
+            await service.start()
 
     async def close(self) -> None:
+        for service in self._services:
+            await service.close()
+        if self._shadow_tasks:
+            await asyncio.gather(*self._shadow_tasks, return_exceptions=True)
         for slot in self.hooks:
             close = getattr(slot.hook, "close", None)
             if close is not None:
                 await close()
-        await self.backend.close()
+        await self._policy.backend.close()
 
     async def decide(self, env: Envelope, *, entry_point: str = "ext_authz") -> Verdict:
         """An HTTP request as an enforcement point saw it: parse the protocol, then decide each action."""
@@ -185,18 +257,19 @@ class Governor:
         (so the identity hook does not run; bind the Data API where only trusted callers reach it);
         every other stage runs: the PII hook scans the arguments, after hooks see the decision."""
         decision_id = uuid.uuid4().hex
+        policy = self._policy
         runs: list[HookRun] = []
         subject = _stated_subject(policy_input)
         if self.options.input_format == "opa-envoy":
-            request = HookRequest(decision_id, entry_point, "", "", "", {}, subject, ())
-            return await self._finish_opa_envoy(request, dict(policy_input), runs)
+            request = HookRequest(decision_id, entry_point, "", "", "", {}, subject, (), policy_revision=policy.label)
+            return await self._finish_opa_envoy(request, dict(policy_input), runs, policy)
         action, resource = policy_input.get("action", {}), policy_input.get("resource", {})
         arguments = dict(policy_input.get("arguments") or {})
         parsed = ParsedAction(str(action.get("kind", "")), str(action.get("name", "")), str(resource.get("type", "")),
                               str(resource.get("id", "")), arguments, tuple(strings_in(arguments, "arguments")),
                               protocol="stated")
         request = HookRequest(decision_id, entry_point, "", "", str(resource.get("server") or ""), {}, subject,
-                              (parsed,))
+                              (parsed,), policy_revision=policy.label)
         request, early = await self._before_hooks(request, runs)
         if early is not None:
             return await self._finish(request, early, runs)
@@ -210,14 +283,16 @@ class Governor:
             document["budget"] = {**budget, **dict(policy_input.get("budget") or {})}
         if extensions:
             document["hooks"] = extensions
-        decision = await self.backend.evaluate(document)
+        decision = await policy.backend.evaluate(document)
+        self._shadow_compare(request, (document,), [decision])
         return await self._finish(request, decision, runs, inputs=(document,))
 
     async def _decide(self, env: Envelope, given: Sequence[ParsedAction] | None, entry_point: str) -> Verdict:
         decision_id = uuid.uuid4().hex
+        policy = self._policy
         runs: list[HookRun] = []
         request = HookRequest(decision_id, entry_point, env.method, env.path, env.host, env.headers, ANONYMOUS, (),
-                              body=env.body, request_id=env.request_id or decision_id)
+                              body=env.body, request_id=env.request_id or decision_id, policy_revision=policy.label)
         consumed: tuple[str, ...] = ()
         if self._identity is not None:
             result = await self._run_before(self._identity, request, runs)
@@ -252,7 +327,7 @@ class Governor:
             timings = {"parse": _observe(_PARSE_STAGE, started)}
         request = replace(request, actions=tuple(actions), timings=timings)
         if self.options.input_format == "opa-envoy" and given is None:
-            return await self._decide_opa_envoy(env, request, runs, consumed)
+            return await self._decide_opa_envoy(env, request, runs, consumed, policy)
         request, early = await self._before_hooks(request, runs)
         if early is not None:
             return await self._finish(request, early, runs, consumed=consumed)
@@ -277,17 +352,18 @@ class Governor:
             )
             policy_input = agent_request.to_input()
             inputs.append(policy_input)
-            decision = await self.backend.evaluate(policy_input)
+            decision = await policy.backend.evaluate(policy_input)
             decisions.append(decision)
             if not decision.allow:
                 break
         timings["policy"] = _observe(_POLICY_STAGE, started)
+        self._shadow_compare(request, inputs, decisions)
         decision = self._combine(decisions)
         return await self._finish(request, decision, runs, inputs=tuple(inputs), consumed=consumed,
                                   summary=", ".join(f"{a.kind} {a.name}" for a in actions[:len(decisions)]))
 
     async def _decide_opa_envoy(self, env: Envelope, request: HookRequest, runs: list[HookRun],
-                                consumed: tuple[str, ...]) -> Verdict:
+                                consumed: tuple[str, ...], policy: PolicySet) -> Verdict:
         started = time.perf_counter()
         try:
             policy_input = opa_envoy_input(
@@ -303,11 +379,11 @@ class Governor:
             text = env.body.decode("utf-8", "replace")
             request = replace(request, actions=(ParsedAction("http", f"{env.method} {env.path.split('?', 1)[0]}",
                                                              "route", env.path, texts=(("body", text),)),))
-        verdict = await self._finish_opa_envoy(request, policy_input, runs)
+        verdict = await self._finish_opa_envoy(request, policy_input, runs, policy)
         return replace(verdict, consumed_headers=consumed)
 
     async def _finish_opa_envoy(self, request: HookRequest, policy_input: dict[str, Any],
-                                runs: list[HookRun]) -> Verdict:
+                                runs: list[HookRun], policy: PolicySet) -> Verdict:
         """OPA-Envoy inputs keep the plugin's shape; what agentgov's hooks add goes under `input.agentgov`
         (a key the plugin never sets), so existing policies run unchanged and new ones can read it."""
         request, early = await self._before_hooks(request, runs)
@@ -318,8 +394,9 @@ class Governor:
         policy_input["agentgov"] = {"subject": request.subject.to_input(), "pii": summarize_findings(findings),
                                     "hooks": extensions}
         started = time.perf_counter()
-        decision = await self.backend.evaluate(policy_input)
+        decision = await policy.backend.evaluate(policy_input)
         request = replace(request, timings={**request.timings, "policy": _observe(_POLICY_STAGE, started)})
+        self._shadow_compare(request, (policy_input,), [decision])
         # The path without its query string: queries can carry personal data, and this ends up in logs.
         summary = f"http {request.method} {request.path.split('?', 1)[0]}"
         return await self._finish(request, decision, runs, inputs=(policy_input,), summary=summary)
@@ -374,7 +451,7 @@ class Governor:
         """Every exit goes through here: the after hooks see every decision, early denies included."""
         if self._after:
             hook_times = {f"hook.{r.name}": r.seconds for r in runs}
-            request = replace(request, timings={**request.timings, **hook_times}, policy_revision=self.revision)
+            request = replace(request, timings={**request.timings, **hook_times})
         for slot in self._after:
             started = time.perf_counter()
             outcome = "ok"
@@ -398,7 +475,7 @@ class Governor:
             summary = ", ".join(f"{a.kind} {a.name}" for a in request.actions)
         return Verdict(decision, request.subject, request.decision_id, inputs, _retry_after(decision, list(inputs)),
                        summary, consumed, tuple(runs), tuple(request.actions),
-                       dict(request.extensions.get("_response_headers", {})))
+                       dict(request.extensions.get("_response_headers", {})), request.policy_revision)
 
     # --- the exchange's later stages (ext_proc) -------------------------------------------------
 
@@ -424,8 +501,9 @@ class Governor:
 
     def response_processors(self, decision_id: str, path: str, subject: Subject, actions: Sequence[ParsedAction],
                             budget: Mapping[str, Any] | None = None) -> list[tuple[str, ResponseProcessor]]:
+        policy = self._policy  # the response is judged by one set, even if a reload lands meanwhile
         context = ResponseContext(decision_id, path, subject, tuple(actions),
-                                  ask=lambda q: self.ask(subject, q, decision_id), revision=self.revision,
+                                  ask=lambda q: self.ask(subject, q, decision_id, policy), revision=policy.label,
                                   budget=dict(budget or {}))
         out: list[tuple[str, ResponseProcessor]] = []
         for slot in self._response:
@@ -440,7 +518,7 @@ class Governor:
         so the audit log holds response decisions too. Raises when an after hook in deny mode failed:
         the caller (ext_proc) then refuses the response."""
         request = HookRequest(decision_id, "ext_proc", "", path, "", {}, subject, tuple(actions), phase="response",
-                              request_id=decision_id)
+                              request_id=decision_id, policy_revision=self._policy.label)
         verdict = await self._finish(request, decision, [])
         if decision.allow and not verdict.decision.allow:
             raise RuntimeError(f"response of decision {decision_id} could not be recorded")
@@ -454,7 +532,8 @@ class Governor:
             if settle is not None:
                 await settle(decision_id, tenant, model, input_tokens, output_tokens)
 
-    async def ask(self, subject: Subject, question: PolicyQuestion, decision_id: str = "") -> Decision:
+    async def ask(self, subject: Subject, question: PolicyQuestion, decision_id: str = "",
+                  policy: PolicySet | None = None) -> Decision:
         """The policy, asked about a response (`context.phase` "response", with its findings) or about
         one tool of a listing (`context.phase` "list", no arguments)."""
         action = question.action
@@ -464,7 +543,42 @@ class Governor:
             arguments=action.arguments if question.phase == "response" else {},
             findings=tuple(question.findings),
             context={"time": datetime.now(UTC).isoformat(), "request_id": decision_id, "phase": question.phase})
-        return await self.backend.evaluate(request.to_input())
+        return await (policy or self._policy).backend.evaluate(request.to_input())
+
+    # --- shadow mode ----------------------------------------------------------------------------
+
+    def _shadow_compare(self, request: HookRequest, inputs: Sequence[Mapping[str, Any]],
+                        decisions: Sequence[Decision]) -> None:
+        """Ask the shadow candidate about the inputs the active set just decided, in a task the
+        answer does not wait for. Bounded: under overload, decisions go unshadowed (and counted)."""
+        candidate = self.shadow
+        if candidate is None or not decisions:
+            return
+        if len(self._shadow_tasks) >= MAX_PENDING_SHADOW:
+            shadow_mode.SKIPPED.inc()
+            return
+        task = asyncio.create_task(self._run_shadow(candidate, request, list(inputs[:len(decisions)]),
+                                                    list(decisions)))
+        self._shadow_tasks.add(task)
+        task.add_done_callback(self._shadow_tasks.discard)
+
+    async def _run_shadow(self, candidate: PolicySet, request: HookRequest, inputs: list[Mapping[str, Any]],
+                          decisions: list[Decision]) -> None:
+        await asyncio.sleep(0)  # let the active answer go out first
+        recorders = [r for r in (getattr(slot.hook, "record_shadow", None) for slot in self.hooks) if callable(r)]
+        for index, (policy_input, active) in enumerate(zip(inputs, decisions, strict=True)):
+            answer = await candidate.backend.evaluate(policy_input)
+            kinds = shadow_mode.flips(active, answer)
+            shadow_mode.count(kinds)
+            if not kinds:
+                continue
+            record = shadow_mode.candidate_answer(answer, candidate.label, kinds, index)
+            for recorder in recorders:
+                try:
+                    await recorder(request, active, record)
+                except Exception as exc:  # a flip that cannot be recorded is logged; nothing is enforced
+                    log.warning("shadow flip of decision %s not recorded: %s", request.decision_id,
+                                type(exc).__name__)
 
     @staticmethod
     def _context(env: Envelope, decision_id: str) -> dict[str, Any]:

@@ -23,6 +23,17 @@ def policies_copy(tmp_path: Path) -> Path:
     return target
 
 
+def revoke_analyst_crm(policies: Path) -> Path:
+    """Edit a copy of the library: analysts lose crm.query (the one-grant change diff, reload and
+    shadow tests are about)."""
+    catalog = policies / "agentgov" / "catalog" / "data.yaml"
+    text = catalog.read_text()
+    granted = "  crm.query:\n    roles: [analyst, support, admin]\n"
+    assert granted in text
+    catalog.write_text(text.replace(granted, "  crm.query:\n    roles: [support, admin]\n"))
+    return policies
+
+
 @pytest.fixture
 def run_cli() -> Callable[..., Result]:
     runner = CliRunner()

@@ -6,12 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
-import socket
-import subprocess
-import threading
 from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -19,81 +14,12 @@ from click.testing import Result
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from agentgov.cli.stack import free_port
 from agentgov.engine.bundles.bundle import build_bundle, sign_bundle
+from tests.bundle_servers import TOKEN, BundleServer, Registry
 from tests.conftest import POLICIES
 from tests.http_helpers import request
-from tests.test_pool_heals import wait_for
 
 CLI = Callable[..., Result]
-TOKEN = "test-token-not-a-secret"  # a marked test credential
-
-
-class BundleServer:
-    """Stores what is PUT under its path; serves it with an ETag (its SHA-256) and honours
-    If-None-Match. Requires `Authorization: Bearer TOKEN`. `served` overrides a path's body."""
-
-    def __init__(self) -> None:
-        self.store: dict[str, bytes] = {}
-        self.requests: list[tuple[str, str, dict[str, str]]] = []
-        outer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args: object) -> None:
-                pass
-
-            def _authorised(self) -> bool:
-                outer.requests.append((self.command, self.path, dict(self.headers)))
-                if self.headers.get("Authorization") != f"Bearer {TOKEN}":
-                    self.send_response(401)
-                    self.send_header("Content-Length", "0")
-                    self.end_headers()
-                    return False
-                return True
-
-            def do_PUT(self) -> None:
-                if not self._authorised():
-                    return
-                body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
-                outer.store[self.path] = body
-                self.send_response(201)
-                self.send_header("ETag", f'"{hashlib.sha256(body).hexdigest()[:16]}"')
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def do_GET(self) -> None:
-                if not self._authorised():
-                    return
-                body = outer.store.get(self.path)
-                if body is None:
-                    self.send_response(404)
-                    self.send_header("Content-Length", "0")
-                    self.end_headers()
-                    return
-                etag = f'"{hashlib.sha256(body).hexdigest()[:16]}"'
-                if self.headers.get("If-None-Match") == etag:
-                    self.send_response(304)
-                    self.send_header("ETag", etag)
-                    self.end_headers()
-                    return
-                self.send_response(200)
-                self.send_header("ETag", etag)
-                self.send_header("Content-Type", "application/gzip")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    def __enter__(self) -> BundleServer:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.shutdown()
-        self.server.server_close()
 
 
 @pytest.fixture
@@ -192,36 +118,6 @@ def test_push_refuses_a_file_agentgov_would_not_load(run_cli: CLI, server: Bundl
     assert result.exit_code == 1
     assert "not a readable .tar.gz bundle" in result.output
     assert server.store == {}
-
-
-class Registry:
-    """A real OCI registry (Debian's docker-registry) on a free loopback port, storage in a temp dir."""
-
-    def __init__(self, root: Path) -> None:
-        self.port = free_port()
-        self.root = root
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def __enter__(self) -> Registry:
-        binary = shutil.which("docker-registry")
-        assert binary, "docker-registry is not installed (.ci/run installs it with apt-get)"
-        config = self.root / "config.yml"
-        config.write_text(f"version: 0.1\nlog: {{level: error}}\nstorage: {{filesystem: {{rootdirectory: "
-                          f"{self.root / 'data'}}}}}\nhttp: {{addr: 127.0.0.1:{self.port}}}\n")
-        self.proc = subprocess.Popen([binary, "serve", str(config)], stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.DEVNULL)
-
-        def up() -> bool:
-            with socket.socket() as s:
-                return s.connect_ex(("127.0.0.1", self.port)) == 0
-
-        assert wait_for(up, 15), "docker-registry did not start"
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self.proc is not None:
-            self.proc.terminate()
-            self.proc.wait(10)
 
 
 @pytest.fixture(scope="module")

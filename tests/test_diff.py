@@ -14,7 +14,7 @@ import pytest
 from click.testing import Result
 
 from agentgov.engine.bundles.bundle import build_bundle
-from tests.conftest import POLICIES
+from tests.conftest import POLICIES, revoke_analyst_crm
 
 CLI = Callable[..., Result]
 CASES = str(POLICIES / "tests")
@@ -29,12 +29,7 @@ AFFECTED = {
 @pytest.fixture
 def head(policies_copy: Path) -> Path:
     """The library with one grant removed: analysts lose crm.query."""
-    catalog = policies_copy / "agentgov" / "catalog" / "data.yaml"
-    text = catalog.read_text()
-    granted = "  crm.query:\n    roles: [analyst, support, admin]\n"
-    assert granted in text
-    catalog.write_text(text.replace(granted, "  crm.query:\n    roles: [support, admin]\n"))
-    return policies_copy
+    return revoke_analyst_crm(policies_copy)
 
 
 def _json(result: Result) -> dict[str, object]:

@@ -38,11 +38,16 @@ def build_bundle(roots: Iterable[Path], *, revision: str = "", bundle_roots: tup
 
 def load_bundle(path: Path, keys: Mapping[str, VerificationKey] | None = None, *, key_id: str = "",
                 scope: str = "") -> LoadedBundle:
-    """Read, verify (when keys are given) and parse a bundle. Never a partial load."""
-    blob = _read(path)
-    files = read_archive(blob, str(path))
-    signed_by = verify(files, keys, key_id=key_id, scope=scope, where=str(path)) if keys else ""
-    sources, manifest = bundle_sources(files, str(path))
+    """Read, verify (when keys are given) and parse a bundle file. Never a partial load."""
+    return open_bundle(_read(path), str(path), keys, key_id=key_id, scope=scope)
+
+
+def open_bundle(blob: bytes, where: str, keys: Mapping[str, VerificationKey] | None = None, *,
+                key_id: str = "", scope: str = "") -> LoadedBundle:
+    """Read, verify (when keys are given) and parse bundle bytes, however they arrived."""
+    files = read_archive(blob, where)
+    signed_by = verify(files, keys, key_id=key_id, scope=scope, where=where) if keys else ""
+    sources, manifest = bundle_sources(files, where)
     return LoadedBundle(sources, manifest, hashlib.sha256(blob).hexdigest(), signed_by)
 
 

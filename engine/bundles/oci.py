@@ -57,6 +57,15 @@ def push(reference: str, blob: bytes, *, insecure: bool = False) -> None:
 
 
 def pull(reference: str, *, insecure: bool = False) -> bytes:
+    pulled = pull_if_changed(reference, "", insecure=insecure)
+    if pulled is None:  # cannot happen: nothing is "unchanged" from no known digest
+        raise bundle_error(reference, "the registry sent no bundle")
+    return pulled[0]
+
+
+def pull_if_changed(reference: str, known_digest: str, *, insecure: bool = False) -> tuple[bytes, str] | None:
+    """The bundle layer and its digest, or None when the layer is still `known_digest` (a poll then
+    costs one manifest request)."""
     ref = _reference(reference)
     client = _client(ref, insecure)
     try:
@@ -65,6 +74,8 @@ def pull(reference: str, *, insecure: bool = False) -> bytes:
         if len(layers) != 1:
             raise bundle_error(reference, f"expected one {LAYER_MEDIA_TYPE} layer, found {len(layers)}")
         layer = layers[0]
+        if known_digest and layer.get("digest") == known_digest:
+            return None
         size = int(layer.get("size", 0))
         if size > MAX_TOTAL_BYTES:
             raise bundle_error(reference, f"the bundle layer is {size} bytes, over the {MAX_TOTAL_BYTES} limit")
@@ -76,4 +87,4 @@ def pull(reference: str, *, insecure: bool = False) -> bytes:
     algorithm, _, digest = str(layer["digest"]).partition(":")
     if algorithm != "sha256" or hashlib.sha256(blob).hexdigest() != digest or len(blob) != size:
         raise bundle_error(reference, "the layer's content does not match its digest")
-    return blob
+    return blob, str(layer["digest"])

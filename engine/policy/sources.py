@@ -35,12 +35,12 @@ class PolicySources:
     cedar_schema: tuple[str, str] | None = None
     data: dict[str, Any] = field(default_factory=dict)
     case_files: list[Path] = field(default_factory=list)
-    bundles: list[str] = field(default_factory=list)  # "<revision>@sha256:<digest>" of each bundle read
+    bundles: list[tuple[str, str]] = field(default_factory=list)  # (manifest revision, sha256) of each bundle read
 
     @property
     def revision(self) -> str:
         """The loaded bundles' identity, for decisions and audit records ("" for plain folders)."""
-        return "+".join(self.bundles)
+        return "+".join(f"{revision}@sha256:{digest[:12]}" for revision, digest in self.bundles)
 
     @property
     def empty(self) -> bool:
@@ -83,7 +83,7 @@ def _add_bundle(found: PolicySources, path: Path, problems: list[Problem]) -> No
         _set_schema(found, loaded.sources.cedar_schema, problems)
     merge_data(found.data, loaded.sources.data, str(path), [], problems)
     revision = loaded.manifest.revision if loaded.manifest else ""
-    found.bundles.append(f"{revision}@sha256:{loaded.digest[:12]}")
+    found.bundles.append((revision, loaded.digest))
 
 
 def _walk(root: Path) -> Iterable[Path]:

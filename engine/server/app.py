@@ -49,6 +49,7 @@ class WorkerConfig:
     tls_cert: bytes | None = None
     tls_key: bytes | None = None
     tls_client_ca: bytes | None = None
+    serve_bundles: bool = False  # the active bundle at /bundles/agentgov on the Data API port
 
 
 async def run_worker(decider: Decider, cfg: WorkerConfig, ready: asyncio.Event | None = None,
@@ -82,7 +83,8 @@ async def run_worker(decider: Decider, cfg: WorkerConfig, ready: asyncio.Event |
         start_http_server(cfg.metrics_port, addr=cfg.host)
     runner = None
     if cfg.data_api_port and isinstance(decider, Governor):
-        runner = web.AppRunner(create_app(decider, cfg.rule, token=cfg.data_api_token), access_log=None)
+        runner = web.AppRunner(create_app(decider, cfg.rule, token=cfg.data_api_token,
+                                                serve_bundles=cfg.serve_bundles), access_log=None)
         await runner.setup()
         # No reuse_port: a second agentgov (or anything else) on this port must fail to start, not
         # silently take half of the queries.

@@ -35,10 +35,11 @@ def _error(status: int, code: str, message: str) -> web.Response:
 
 
 MAX_BODY_BYTES = 1024 * 1024
+BUNDLE_NAME = "agentgov"  # served at /bundles/agentgov (and /bundles/agentgov.tar.gz)
 
 
 def create_app(governor: Governor, rule: str, *, token: str | None = None,
-               max_body_bytes: int = MAX_BODY_BYTES) -> web.Application:
+               max_body_bytes: int = MAX_BODY_BYTES, serve_bundles: bool = False) -> web.Application:
     """The Governor's staged runner, fed a stated input: hooks run (the PII hook scans the arguments),
     the subject is the caller's word. In OPA-Envoy mode inputs are taken as they are (an object).
 
@@ -92,10 +93,39 @@ def create_app(governor: Governor, rule: str, *, token: str | None = None,
         result: Any = document if path == rule_path else {rule_name: document}
         return web.json_response({"result": result})
 
-    async def health(_: web.Request) -> web.Response:
-        return web.json_response({})
+    async def health(request: web.Request) -> web.Response:
+        """OPA's health check: 200 while serving; with `?bundles`, 500 until a policy set is active
+        (OPA: until bundles are activated). The body adds the active revision and each bundle's
+        state: a refused or unreachable bundle shows in `bundles.<name>.last_error`."""
+        policy = governor.policy
+        body: dict[str, Any] = {"policy": {"revision": policy.label, "available": policy.available}}
+        status = governor.service_status()
+        if status:
+            body["bundles"] = status
+        if "bundles" in request.query and not policy.available:
+            body["error"] = "no policy set is active"
+            return web.json_response(body, status=500)
+        return web.json_response(body)
+
+    async def bundle(request: web.Request) -> web.Response:
+        """OPA's bundle service API: the active bundle, with its digest as ETag (304 when unchanged),
+        so OPA agents (`services` + `bundles` in their config) can pull what this agentgov enforces."""
+        if expected is not None and not _token_matches(request, expected):
+            return _error(401, "unauthorized", "the request requires a valid bearer token")
+        if request.match_info["name"] not in (BUNDLE_NAME, f"{BUNDLE_NAME}.tar.gz"):
+            return _error(404, "resource_not_found", f"no such bundle (this server serves {BUNDLE_NAME})")
+        policy = governor.policy
+        if policy.blob is None:
+            return _error(404, "resource_not_found", "no bundle is active")
+        etag = f'"sha256:{policy.digest}"'
+        headers = {"ETag": etag, "Cache-Control": "no-cache"}
+        if etag in (t.strip() for t in request.headers.get("If-None-Match", "").split(",")):
+            return web.Response(status=304, headers=headers)
+        return web.Response(body=policy.blob, content_type="application/gzip", headers=headers)
 
     app = web.Application(client_max_size=max_body_bytes)
     app.router.add_post("/v1/data/{path:.*}", query)
     app.router.add_get("/health", health)
+    if serve_bundles:
+        app.router.add_get("/bundles/{name}", bundle)
     return app

@@ -78,6 +78,7 @@ def response_from_verdict(verdict: Verdict, *, include_input: bool) -> pb.Decide
         obligations=pb.Obligations(redact=list(d.obligations.redact), headers=dict(d.obligations.headers)),
         subject=pb.Subject(id=s.id, roles=list(s.roles), tenant=s.tenant or "", authenticated=s.authenticated),
         retry_after_s=verdict.retry_after_s or 0, detail=d.detail, consumed_headers=list(verdict.consumed_headers),
+        policy_revision=verdict.policy_revision,
     )
     if include_input:
         response.inputs_json.extend(json.dumps(i, sort_keys=True, default=json_default) for i in verdict.inputs)
@@ -123,7 +124,8 @@ def verdict_from_response(response: pb.DecideResponse) -> Verdict:
     subject = Subject(id=s.id or "anonymous", roles=tuple(s.roles), tenant=s.tenant or None,
                       authenticated=s.authenticated)
     return Verdict(decision, subject, response.decision_id, retry_after_s=response.retry_after_s or None,
-                   consumed_headers=tuple(h.lower() for h in response.consumed_headers))
+                   consumed_headers=tuple(h.lower() for h in response.consumed_headers),
+                   policy_revision=response.policy_revision)
 
 
 def _json_object(text: str, field: str) -> dict[str, Any]:

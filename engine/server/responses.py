@@ -28,6 +28,11 @@ _APPEND = base_pb2.HeaderValueOption.APPEND_IF_EXISTS_OR_ADD
 DEFAULT_RETRY_AFTER_S = 60
 
 
+# The policy set that decided (`<revision>@sha256:<digest>`): to the backend with an allow, to the
+# client with a deny, so either side can tell which policy answered.
+POLICY_REVISION_HEADER = "x-agentgov-policy-revision"
+
+
 def _header(name: str, value: str, action: int = _OVERWRITE) -> base_pb2.HeaderValueOption:
     if action == _APPEND:
         # ext_authz reads the older `append` flag for request headers, not `append_action`.
@@ -69,6 +74,7 @@ def allow_response(verdict: Verdict, client_headers: Iterable[str], *, exchange:
         "x-agentgov-tenant": subject.tenant or "",
         "x-agentgov-roles": ",".join(subject.roles),
         "x-agentgov-decision-id": verdict.decision_id,
+        POLICY_REVISION_HEADER: verdict.policy_revision,
         **verdict.decision.obligations.headers,
     }
     policy_headers = [(k, v) for k, v in directives.headers if k.lower() not in ours]
@@ -95,11 +101,13 @@ def allow_response(verdict: Verdict, client_headers: Iterable[str], *, exchange:
 
 def deny_response(status: int, reasons: Iterable[str], decision_id: str, retry_after_s: int | None = None,
                   directives: HttpDirectives | None = None, detail: str = "",
-                  extra_headers: Mapping[str, str] | None = None) -> authz.CheckResponse:
+                  extra_headers: Mapping[str, str] | None = None, policy_revision: str = "") -> authz.CheckResponse:
     reasons = list(reasons)
     policy_body = directives.body if directives is not None else None
     own_body = policy_body is None
     headers = [_header("x-agentgov-decision-id", decision_id)]
+    if policy_revision:
+        headers.append(_header(POLICY_REVISION_HEADER, policy_revision))
     if own_body:
         headers.insert(0, _header("content-type", "application/json"))
     if status == 401:
@@ -125,4 +133,4 @@ def verdict_response(verdict: Verdict, client_headers: Iterable[str], *, exchang
     if d.allow:
         return allow_response(verdict, client_headers, exchange=exchange)
     return deny_response(d.status, d.reasons, verdict.decision_id, verdict.retry_after_s, d.directives, d.detail,
-                         verdict.response_headers)
+                         verdict.response_headers, verdict.policy_revision)

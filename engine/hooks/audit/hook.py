@@ -112,9 +112,20 @@ class AuditHook:
             await sink.close()
 
     async def after(self, request: HookRequest, decision: Decision) -> None:
+        await self._append(decision_body(request, decision, phase=request.phase), request.entry_point)
+
+    async def record_shadow(self, request: HookRequest, decision: Decision, candidate: Mapping[str, Any]) -> None:
+        """A shadow flip: the active decision (the record itself, phase `shadow`) and what the
+        candidate would have answered (`shadow`). `agentgov shadow report` reads these."""
+        body = decision_body(request, decision, phase="shadow")
+        body["shadow"] = dict(candidate)
+        # Not offered to the sinks: they receive decisions, and a flip was never one.
+        await self._append(body, request.entry_point, to_sinks=False)
+
+    async def _append(self, body: dict[str, Any], entry_point: str, *, to_sinks: bool = True) -> None:
         if not self._started:
             await self.start()
-        record = await self.writer.append(decision_body(request, decision, phase=request.phase))
-        RECORDS.labels(entry_point=request.entry_point).inc()
-        for sink in self.sinks:
+        record = await self.writer.append(body)
+        RECORDS.labels(entry_point=entry_point).inc()
+        for sink in self.sinks if to_sinks else ():
             sink.offer(record)

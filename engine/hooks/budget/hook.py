@@ -8,13 +8,22 @@ import json
 import logging
 import math
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 from prometheus_client import Counter
 
 from agentgov.engine.hooks.base import BodyVerdict, Deny, Enrichment, HookRequest, ResponseContext
-from agentgov.engine.hooks.budget.limits import CHARS_PER_TOKEN, BudgetSettings, charges_for, cost, estimate_tokens
+from agentgov.engine.hooks.budget.limits import (
+    CHARS_PER_TOKEN,
+    BudgetSettings,
+    charges_for,
+    cost,
+    estimate_tokens,
+    tenant_caps_from_data,
+)
 from agentgov.engine.hooks.budget.store import BudgetStore, Reservation, SqliteStore, StoreError
 from agentgov.engine.model import Decision
 
@@ -50,6 +59,16 @@ class BudgetHook:
 
     async def close(self) -> None:
         await self.store.close()
+
+    def check_policy_data(self, data: Mapping[str, Any]) -> Callable[[], None]:
+        """A policy set is about to be activated: read its per-tenant caps (raising BudgetConfigError,
+        which refuses the set, when they are malformed); the returned function applies them."""
+        caps = tenant_caps_from_data(data, self.settings.limits)
+
+        def commit() -> None:
+            self.settings = replace(self.settings, tenant_caps=caps)
+
+        return commit
 
     async def before(self, request: HookRequest) -> Enrichment | Deny | None:
         now = time.time()

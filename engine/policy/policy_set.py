@@ -1,0 +1,92 @@
+"""One loaded policy set: the backend that decides, and the identity decisions and records carry.
+
+A reload builds a whole new `PolicySet` off to the side and swaps it in as one reference, so a
+check that started on one set finishes on it: the runner reads the reference once per decision.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from agentgov.engine.backends.base import DecisionBackend, Explanation, ResultReader, decision_from_document
+from agentgov.engine.backends.rego import DEFAULT_RULE
+from agentgov.engine.model import STATUS_ERROR, Decision
+from agentgov.engine.policy.library import build_backends
+from agentgov.engine.policy.problems import PolicyLoadError, Problem
+from agentgov.engine.policy.sources import PolicySources
+
+REASON_POLICY_UNAVAILABLE = "policy_unavailable"
+
+
+@dataclass(frozen=True)
+class PolicySet:
+    backend: DecisionBackend
+    revision: str = ""  # the bundle manifest's revision ("" for plain folders)
+    digest: str = ""    # sha256 of the bundle archive, or of the loaded sources for plain folders
+    source: str = ""    # where it came from, for logs and health
+    blob: bytes | None = field(default=None, repr=False)  # the bundle bytes, when served to OPA agents
+    data: Mapping[str, Any] | None = field(default=None, repr=False)  # its data document (None: remote)
+
+    @property
+    def label(self) -> str:
+        """`<revision>@sha256:<12 hex>`: what every decision and audit record names."""
+        short = f"sha256:{self.digest[:12]}" if self.digest else ""
+        if self.revision and short:
+            return f"{self.revision}@{short}"
+        return self.revision or short
+
+    @property
+    def available(self) -> bool:
+        return not isinstance(self.backend, UnavailableBackend)
+
+
+def sources_digest(sources: PolicySources) -> str:
+    """A digest of what was loaded (policies, schema, data), so folder-loaded sets have a stable
+    identity across workers and restarts, like a bundle's."""
+    doc = {"rego": sorted(sources.rego), "cedar": sorted(sources.cedar),
+           "schema": list(sources.cedar_schema or ()), "data": sources.data}
+    return hashlib.sha256(json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+PolicySetBuilder = Callable[[PolicySources, str, str, "bytes | None", str], PolicySet]
+
+
+def policy_set_builder(engine: str, *, rule: str = DEFAULT_RULE,
+                       reader: ResultReader = decision_from_document) -> PolicySetBuilder:
+    """A function from loaded sources (with their revision, digest, bundle bytes and origin) to a
+    ready PolicySet for `engine`: the one way `serve`, a reload and a shadow candidate load policies."""
+
+    def build(sources: PolicySources, revision: str, digest: str, blob: bytes | None, source: str) -> PolicySet:
+        # Only the configured engine is built (a bundle may carry both; compiling both doubles a reload).
+        wanted = replace(sources, cedar=[] if engine != "cedar" else sources.cedar,
+                         rego=[] if engine != "rego" else sources.rego)
+        backends = build_backends(wanted, rule=rule, reader=reader)
+        if engine not in backends:
+            raise PolicyLoadError([Problem(source, 0, 0, f"no {engine} policies in it", "load_error")])
+        return PolicySet(backends[engine], revision, digest or sources_digest(sources), source, blob, sources.data)
+
+    return build
+
+
+class UnavailableBackend:
+    """What decides while no policy set could be loaded (the bundle source is down at start-up and
+    nothing was persisted): every check is refused with 503, nothing is allowed."""
+
+    name = "unavailable"
+
+    def __init__(self, why: str) -> None:
+        self.why = why
+
+    async def evaluate(self, policy_input: Any) -> Decision:
+        return Decision.deny(REASON_POLICY_UNAVAILABLE, status=STATUS_ERROR, error=self.why,
+                             detail="no policy is loaded yet")
+
+    async def explain(self, policy_input: Any) -> Explanation:
+        return Explanation(await self.evaluate(policy_input), [self.why])
+
+    async def close(self) -> None:
+        return None
