@@ -12,6 +12,8 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+import bcrypt
+
 from agentgov.cli.stack import free_port
 from tests.test_pool_heals import wait_for
 
@@ -99,19 +101,27 @@ class BundleServer:
 
 
 class Registry:
-    """A real OCI registry (Debian's docker-registry) on a free loopback port, storage in a temp dir."""
+    """A real OCI registry (Debian's docker-registry) on a free loopback port, storage in a temp dir;
+    with `credentials`, one that requires them (htpasswd basic auth, as a private registry does)."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, credentials: tuple[str, str] | None = None) -> None:
         self.port = free_port()
         self.root = root
+        self.credentials = credentials  # with these, the registry requires HTTP basic auth (htpasswd)
         self.proc: subprocess.Popen[bytes] | None = None
 
     def __enter__(self) -> Registry:
         binary = shutil.which("docker-registry")
         assert binary, "docker-registry is not installed (.ci/run installs it with apt-get)"
         config = self.root / "config.yml"
+        auth = ""
+        if self.credentials:
+            user, password = self.credentials
+            hashed = bcrypt.hashpw(password.encode(), bcrypt.gensalt(rounds=5)).decode()
+            (self.root / "htpasswd").write_text(f"{user}:{hashed}\n")
+            auth = f"auth: {{htpasswd: {{realm: agentgov-tests, path: {self.root / 'htpasswd'}}}}}\n"
         config.write_text(f"version: 0.1\nlog: {{level: error}}\nstorage: {{filesystem: {{rootdirectory: "
-                          f"{self.root / 'data'}}}}}\nhttp: {{addr: 127.0.0.1:{self.port}}}\n")
+                          f"{self.root / 'data'}}}}}\nhttp: {{addr: 127.0.0.1:{self.port}}}\n{auth}")
         self.proc = subprocess.Popen([binary, "serve", str(config)], stdout=subprocess.DEVNULL,
                                      stderr=subprocess.DEVNULL)
 

@@ -4,6 +4,7 @@ docker-registry), and what can go wrong on the way."""
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 from collections.abc import Callable, Iterator
@@ -154,3 +155,42 @@ def test_oci_errors_are_clear_and_write_nothing(run_cli: CLI, registry: Registry
     assert bad_ref.exit_code == 1
     assert "an OCI reference looks like" in bad_ref.output
     assert not out.exists()
+
+
+OCI_USER, OCI_PASSWORD = "ci", "test-password-not-a-secret"  # marked test credentials
+
+
+@pytest.fixture(scope="module")
+def private_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
+    with Registry(tmp_path_factory.mktemp("private-registry"), credentials=(OCI_USER, OCI_PASSWORD)) as running:
+        yield running
+
+
+def test_an_authenticating_registry_takes_credentials_from_the_environment_or_a_docker_config(
+        run_cli: CLI, private_registry: Registry, bundle: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    ref = f"oci://127.0.0.1:{private_registry.port}/policies/agentgov:1.0"
+    monkeypatch.delenv("AGENTGOV_OCI_USERNAME", raising=False)
+    monkeypatch.delenv("AGENTGOV_OCI_PASSWORD", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))  # no ~/.docker/config.json of the machine's
+    refused = run_cli("push", str(bundle), ref, "--insecure")
+    assert refused.exit_code == 1
+    assert "the registry asks for credentials" in refused.output
+    monkeypatch.setenv("AGENTGOV_OCI_USERNAME", OCI_USER)
+    monkeypatch.setenv("AGENTGOV_OCI_PASSWORD", "wrong-password")
+    wrong = run_cli("push", str(bundle), ref, "--insecure")
+    assert wrong.exit_code == 1
+    assert "UNAUTHORIZED" in wrong.output, wrong.output
+    monkeypatch.setenv("AGENTGOV_OCI_PASSWORD", OCI_PASSWORD)
+    pushed = run_cli("push", str(bundle), ref, "--insecure")
+    assert pushed.exit_code == 0, pushed.output
+    monkeypatch.delenv("AGENTGOV_OCI_USERNAME")
+    monkeypatch.delenv("AGENTGOV_OCI_PASSWORD")
+    docker = tmp_path / "docker"
+    docker.mkdir()
+    auth = base64.b64encode(f"{OCI_USER}:{OCI_PASSWORD}".encode()).decode()
+    (docker / "config.json").write_text(json.dumps({"auths": {f"127.0.0.1:{private_registry.port}": {"auth": auth}}}))
+    monkeypatch.setenv("DOCKER_CONFIG", str(docker))
+    out = tmp_path / "pulled.tar.gz"
+    pulled = run_cli("pull", ref, "-o", str(out), "--insecure")
+    assert pulled.exit_code == 0, pulled.output
+    assert out.read_bytes() == bundle.read_bytes()

@@ -22,6 +22,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from prometheus_client import REGISTRY
 
+from agentgov.cli.stack import free_port
 from agentgov.engine.bundles import oci
 from agentgov.engine.bundles.archive import read_archive, write_archive
 from agentgov.engine.bundles.bundle import build_bundle, open_bundle, sign_bundle
@@ -473,3 +474,18 @@ def test_unavailable_sets_say_so() -> None:
     assert policy.label == ""
     assert (decision.allow, decision.status, decision.errors) == (False, 503, ("no bundle yet",))
     assert explained.lines == ["no bundle yet"]
+
+
+def test_an_unreachable_registry_is_a_failed_poll_not_a_hang(tmp_path: Path) -> None:
+    """oras-py would retry for two minutes; a poll fails at once and the reloader's backoff decides."""
+    port = free_port()  # nothing listens there
+    governor = build_governor(load_config(write_config(tmp_path, f"oci://127.0.0.1:{port}/policies/agentgov:1")))
+
+    async def body() -> None:
+        await governor.start()
+        status = governor.service_status()["active"]
+        assert not status["active"]
+        assert status["last_error"].startswith("unreachable: cannot pull from the registry")
+        await governor.close()
+
+    run(body)

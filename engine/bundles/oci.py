@@ -15,7 +15,9 @@ from pathlib import Path
 from typing import Any
 
 import oras.client
+import oras.provider
 import requests
+import requests.adapters
 
 from agentgov.engine.bundles.archive import MAX_TOTAL_BYTES, bundle_error
 
@@ -23,14 +25,65 @@ LAYER_MEDIA_TYPE = "application/vnd.oci.image.layer.v1.tar+gzip"
 CONFIG_MEDIA_TYPE = "application/vnd.oci.image.config.v1+json"
 
 
+REQUEST_TIMEOUT_S = 30.0
+
+
+class _TimeoutAdapter(requests.adapters.HTTPAdapter):
+    """oras-py sends without a timeout: a registry that accepts the connection and never answers
+    would hold a pull (and a bundle poll) forever."""
+
+    def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:  # type: ignore[override]
+        if kwargs.get("timeout") is None:
+            kwargs["timeout"] = REQUEST_TIMEOUT_S
+        return super().send(request, **kwargs)
+
+
+# oras-py retries every failed request five times, sleeping 3 + 3**n seconds in between (over two
+# minutes in all): a pull of a registry that is down must fail at once, and `serve`'s reloader has
+# its own backoff. Its undecorated request method is used instead.
+_SEND_ONCE = oras.provider.Registry.do_request.__wrapped__
+
+
+class _Client(oras.client.OrasClient):  # type: ignore[misc]  # oras-py ships no type hints
+    def do_request(self, *args: Any, **kwargs: Any) -> requests.Response:
+        response: requests.Response = _SEND_ONCE(self, *args, **kwargs)
+        return response
+
+
 def _client(reference: str, insecure: bool) -> oras.client.OrasClient:
-    """A client for the reference's registry; credentials from AGENTGOV_OCI_USERNAME/_PASSWORD."""
+    """A client for the reference's registry. Credentials: AGENTGOV_OCI_USERNAME/_PASSWORD, else a
+    docker config file (`$DOCKER_CONFIG/config.json`, else `~/.docker/config.json`: what `docker
+    login` and `oras login` write), as other OCI clients read them."""
     host = reference.split("/", 1)[0]
-    client = oras.client.OrasClient(hostname=host, insecure=insecure)
+    scheme = _auth_scheme(host, insecure)
+    client = _Client(hostname=host, insecure=insecure, auth_backend=scheme)
+    for prefix in ("http://", "https://"):
+        client.session.mount(prefix, _TimeoutAdapter())
     user, password = os.environ.get("AGENTGOV_OCI_USERNAME"), os.environ.get("AGENTGOV_OCI_PASSWORD")
     if user and password:
-        client.login(username=user, password=password, hostname=host, tls_verify=not insecure)
+        client.auth.set_basic_auth(user, password)
+    else:
+        # oras-py reads ~/.docker/config.json; DOCKER_CONFIG (a folder) it does not know.
+        folder = os.environ.get("DOCKER_CONFIG")
+        client.auth.load_configs(client.get_container(reference),
+                                 configs=[str(Path(folder) / "config.json")] if folder else None)
+    if scheme == "basic" and not getattr(client.auth, "_basic_auth", None):
+        raise bundle_error(reference, "the registry asks for credentials: set AGENTGOV_OCI_USERNAME and "
+                           "AGENTGOV_OCI_PASSWORD, or log in with `docker login` / `oras login`")
     return client
+
+
+def _auth_scheme(host: str, insecure: bool) -> str:
+    """oras-py's auth backend for the registry's challenge: "basic" for a registry that asks for
+    HTTP basic auth (htpasswd: most self-hosted ones), else "token" (the Docker token flow of
+    hosted registries). oras-py's token backend cannot answer a basic challenge by itself."""
+    try:
+        probe = requests.get(f"{'http' if insecure else 'https'}://{host}/v2/", timeout=REQUEST_TIMEOUT_S,
+                             allow_redirects=False)
+    except requests.RequestException:
+        return "token"  # the real request reports the failure, with its context
+    challenge = probe.headers.get("WWW-Authenticate", "")
+    return "basic" if challenge.split(" ", 1)[0].lower() == "basic" else "token"
 
 
 def _reference(value: str) -> str:
