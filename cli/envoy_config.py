@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from agentgov.cli.output import EXIT_ERROR
-from agentgov.engine.config import ConfigError, default_config_path, load_config, worker_socket
+from agentgov.engine.config import ConfigError, default_config_path, load_config, worker_http_socket, worker_socket
 from agentgov.engine.server.envoy_bootstrap import EnvoyLayout, bootstrap_yaml
 
 
@@ -22,7 +22,7 @@ from agentgov.engine.server.envoy_bootstrap import EnvoyLayout, bootstrap_yaml
 @click.option("--agentgov-port", type=int, default=None, help="First worker's port. [default: server.port, or 9191]")
 @click.option("--workers", type=click.IntRange(1, 64), default=None,
               help="One cluster endpoint per worker (port, port+1, …). [default: server.workers, or 1]")
-@click.option("--max-request-bytes", type=int, default=1024 * 1024, show_default=True)
+@click.option("--max-request-bytes", type=int, default=None, help="[default: server.max_request_bytes, or 1 MiB]")
 @click.option("--timeout", "timeout_s", type=float, default=0.5, show_default=True, help="Check timeout (s).")
 @click.option("--agentgov-socket-dir", type=click.Path(file_okay=False),
               help="Workers listen on Unix sockets DIR/agentgov-<i>.sock (serve --socket-dir) instead of ports.")
@@ -35,12 +35,18 @@ from agentgov.engine.server.envoy_bootstrap import EnvoyLayout, bootstrap_yaml
                    "output, tools/list filtering, token metering (set server.ext_proc: true in agentgov.yaml too).")
 @click.option("--mcp-filter", is_flag=True,
               help="Put Envoy's MCP filter first and forward its metadata to agentgov (Envoy >= 1.37).")
+@click.option("--transport", type=click.Choice(["auto", "http", "grpc"]), default="auto", show_default=True,
+              help="How Envoy asks agentgov: http (Envoy's http_service, the fast path) or grpc. auto: http, "
+                   "except with --mcp-filter or policy.input_format opa-envoy, which need what only gRPC carries.")
+@click.option("--agentgov-http-port", type=int, default=None,
+              help="First worker's HTTP ext_authz port. [default: server.http_port, or 9292]")
 @click.option("--no-request-body", is_flag=True,
               help="Do not send bodies to agentgov (with --mcp-filter, MCP calls are read from the metadata).")
 def envoy_config(listen_port: int, admin_port: int, backend: str, config_path: Path | None, agentgov_host: str | None,
-                 agentgov_port: int | None, workers: int | None, max_request_bytes: int, timeout_s: float,
+                 agentgov_port: int | None, workers: int | None, max_request_bytes: int | None, timeout_s: float,
                  agentgov_socket_dir: str | None, tls_ca: str | None, tls_cert: str | None, tls_key: str | None,
-                 tls_server_name: str | None, ext_proc: bool | None, mcp_filter: bool, no_request_body: bool) -> None:
+                 tls_server_name: str | None, ext_proc: bool | None, mcp_filter: bool, transport: str,
+                 agentgov_http_port: int | None, no_request_body: bool) -> None:
     """Print a working Envoy bootstrap: ext_authz with request body, fail closed, 503 on error."""
     try:
         cfg = load_config(config_path or default_config_path())
@@ -50,6 +56,7 @@ def envoy_config(listen_port: int, admin_port: int, backend: str, config_path: P
     agentgov_host = agentgov_host or cfg.host
     agentgov_port = agentgov_port if agentgov_port is not None else cfg.port
     workers = workers if workers is not None else cfg.workers
+    max_request_bytes = max_request_bytes if max_request_bytes is not None else cfg.max_request_bytes
     ext_proc = bool(ext_proc) if ext_proc is not None else cfg.ext_proc
     if agentgov_socket_dir is None and cfg.socket_dir:
         agentgov_socket_dir = str(cfg.base / cfg.socket_dir)
@@ -62,9 +69,26 @@ def envoy_config(listen_port: int, admin_port: int, backend: str, config_path: P
         raise click.BadParameter("mTLS needs --tls-ca too", param_hint="--tls-ca")
     sockets = tuple(worker_socket(Path(agentgov_socket_dir).resolve(), i)
                     for i in range(workers)) if agentgov_socket_dir else ()
+    http_port = agentgov_http_port if agentgov_http_port is not None else cfg.http_port
+    chosen = choose_transport(transport, mcp_filter=mcp_filter, input_format=cfg.input_format, http_port=http_port)
+    http_sockets = tuple(worker_http_socket(Path(agentgov_socket_dir).resolve(), i)
+                         for i in range(workers)) if agentgov_socket_dir and chosen == "http" else ()
     click.echo(bootstrap_yaml(EnvoyLayout(
         listen_port=listen_port, admin_port=admin_port, backend_host=host, backend_port=int(port),
         agentgov_host=agentgov_host, agentgov_ports=tuple(range(agentgov_port, agentgov_port + workers)),
         max_request_bytes=max_request_bytes, check_timeout_s=timeout_s, mcp_filter=mcp_filter,
         send_body=not no_request_body, agentgov_sockets=sockets, tls_ca_file=tls_ca, tls_cert_file=tls_cert,
-        tls_key_file=tls_key, tls_server_name=tls_server_name, ext_proc=ext_proc)))
+        tls_key_file=tls_key, tls_server_name=tls_server_name, ext_proc=ext_proc, transport=chosen,
+        agentgov_http_ports=tuple(range(http_port, http_port + workers)), agentgov_http_sockets=http_sockets)))
+
+
+def choose_transport(wanted: str, *, mcp_filter: bool, input_format: str, http_port: int) -> str:
+    """http unless something needs gRPC: the MCP filter's metadata and OPA-Envoy mode's full
+    attributes and directives reach agentgov over gRPC only; http_port 0 turns HTTP off."""
+    needs_grpc = mcp_filter or input_format == "opa-envoy" or not http_port
+    if wanted == "auto":
+        return "grpc" if needs_grpc else "http"
+    if wanted == "http" and needs_grpc:
+        why = "--mcp-filter" if mcp_filter else "opa-envoy mode" if input_format == "opa-envoy" else "http_port 0"
+        raise click.BadParameter(f"{why} needs the gRPC transport", param_hint="--transport")
+    return wanted

@@ -7,7 +7,7 @@ remote agentgov.v1.DecisionService (enforcement points scale apart from decision
 
 from __future__ import annotations
 
-import asyncio
+import gc
 import os
 import socket
 import sys
@@ -15,6 +15,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import click
+import uvloop
 
 from agentgov.cli.output import EXIT_ERROR, report_problems
 from agentgov.engine.bundles.settings import BundleConfigError, BundleSettings, bundle_settings
@@ -53,7 +54,9 @@ def worker_config(cfg: Config, index: int) -> WorkerConfig:
         drain_s=float(cfg.drain_s), drain_notice_s=float(cfg.drain_notice_s),
         tls_cert=cfg.read_tls("cert_file") if serving_tls else None,
         tls_key=cfg.read_tls("key_file") if serving_tls else None,
-        tls_client_ca=cfg.read_tls("client_ca_file"), serve_bundles=cfg.serve_bundles)
+        tls_client_ca=cfg.read_tls("client_ca_file"), serve_bundles=cfg.serve_bundles,
+        http_port=cfg.http_port + index if cfg.http_port and not cfg.socket_dir else None,
+        http_socket_path=cfg.http_socket_path(index), max_body_bytes=cfg.max_request_bytes)
 
 
 def _worker(cfg: Config, index: int) -> None:
@@ -67,7 +70,8 @@ def _worker(cfg: Config, index: int) -> None:
         # The decider is built inside the loop: a remote decider's gRPC channel belongs to it.
         await run_worker(build_decider(cfg), worker_config(cfg, index))
 
-    asyncio.run(main())
+    # uvloop: a faster event loop for the HTTP transport and the Data API (grpc.aio runs on it too).
+    uvloop.run(main())
 
 
 def _override(configured: BundleSettings | None, source: str, name: str) -> BundleSettings:
@@ -89,6 +93,8 @@ def _check_free(cfg: Config) -> None:
     for i in range(cfg.workers):
         if not cfg.socket_dir:
             wanted.append((cfg.host, cfg.port + i, f"worker {i}'s port"))
+            if cfg.http_port:
+                wanted.append((cfg.host, cfg.http_port + i, f"worker {i}'s HTTP ext_authz port"))
         if cfg.metrics_port:
             wanted.append((cfg.host, cfg.metrics_port + i, f"worker {i}'s metrics port"))
     if cfg.data_api_port:
@@ -111,6 +117,8 @@ def _check_free(cfg: Config) -> None:
 @click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path), envvar="AGENTGOV_CONFIG")
 @click.option("--host", envvar="AGENTGOV_HOST")
 @click.option("--port", type=int, envvar="AGENTGOV_PORT", help="First worker's port; worker i listens on port+i.")
+@click.option("--http-port", type=int, envvar="AGENTGOV_HTTP_PORT",
+              help="First worker's HTTP ext_authz port (worker i: http-port+i); 0: gRPC only. [default: 9292]")
 @click.option("--workers", type=click.IntRange(1, 64), envvar="AGENTGOV_WORKERS")
 @click.option("--socket-dir", envvar="AGENTGOV_SOCKET_DIR",
               help="Listen on Unix sockets DIR/agentgov-<i>.sock instead of TCP ports.")
@@ -133,7 +141,8 @@ def _check_free(cfg: Config) -> None:
 @click.option("--shadow", "shadow_source", envvar="AGENTGOV_SHADOW", metavar="SOURCE",
               help="Evaluate this candidate bundle beside the active policies on live traffic, never "
                    "enforcing it; flips are counted and audited (agentgov shadow report).")
-def serve(config_path: Path | None, host: str | None, port: int | None, workers: int | None, socket_dir: str | None,
+def serve(config_path: Path | None, host: str | None, port: int | None, http_port: int | None, workers: int | None,
+          socket_dir: str | None,
           metrics_port: int | None, data_api_port: int | None, engine: str | None, input_format: str | None,
           rule: str | None, policy_paths: tuple[str, ...], log_level: str | None, decision_service: str | None,
           bundle_source: str | None, shadow_source: str | None) -> None:
@@ -141,7 +150,8 @@ def serve(config_path: Path | None, host: str | None, port: int | None, workers:
     try:
         config_path = config_path or default_config_path()
         cfg = load_config(config_path)
-        for key, value in (("host", host), ("port", port), ("workers", workers), ("metrics_port", metrics_port),
+        for key, value in (("host", host), ("port", port), ("http_port", http_port), ("workers", workers),
+                           ("metrics_port", metrics_port),
                            ("data_api_port", data_api_port), ("engine", engine),
                            ("decision_service", decision_service), ("socket_dir", socket_dir),
                            ("log_level", log_level)):
@@ -171,6 +181,8 @@ def serve(config_path: Path | None, host: str | None, port: int | None, workers:
             cfg.read_tls("ca_file")
         else:
             build_governor(cfg)
+            # Freed here, on this thread: regorus engines must be dropped on the thread that made them.
+            gc.collect()
         worker_config(cfg, 0)
         _check_free(cfg)
     except PolicyLoadError as exc:

@@ -25,7 +25,8 @@ import yaml
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from agentgov.engine.config import worker_socket
+from agentgov.cli.envoy_config import choose_transport
+from agentgov.engine.config import worker_http_socket, worker_socket
 from agentgov.engine.server.envoy_bootstrap import EnvoyLayout, bootstrap_yaml
 
 DEMO_ISSUER = "https://issuer.agentgov.demo"
@@ -91,6 +92,8 @@ class LocalStack:
     config_extra: dict[str, Any] = field(default_factory=dict)  # more top-level agentgov.yaml sections
     env_extra: dict[str, str] = field(default_factory=dict)  # more environment for the child processes
     server_extra: dict[str, Any] = field(default_factory=dict)  # more agentgov.yaml `server:` keys
+    # How Envoy asks agentgov: "auto" (http, unless the MCP filter or OPA-Envoy mode needs grpc), "http", "grpc".
+    transport: str = "auto"
     # More `policy:` keys; with `bundle`, the policies come from that source instead of `policies`.
     policy_extra: dict[str, Any] = field(default_factory=dict)
     workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="agentgov-stack-")))
@@ -101,6 +104,9 @@ class LocalStack:
         self.backend_port = free_port()
         self.admin_port = free_port()
         self.agentgov_ports = tuple(self._consecutive_ports(self.workers))
+        self.agentgov_http_ports = tuple(self._consecutive_ports(self.workers))
+        self.chosen_transport = choose_transport(self.transport, mcp_filter=self.mcp_filter,
+                                                 input_format=self.input_format, http_port=1)
         self.data_api_port = free_port() if self.data_api else None
 
     @staticmethod
@@ -123,7 +129,8 @@ class LocalStack:
 
     def write_config(self) -> Path:
         (self.workdir / "jwks.json").write_text(json.dumps(self.keys.jwks()))
-        server: dict[str, Any] = {"host": "127.0.0.1", "port": self.agentgov_ports[0], "workers": self.workers}
+        server: dict[str, Any] = {"host": "127.0.0.1", "port": self.agentgov_ports[0], "workers": self.workers,
+                                  "http_port": self.agentgov_http_ports[0], "max_request_bytes": self.max_request_bytes}
         if self.data_api_port:
             server["data_api_port"] = self.data_api_port
         if self.decision_service:
@@ -157,7 +164,9 @@ class LocalStack:
                              tls_ca_file=self.tls_files.get("ca"),
                              tls_cert_file=self.tls_files.get("client_cert") if self.envoy_sends_client_cert else None,
                              tls_key_file=self.tls_files.get("client_key") if self.envoy_sends_client_cert else None,
-                             tls_server_name="localhost" if self.tls_files else None)
+                             tls_server_name="localhost" if self.tls_files else None,
+                             transport=self.chosen_transport, agentgov_http_ports=self.agentgov_http_ports,
+                             agentgov_http_sockets=self.http_socket_paths)
         (self.workdir / "envoy.yaml").write_text(bootstrap_yaml(layout))
         return path
 
@@ -175,10 +184,10 @@ class LocalStack:
         config = self.write_config()
         self._spawn("agentgov", [sys.executable, "-m", "agentgov.cli.main", "serve", "--config", str(config)])
         if self.unix_sockets:
-            for path in self.socket_paths:
+            for path in self.socket_paths + self.http_socket_paths:
                 self._wait_socket(Path(path), "agentgov")
             return
-        for port in self.agentgov_ports:
+        for port in self.agentgov_ports + self.agentgov_http_ports:
             self._wait_port(port, "agentgov")
 
     @property
@@ -186,6 +195,12 @@ class LocalStack:
         if not self.unix_sockets:
             return ()
         return tuple(worker_socket(self.workdir / "sockets", i) for i in range(self.workers))
+
+    @property
+    def http_socket_paths(self) -> tuple[str, ...]:
+        if not self.unix_sockets:
+            return ()
+        return tuple(worker_http_socket(self.workdir / "sockets", i) for i in range(self.workers))
 
     def start_envoy(self) -> None:
         self._spawn("envoy", [envoy_binary(), "-c", str(self.workdir / "envoy.yaml"), "--log-level", "warn",

@@ -40,13 +40,14 @@ _IDENTITY = {"issuers", "api_keys", "api_key_header", "leeway_s", "required"}
 _SERVER = {"host", "port", "workers", "metrics_port", "data_api_port", "allow_truncated_body", "mcp_paths",
            "decision_service", "decision_service_timeout_s", "tls", "drain_s", "drain_notice_s",
            "socket_dir", "ext_proc", "max_batch", "data_api_host", "data_api_token_file", "log_level",
-           "serve_bundles"}
+           "serve_bundles", "http_port", "max_request_bytes"}
 _TLS = {"cert_file", "key_file", "client_ca_file", "ca_file"}
 _SERVER_TYPES: dict[str, Any] = {
     "host": str, "port": int, "workers": int, "metrics_port": int, "data_api_port": int,
     "allow_truncated_body": bool, "decision_service": str, "decision_service_timeout_s": (int, float),
     "drain_s": (int, float), "drain_notice_s": (int, float), "socket_dir": str, "ext_proc": bool,
     "max_batch": int, "data_api_host": str, "data_api_token_file": str, "log_level": str, "serve_bundles": bool,
+    "http_port": int, "max_request_bytes": int,
 }
 _TYPE_NAMES: dict[Any, str] = {str: "a string", int: "an integer", bool: "true or false", (int, float): "a number"}
 
@@ -54,6 +55,11 @@ _TYPE_NAMES: dict[Any, str] = {str: "a string", int: "an integer", bool: "true o
 def worker_socket(directory: Path, index: int) -> str:
     """Where worker `index` listens with `server.socket_dir`; `envoy-config` must name the same file."""
     return str(directory / f"agentgov-{index}.sock")
+
+
+def worker_http_socket(directory: Path, index: int) -> str:
+    """Where worker `index` serves the HTTP ext_authz transport with `server.socket_dir`."""
+    return str(directory / f"agentgov-http-{index}.sock")
 
 
 class ConfigError(ValueError):
@@ -75,6 +81,9 @@ class Config:
     identity: dict[str, Any] = field(default_factory=dict)
     host: str = "127.0.0.1"
     port: int = 9191
+    # Envoy's HTTP ext_authz (the fast transport) on http_port + i; 0 turns it off (gRPC only).
+    http_port: int = 9292
+    max_request_bytes: int = 1024 * 1024  # the most of a body Envoy sends (envoy-config uses the same)
     workers: int = 1
     metrics_port: int | None = None
     data_api_port: int | None = None
@@ -110,6 +119,9 @@ class Config:
 
     def socket_path(self, index: int) -> str | None:
         return worker_socket(self.base / self.socket_dir, index) if self.socket_dir else None
+
+    def http_socket_path(self, index: int) -> str | None:
+        return worker_http_socket(self.base / self.socket_dir, index) if self.socket_dir and self.http_port else None
 
     def data_api_token(self) -> str | None:
         if not self.data_api_token_file:
@@ -188,6 +200,10 @@ def load_config(path: Path | None) -> Config:
         raise ConfigError(f"{path}: server.log_level must be one of {', '.join(LOG_LEVELS)}")
     if cfg.max_batch < 1:
         raise ConfigError(f"{path}: server.max_batch must be at least 1")
+    if not 0 <= cfg.http_port <= 65535:
+        raise ConfigError(f"{path}: server.http_port must be a port number, or 0 (no HTTP ext_authz)")
+    if cfg.max_request_bytes < 1:
+        raise ConfigError(f"{path}: server.max_request_bytes must be a positive number of bytes")
     cfg.mcp_paths = [str(p) for p in server.get("mcp_paths", [])]
     tls = server.get("tls") or {}
     if not isinstance(tls, dict):

@@ -22,9 +22,13 @@ def _filters(doc: dict[str, Any]) -> list[dict[str, Any]]:
     return filters
 
 
-def _agentgov_cluster(doc: dict[str, Any]) -> dict[str, Any]:
-    cluster: dict[str, Any] = next(c for c in doc["static_resources"]["clusters"] if c["name"] == "agentgov")
+def _agentgov_cluster(doc: dict[str, Any], name: str = "agentgov_http") -> dict[str, Any]:
+    cluster: dict[str, Any] = next(c for c in doc["static_resources"]["clusters"] if c["name"] == name)
     return cluster
+
+
+def _clusters(doc: dict[str, Any]) -> list[str]:
+    return [c["name"] for c in doc["static_resources"]["clusters"]]
 
 
 def _validate_with_envoy(tmp_path: Path, text: str) -> None:
@@ -38,10 +42,14 @@ def _validate_with_envoy(tmp_path: Path, text: str) -> None:
 @pytest.mark.envoy
 @pytest.mark.parametrize("flags", [
     [],
+    ["--transport", "grpc"],
+    ["--ext-proc", "--workers", "2"],
     ["--workers", "3", "--mcp-filter"],
     ["--mcp-filter", "--no-request-body", "--ext-proc"],
     ["--agentgov-socket-dir", "/run/agentgov", "--workers", "2"],
+    ["--agentgov-socket-dir", "/run/agentgov", "--transport", "grpc"],
     ["--tls-ca", "{ca}", "--tls-cert", "{client_cert}", "--tls-key", "{client_key}", "--tls-server-name", "agentgov"],
+    ["--tls-ca", "{ca}", "--transport", "grpc"],
 ])
 def test_every_option_validates_with_the_real_envoy(tmp_path: Path, run_cli: Callable[..., Result],
                                                     flags: list[str]) -> None:
@@ -59,9 +67,39 @@ def test_defaults_fail_closed_with_the_body(run_cli: Callable[..., Result]) -> N
     assert config["status_on_error"] == {"code": 503}
     assert config["with_request_body"]["allow_partial_message"] is True
     assert router["name"] == "envoy.filters.http.router"
+    # The HTTP transport by default: every request header to agentgov, the body as it is (not packed).
+    assert config["http_service"]["path_prefix"] == "/ext_authz"
+    assert config["allowed_headers"] == {"patterns": [{"safe_regex": {"regex": ".*"}}]}
+    assert "pack_as_bytes" not in config["with_request_body"]
+    assert _clusters(doc) == ["agentgov_http", "backend"]
     ports = [e["endpoint"]["address"]["socket_address"]["port_value"]
              for e in _agentgov_cluster(doc)["load_assignment"]["endpoints"][0]["lb_endpoints"]]
+    assert ports == [9292, 9293]
+    grpc = yaml.safe_load(run_cli("envoy-config", "--workers", "2", "--transport", "grpc").output)
+    assert _clusters(grpc) == ["agentgov", "backend"]
+    assert _filters(grpc)[0]["typed_config"]["with_request_body"]["pack_as_bytes"] is True
+    ports = [e["endpoint"]["address"]["socket_address"]["port_value"]
+             for e in _agentgov_cluster(grpc, "agentgov")["load_assignment"]["endpoints"][0]["lb_endpoints"]]
     assert ports == [9191, 9192]
+
+
+def test_auto_picks_grpc_where_only_grpc_carries_what_is_needed(run_cli: Callable[..., Result],
+                                                                tmp_path: Path) -> None:
+    mcp = yaml.safe_load(run_cli("envoy-config", "--mcp-filter").output)
+    assert "grpc_service" in _filters(mcp)[1]["typed_config"]
+    config = tmp_path / "agentgov.yaml"
+    config.write_text("policy: {input_format: opa-envoy}\n")
+    opa_envoy = yaml.safe_load(run_cli("envoy-config", "--config", str(config)).output)
+    assert "grpc_service" in _filters(opa_envoy)[0]["typed_config"]
+    # ext_proc works with either: over HTTP the exchange document becomes dynamic metadata.
+    ext_proc = yaml.safe_load(run_cli("envoy-config", "--ext-proc").output)
+    authz = _filters(ext_proc)[0]["typed_config"]
+    assert authz["http_service"]["authorization_response"]["dynamic_metadata_from_headers"] == {
+        "patterns": [{"exact": "agentgov-exchange"}]}
+    assert _clusters(ext_proc) == ["agentgov_http", "agentgov", "backend"]
+    refused = run_cli("envoy-config", "--mcp-filter", "--transport", "http")
+    assert refused.exit_code == 1
+    assert "--mcp-filter needs the gRPC transport" in refused.output
 
 
 def test_optional_filters_are_placed_around_ext_authz(run_cli: Callable[..., Result]) -> None:
@@ -79,10 +117,15 @@ def test_unix_sockets_and_tls(tmp_path: Path, run_cli: Callable[..., Result]) ->
     doc = yaml.safe_load(run_cli("envoy-config", "--agentgov-socket-dir", str(tmp_path), "--workers", "2").output)
     paths = [e["endpoint"]["address"]["pipe"]["path"]
              for e in _agentgov_cluster(doc)["load_assignment"]["endpoints"][0]["lb_endpoints"]]
-    assert paths == [str(tmp_path / "agentgov-0.sock"), str(tmp_path / "agentgov-1.sock")]
+    assert paths == [str(tmp_path / "agentgov-http-0.sock"), str(tmp_path / "agentgov-http-1.sock")]
+    doc = yaml.safe_load(run_cli("envoy-config", "--agentgov-socket-dir", str(tmp_path), "--transport", "grpc").output)
+    paths = [e["endpoint"]["address"]["pipe"]["path"]
+             for e in _agentgov_cluster(doc, "agentgov")["load_assignment"]["endpoints"][0]["lb_endpoints"]]
+    assert paths == [str(tmp_path / "agentgov-0.sock")]
     doc = yaml.safe_load(run_cli("envoy-config", "--tls-ca", "ca.pem").output)
     tls = _agentgov_cluster(doc)["transport_socket"]["typed_config"]["common_tls_context"]
     assert tls["validation_context"]["trusted_ca"] == {"filename": "ca.pem"}
+    assert tls["alpn_protocols"] == ["http/1.1"]
     assert "tls_certificates" not in tls
 
 

@@ -62,7 +62,8 @@ def test_one_process_serves_the_port(stack: LocalStack) -> None:
     """The workers do not share the Data API port; a second server on it fails with one line."""
     config = stack.workdir / "agentgov.yaml"
     proc = subprocess.run([sys.executable, "-m", "agentgov.cli.main", "serve", "--config", str(config),
-                           "--port", str(free_port())], capture_output=True, text=True, timeout=60)
+                           "--port", str(free_port()), "--http-port", str(free_port())],
+                          capture_output=True, text=True, timeout=60)
     assert proc.returncode == 1
     assert f"the Data API port 127.0.0.1:{stack.data_api_port} is not available" in proc.stderr
     assert "Traceback" not in proc.stderr

@@ -158,7 +158,9 @@ def test_both_workers_receive_traffic(stack: LocalStack) -> None:
 def test_ext_authz_delegates_to_a_remote_decision_service(stack: LocalStack, tmp_path: Path) -> None:
     """An enforcement-only agentgov in front of a decision-service agentgov. The edge's policy path
     does not exist, so every answer it gives must have come from the remote."""
-    edge = LocalStack(policies=tmp_path / "no-policies-here", decision_service="set below", keys=stack.keys)
+    # gRPC between Envoy and the edge: over HTTP, Envoy answers a 5xx itself, without agentgov's body.
+    edge = LocalStack(policies=tmp_path / "no-policies-here", decision_service="set below", keys=stack.keys,
+                      transport="grpc")
     decider = LocalStack(policies=POLICIES, keys=stack.keys)
     try:
         decider.start_agentgov()

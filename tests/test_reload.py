@@ -8,6 +8,7 @@ under load in test_reload_gateway.py."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import re
 import shutil
@@ -42,6 +43,15 @@ PATH = "/bundles/agentgov.tar.gz"
 ALICE = {"subject": {"id": "alice", "roles": ["analyst"], "tenant": "acme", "authenticated": True},
          "action": {"kind": "tool.call", "name": "crm.query"}, "resource": {"type": "tool", "id": "crm.query"},
          "arguments": {"tenant_id": "acme", "query": "deals"}}
+
+
+@pytest.fixture(autouse=True)
+def _collect_engines() -> Iterator[None]:
+    """A Governor and its reloader refer to each other: collect them here, on the main thread.
+    regorus engines must be dropped on the thread that made them, and a later collection could run
+    on a load-generator thread of another test."""
+    yield
+    gc.collect()
 
 
 @pytest.fixture(scope="module")

@@ -13,6 +13,8 @@ import asyncio
 import contextlib
 import logging
 import signal
+import ssl
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,6 +31,7 @@ from agentgov.engine.server.data_api import create_app
 from agentgov.engine.server.decision_service import DecisionService, add_decision_service
 from agentgov.engine.server.ext_authz import AuthorizationService
 from agentgov.engine.server.ext_proc import EXT_PROC_SERVICE, ExternalProcessorService
+from agentgov.engine.server.http_authz import AuthzHandler, HttpServer
 
 log = logging.getLogger("agentgov.server")
 AUTHZ_SERVICE = "envoy.service.auth.v3.Authorization"
@@ -50,6 +53,10 @@ class WorkerConfig:
     tls_key: bytes | None = None
     tls_client_ca: bytes | None = None
     serve_bundles: bool = False  # the active bundle at /bundles/agentgov on the Data API port
+    # Envoy's HTTP ext_authz (http_service) on this port (or Unix socket); None: gRPC only.
+    http_port: int | None = None
+    http_socket_path: str | None = None
+    max_body_bytes: int = 1024 * 1024  # what Envoy sends of a body (with_request_body.max_request_bytes)
 
 
 async def run_worker(decider: Decider, cfg: WorkerConfig, ready: asyncio.Event | None = None,
@@ -79,6 +86,15 @@ async def run_worker(decider: Decider, cfg: WorkerConfig, ready: asyncio.Event |
         bound = server.add_insecure_port(address)
     if not bound:
         raise OSError(f"cannot bind {address}")
+    http_server, http_handler = None, None
+    if cfg.http_port or cfg.http_socket_path:
+        http_handler = AuthzHandler(decider, exchange=exchange)
+        http_server = HttpServer(http_handler, max_body_bytes=cfg.max_body_bytes)
+        if cfg.http_socket_path:
+            _remove_stale_socket(cfg.http_socket_path)
+        await http_server.start(cfg.host, cfg.http_port or 0, socket_path=cfg.http_socket_path,
+                                ssl=_server_ssl(cfg))
+        address += f", HTTP ext_authz on {cfg.http_socket_path or f'{cfg.host}:{cfg.http_port}'}"
     if cfg.metrics_port:
         start_http_server(cfg.metrics_port, addr=cfg.host)
     runner = None
@@ -107,13 +123,34 @@ async def run_worker(decider: Decider, cfg: WorkerConfig, ready: asyncio.Event |
     # Drain: report NOT_SERVING so health checks move traffic (still answering meanwhile), then refuse
     # new calls and let in-flight ones finish.
     await health_servicer.enter_graceful_shutdown()
+    if http_handler is not None:
+        http_handler.serving = False
     if cfg.drain_notice_s > 0:
         await asyncio.sleep(cfg.drain_notice_s)
+    if http_server is not None:
+        await http_server.stop(cfg.drain_s)
     await server.stop(cfg.drain_s)
     if runner is not None:
         await runner.cleanup()
     await decider.close()
     log.info("agentgov worker on %s stopped", address)
+
+
+def _server_ssl(cfg: WorkerConfig) -> ssl.SSLContext | None:
+    """The HTTP transport's TLS, from the same certificate, key and client CA as the gRPC port."""
+    if not (cfg.tls_cert and cfg.tls_key):
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    with tempfile.TemporaryDirectory(prefix="agentgov-tls-") as folder:  # ssl loads keys from files only
+        cert, key = Path(folder) / "cert.pem", Path(folder) / "key.pem"
+        cert.write_bytes(cfg.tls_cert)
+        key.write_bytes(cfg.tls_key)
+        key.chmod(0o600)
+        context.load_cert_chain(cert, key)
+    if cfg.tls_client_ca:
+        context.load_verify_locations(cadata=cfg.tls_client_ca.decode())
+        context.verify_mode = ssl.CERT_REQUIRED
+    return context
 
 
 def _remove_stale_socket(path: str) -> None:

@@ -7,6 +7,14 @@ from typing import Any
 
 import yaml
 
+from agentgov.engine.server.exchange import EXCHANGE_HEADER
+from agentgov.engine.server.http_authz import (
+    CLIENT_ON_SUCCESS_PREFIX,
+    EXT_AUTHZ_PREFIX,
+    SOURCE_IP_HEADER,
+    UPSTREAM_PREFIX,
+)
+
 
 @dataclass(frozen=True)
 class EnvoyLayout:
@@ -33,6 +41,11 @@ class EnvoyLayout:
     # Envoy's ext_proc filter after ext_authz: agentgov meters LLM token usage from the responses.
     ext_proc: bool = False
     ext_proc_timeout_s: float = 0.5
+    # "http": ext_authz over Envoy's http_service to each worker's HTTP port (the fast default);
+    # "grpc": the gRPC service (needed for the MCP filter's metadata and OPA-Envoy mode).
+    transport: str = "http"
+    agentgov_http_ports: tuple[int, ...] = ()
+    agentgov_http_sockets: tuple[str, ...] = ()
 
 
 def _address(host: str, port: int) -> dict[str, Any]:
@@ -42,19 +55,52 @@ def _address(host: str, port: int) -> dict[str, Any]:
 MCP_FILTER_NAMESPACE = "envoy.filters.http.mcp"
 
 
+def _http_service(layout: EnvoyLayout) -> dict[str, Any]:
+    """Envoy's HTTP ext_authz: every request header goes to agentgov, with the client's address in
+    a header Envoy sets (overwriting any a client sent); an allow's `x-*` headers are set on the
+    request to the backend, its `ratelimit-*` ones go to the client, and the exchange document for
+    ext_proc becomes dynamic metadata; a deny's status, body and headers go to the client."""
+    response: dict[str, Any] = {
+        "allowed_upstream_headers": {"patterns": [{"prefix": UPSTREAM_PREFIX}]},
+        "allowed_client_headers": {"patterns": [{"prefix": "x-agentgov-"}, {"exact": "content-type"},
+                                                {"exact": "retry-after"}, {"prefix": "ratelimit-"}]},
+        "allowed_client_headers_on_success": {"patterns": [{"prefix": CLIENT_ON_SUCCESS_PREFIX}]},
+    }
+    if layout.ext_proc:
+        response["dynamic_metadata_from_headers"] = {"patterns": [{"exact": EXCHANGE_HEADER}]}
+    return {
+        "server_uri": {"uri": "http://agentgov", "cluster": "agentgov_http", "timeout": f"{layout.check_timeout_s}s"},
+        "path_prefix": EXT_AUTHZ_PREFIX,
+        "authorization_request": {"headers_to_add": [
+            {"key": SOURCE_IP_HEADER, "value": "%DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%"}]},
+        "authorization_response": response,
+    }
+
+
 def bootstrap(layout: EnvoyLayout) -> dict[str, Any]:
+    if layout.transport not in ("http", "grpc"):
+        raise ValueError("transport must be http or grpc")
+    http = layout.transport == "http"
+    if http and layout.mcp_filter:
+        raise ValueError("the MCP filter's metadata reaches agentgov over the gRPC transport only")
     authz_config: dict[str, Any] = {
         "@type": "type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthz",
         "transport_api_version": "V3",
         "failure_mode_allow": False,
         "status_on_error": {"code": 503},
-        "include_peer_certificate": True,
-        "grpc_service": {"envoy_grpc": {"cluster_name": "agentgov"}, "timeout": f"{layout.check_timeout_s}s"},
     }
+    if http:
+        authz_config["http_service"] = _http_service(layout)
+        authz_config["allowed_headers"] = {"patterns": [{"safe_regex": {"regex": ".*"}}]}
+    else:
+        authz_config["include_peer_certificate"] = True
+        authz_config["grpc_service"] = {"envoy_grpc": {"cluster_name": "agentgov"},
+                                        "timeout": f"{layout.check_timeout_s}s"}
     if layout.send_body:
         # Partial bodies reach agentgov flagged with x-envoy-auth-partial-body and are denied by default.
+        # The HTTP transport sends the body as it is (pack_as_bytes would leave it out there).
         authz_config["with_request_body"] = {"max_request_bytes": layout.max_request_bytes,
-                                             "allow_partial_message": True, "pack_as_bytes": True}
+                                             "allow_partial_message": True, **({} if http else {"pack_as_bytes": True})}
     filters: list[dict[str, Any]] = []
     if layout.mcp_filter:
         authz_config["metadata_context_namespaces"] = [MCP_FILTER_NAMESPACE]
@@ -122,15 +168,24 @@ def bootstrap(layout: EnvoyLayout) -> dict[str, Any]:
         "load_assignment": {"cluster_name": "agentgov", "endpoints": [{"lb_endpoints": [
             {"endpoint": {"address": a}} for a in _agentgov_addresses(layout)]}]},
     }
+    http_cluster = {
+        "name": "agentgov_http", "type": "STATIC", "connect_timeout": "0.25s", "lb_policy": "ROUND_ROBIN",
+        "health_checks": [{"timeout": "0.5s", "interval": "1s", "no_traffic_interval": "1s",
+                           "unhealthy_threshold": 1, "healthy_threshold": 1, "http_health_check": {"path": "/health"}}],
+        "outlier_detection": agentgov_cluster["outlier_detection"],
+        "load_assignment": {"cluster_name": "agentgov_http", "endpoints": [{"lb_endpoints": [
+            {"endpoint": {"address": a}} for a in _agentgov_http_addresses(layout)]}]},
+    }
     if layout.tls_ca_file:
-        tls: dict[str, Any] = {"validation_context": {"trusted_ca": {"filename": layout.tls_ca_file}},
-                               "alpn_protocols": ["h2"]}
-        if layout.tls_cert_file and layout.tls_key_file:
-            tls["tls_certificates"] = [{"certificate_chain": {"filename": layout.tls_cert_file},
-                                        "private_key": {"filename": layout.tls_key_file}}]
-        agentgov_cluster["transport_socket"] = {"name": "envoy.transport_sockets.tls", "typed_config": {
-            "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
-            "common_tls_context": tls, **({"sni": layout.tls_server_name} if layout.tls_server_name else {})}}
+        for cluster, alpn in ((agentgov_cluster, "h2"), (http_cluster, "http/1.1")):
+            tls: dict[str, Any] = {"validation_context": {"trusted_ca": {"filename": layout.tls_ca_file}},
+                                   "alpn_protocols": [alpn]}
+            if layout.tls_cert_file and layout.tls_key_file:
+                tls["tls_certificates"] = [{"certificate_chain": {"filename": layout.tls_cert_file},
+                                            "private_key": {"filename": layout.tls_key_file}}]
+            cluster["transport_socket"] = {"name": "envoy.transport_sockets.tls", "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
+                "common_tls_context": tls, **({"sni": layout.tls_server_name} if layout.tls_server_name else {})}}
     backend_cluster = {
         "name": "backend", "type": "STATIC", "connect_timeout": "1s",
         "load_assignment": {"cluster_name": "backend", "endpoints": [{"lb_endpoints": [
@@ -142,7 +197,9 @@ def bootstrap(layout: EnvoyLayout) -> dict[str, Any]:
             "listeners": [{"name": "agents", "address": _address(layout.listen_host, layout.listen_port),
                            "filter_chains": [{"filters": [{
                                "name": "envoy.filters.network.http_connection_manager", "typed_config": hcm}]}]}],
-            "clusters": [agentgov_cluster, backend_cluster],
+            # The gRPC cluster serves ext_proc, and ext_authz with the gRPC transport.
+            "clusters": [*([http_cluster] if http else []), *([agentgov_cluster] if not http or layout.ext_proc else []),
+                         backend_cluster],
         },
     }
 
@@ -151,6 +208,12 @@ def _agentgov_addresses(layout: EnvoyLayout) -> list[dict[str, Any]]:
     if layout.agentgov_sockets:
         return [{"pipe": {"path": path}} for path in layout.agentgov_sockets]
     return [_address(layout.agentgov_host, p) for p in layout.agentgov_ports]
+
+
+def _agentgov_http_addresses(layout: EnvoyLayout) -> list[dict[str, Any]]:
+    if layout.agentgov_http_sockets:
+        return [{"pipe": {"path": path}} for path in layout.agentgov_http_sockets]
+    return [_address(layout.agentgov_host, p) for p in layout.agentgov_http_ports]
 
 
 def bootstrap_yaml(layout: EnvoyLayout) -> str:

@@ -8,12 +8,38 @@ Both ends live here so they cannot drift apart.
 
 from __future__ import annotations
 
+import json
+from collections.abc import Mapping
 from typing import Any
 
 from agentgov.engine.governor import Verdict
 
 EXT_AUTHZ_NAMESPACE = "envoy.filters.http.ext_authz"
 EXCHANGE_KEY = "agentgov"
+# Over the HTTP transport the document travels as this response header, which Envoy turns into
+# dynamic metadata (`dynamic_metadata_from_headers`) under the same namespace, as a JSON string. Its
+# name starts with neither `x-` nor `ratelimit-`, so it reaches neither the backend nor the client.
+EXCHANGE_HEADER = "agentgov-exchange"
+
+
+def exchange_header(verdict: Verdict) -> str:
+    """The exchange document as one header value: compact ASCII JSON (no control characters)."""
+    return json.dumps(exchange_metadata(verdict), separators=(",", ":"), ensure_ascii=True)
+
+
+def read_exchange(namespace: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    """The exchange document from the ext_authz namespace, as either transport left it there."""
+    doc = namespace.get(EXCHANGE_KEY)
+    if isinstance(doc, dict):
+        return doc
+    text = namespace.get(EXCHANGE_HEADER)
+    if isinstance(text, str):
+        try:
+            parsed = json.loads(text)
+        except ValueError:
+            return None
+        return parsed if isinstance(parsed, dict) else None
+    return None
 
 
 def exchange_metadata(verdict: Verdict) -> dict[str, Any]:

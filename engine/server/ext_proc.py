@@ -38,7 +38,7 @@ from agentgov.engine.protocols import ProtocolError
 from agentgov.engine.protocols.llm import LLM_PATHS
 from agentgov.engine.protocols.parsed import ParsedAction
 from agentgov.engine.protocols.usage import Usage, UsageMeter
-from agentgov.engine.server.exchange import EXCHANGE_KEY, EXT_AUTHZ_NAMESPACE
+from agentgov.engine.server.exchange import EXT_AUTHZ_NAMESPACE, read_exchange
 
 log = logging.getLogger("agentgov.ext_proc")
 EXT_PROC_SERVICE = "envoy.service.ext_proc.v3.ExternalProcessor"
@@ -82,8 +82,7 @@ def _exchange_context(request: ep.ProcessingRequest) -> Mapping[str, Any] | None
     namespaces = request.metadata_context.filter_metadata
     if EXT_AUTHZ_NAMESPACE not in namespaces:
         return None
-    doc = MessageToDict(namespaces[EXT_AUTHZ_NAMESPACE]).get(EXCHANGE_KEY)
-    return doc if isinstance(doc, dict) else None
+    return read_exchange(MessageToDict(namespaces[EXT_AUTHZ_NAMESPACE]))
 
 
 def _set_header(name: str, value: str) -> base_pb2.HeaderValueOption:
