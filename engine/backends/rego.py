@@ -7,6 +7,7 @@ error, a Rust panic included (`pyo3_runtime.PanicException` derives from BaseExc
 from __future__ import annotations
 
 import json
+import logging
 import re
 from collections.abc import Mapping
 from dataclasses import replace
@@ -20,6 +21,7 @@ from agentgov.engine.backends.base import (
     ResultReader,
     decision_from_document,
     engine_error,
+    first_line,
     is_fatal,
 )
 from agentgov.engine.model import Decision
@@ -27,6 +29,7 @@ from agentgov.engine.policy.problems import PolicyLoadError
 from agentgov.engine.policy.rego_check import check_modules, parse_problem, ref_parts
 
 DEFAULT_RULE = "data.agentgov.decision"
+log = logging.getLogger("agentgov.rego")
 
 
 def build_engine(modules: list[tuple[str, str]], data: Mapping[str, Any]) -> regorus.Engine:
@@ -50,7 +53,8 @@ class RegoBackend:
     name = "rego"
 
     def __init__(self, modules: list[tuple[str, str]], data: Mapping[str, Any] | None = None,
-                 rule: str = DEFAULT_RULE, reader: ResultReader = decision_from_document) -> None:
+                 rule: str = DEFAULT_RULE, reader: ResultReader = decision_from_document,
+                 compiled: bool = True) -> None:
         if not modules:
             raise PolicyLoadError([])
         self.rule = rule
@@ -65,13 +69,36 @@ class RegoBackend:
         self._engine = self._pristine.clone()
         self._coverage = False
         self._modules = modules
+        # regorus' compiled mode (a Program run by its VM) decides the shipped library 3-4x faster
+        # than the interpreter, with the same answers (tests/test_backends.py compares every case).
+        # It refuses `with` and reads of the whole of `data`: those policies stay interpreted.
+        self._data_json = json.dumps(dict(data or {}))
+        self._program = _compile(modules, self._data_json, rule) if compiled else None
+        self._vm = self._new_vm() if self._program is not None else None
         self._packages = sorted({m.group(1) for _, source in modules
                                  if (m := re.search(r"^package\s+([\w.]+)", source, re.MULTILINE))})
 
+    @property
+    def compiled(self) -> bool:
+        """Whether decisions run on regorus' VM (else the interpreter)."""
+        return self._vm is not None
+
+    def _new_vm(self) -> regorus.Rvm:
+        vm = regorus.Rvm()
+        vm.load_program(self._program)
+        vm.set_data_json(self._data_json)
+        return vm
+
     def evaluate_sync(self, policy_input: Mapping[str, Any]) -> Decision:
         try:
-            self._engine.set_input_json(json.dumps(policy_input))
-            result = self._eval(self._engine)
+            text = json.dumps(policy_input)
+            if self._vm is not None and not self._coverage:
+                self._vm.set_input_json(text)
+                answer = self._vm.execute()
+                result = None if answer == _VM_UNDEFINED else json.loads(answer)
+            else:
+                self._engine.set_input_json(text)
+                result = self._eval(self._engine)
         except BaseException as exc:
             if is_fatal(exc):
                 raise
@@ -95,6 +122,8 @@ class RegoBackend:
     def _heal(self) -> None:
         """Start again from the loaded policy set (cheap: a clone of already-compiled policies)."""
         self._engine = self._pristine.clone()
+        if self._program is not None:
+            self._vm = self._new_vm()
         if self._coverage:
             self._engine.set_enable_coverage(True)
 
@@ -165,6 +194,20 @@ class RegoBackend:
         return files
 
     async def close(self) -> None:
+        return None
+
+
+_VM_UNDEFINED = '"<undefined>"'  # what regorus' VM answers for an undefined rule
+
+
+def _compile(modules: list[tuple[str, str]], data_json: str, rule: str) -> regorus.Program | None:
+    """The policy compiled for regorus' VM, or None where it cannot be (the interpreter decides)."""
+    try:
+        return regorus.Program.compile_from_modules(data_json, modules, [rule])
+    except BaseException as exc:
+        if is_fatal(exc):
+            raise
+        log.debug("rule %s runs interpreted: %s", rule, first_line(str(exc)))
         return None
 
 
