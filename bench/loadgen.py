@@ -1,8 +1,9 @@
 """Load for the gateway benchmark: wrk at saturation, and an open-loop fixed-rate generator.
 
 The open-loop generator sends request i at start + i/rate whatever happened to the earlier ones
-and counts latency from that scheduled time, so a stall shows as latency of every request it
-delayed (no coordinated omission, as wrk2 does; wrk2 is not packaged here). It runs in its own
+(each is its own task, on a new connection when every open one is busy) and counts latency from
+that dispatch, so a stall shows as latency of every request it delayed: no coordinated omission,
+as wrk2 does (wrk2 is not packaged here). It runs in its own
 process so its CPU is not the server's:
 
     python bench/loadgen.py --url http://127.0.0.1:10000/v1/chat/completions --rate 350 \\
@@ -16,6 +17,7 @@ import asyncio
 import json
 import os
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Mapping
@@ -112,7 +114,10 @@ async def _open_loop(url: str, headers: Mapping[str, str], body: bytes, rate: fl
                 idle.append(conn)
             free.notify()
 
-    async def one(scheduled: float) -> None:
+    async def one() -> None:
+        # From dispatch: at most ~1 ms after the scheduled time (libuv's timer granularity), and never
+        # held back by an earlier request (each is its own task, on its own connection if need be).
+        scheduled = time.perf_counter()
         conn = None
         try:
             conn = await connection()
@@ -152,7 +157,7 @@ async def _open_loop(url: str, headers: Mapping[str, str], body: bytes, rate: fl
         delay = scheduled - time.perf_counter()
         if delay > 0:
             await asyncio.sleep(delay)
-        tasks.append(asyncio.create_task(one(scheduled)))
+        tasks.append(asyncio.create_task(one()))
     await asyncio.gather(*tasks)
     for _, writer in idle:
         writer.close()
@@ -169,7 +174,7 @@ def open_loop(url: str, headers: Mapping[str, str], body: bytes, *, rate: float,
                 "--out", str(out), "--max-connections", str(max_connections)]
         for k, v in headers.items():
             args += ["--header", f"{k}: {v}"]
-        subprocess.run([os.environ.get("PYTHON", "python3"), __file__, *args], check=True, timeout=seconds + 120)
+        subprocess.run([sys.executable, __file__, *args], check=True, timeout=seconds + 120)
         doc = json.loads(out.read_text())
     return OpenLoop(doc["rate"], doc["sent"], doc["latencies_ms"], doc["errors"], doc["non_2xx"])
 

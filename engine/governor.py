@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
@@ -256,7 +257,7 @@ class Governor:
         """A policy input a caller stated whole (OPA's Data API). The subject is the caller's word
         (so the identity hook does not run; bind the Data API where only trusted callers reach it);
         every other stage runs: the PII hook scans the arguments, after hooks see the decision."""
-        decision_id = uuid.uuid4().hex
+        decision_id = secrets.token_hex(16)
         policy = self._policy
         runs: list[HookRun] = []
         subject = _stated_subject(policy_input)
@@ -288,7 +289,7 @@ class Governor:
         return await self._finish(request, decision, runs, inputs=(document,))
 
     async def _decide(self, env: Envelope, given: Sequence[ParsedAction] | None, entry_point: str) -> Verdict:
-        decision_id = uuid.uuid4().hex
+        decision_id = secrets.token_hex(16)
         policy = self._policy
         runs: list[HookRun] = []
         request = HookRequest(decision_id, entry_point, env.method, env.path, env.host, env.headers, ANONYMOUS, (),

@@ -6,6 +6,8 @@ and time whole calls, labelled by the API that answered.
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import Counter, Histogram
 
 from agentgov.engine.model import Decision
@@ -28,9 +30,20 @@ UNMETERED = Counter("agentgov_llm_unmetered_total", "LLM responses whose token u
                     ["tenant"])
 
 
+_DECISION_COUNTERS: dict[tuple[str, str, str], Any] = {}
+_MAX_CACHED_COUNTERS = 4096  # reasons come from policies: keep the cache bounded whatever they say
+
+
 def count_decision(api: str, decision: Decision) -> tuple[str, str]:
-    """Count one decision; returns its (outcome, first reason) labels for the caller's log line."""
+    """Count one decision; returns its (outcome, first reason) labels for the caller's log line.
+    The labelled child is cached: prometheus_client's label lookup costs more than the increment."""
     outcome = "allow" if decision.allow else "deny"
     reason = decision.reasons[0] if decision.reasons else ""
-    DECISIONS.labels(api=api, outcome=outcome, reason=reason).inc()
+    key = (api, outcome, reason)
+    counter = _DECISION_COUNTERS.get(key)
+    if counter is None:
+        counter = DECISIONS.labels(api=api, outcome=outcome, reason=reason)
+        if len(_DECISION_COUNTERS) < _MAX_CACHED_COUNTERS:
+            _DECISION_COUNTERS[key] = counter
+    counter.inc()
     return outcome, reason

@@ -17,6 +17,8 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from agentgov.cli.stack import LocalStack, free_port
 from agentgov.engine.hooks.budget.limits import BudgetConfigError, Limit, period, settings_from_config
@@ -341,3 +343,75 @@ def test_policy_data_overrides_a_limit_for_one_tenant(tmp_path: Path, policies_c
     (policies_copy / "agentgov" / "budgets" / "data.yaml").write_text("per-tenant: {globex: {requests: 3}}\n")
     with pytest.raises(ConfigError, match="no limit of that name"):
         build_governor(load_config(path))
+
+
+# --- the SQLite store's running totals -------------------------------------------------------------
+
+_DAY = Limit("daily", "subject", "day", requests=1_000_000, tokens=10**9, cost_usd=10**6)
+_ROLLING = Limit("recent", "subject", "1h", requests=1_000_000, tokens=10**9)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(["reserve", "settle", "release", "expire"]), st.integers(0, 7),
+                          st.integers(0, 500)), min_size=1, max_size=40))
+def test_calendar_totals_always_equal_the_sum_of_the_charges(tmp_path_factory: pytest.TempPathFactory,
+                                                             ops: list[tuple[str, int, int]]) -> None:
+    """However charges are reserved, settled, released or expire, the running total a calendar
+    window is checked against equals the sum over its charges (what a full scan would give)."""
+    from agentgov.engine.hooks.budget.limits import Charge
+    from agentgov.engine.hooks.budget.store import SqliteStore
+
+    store = SqliteStore(tmp_path_factory.mktemp("totals") / "b.sqlite3")
+    zone, now = ZoneInfo("UTC"), 1_790_000_000.0
+
+    async def run() -> None:
+        for op, rid, tokens in ops:
+            at = now + (3600 if op == "expire" else 0)
+            charges = [Charge(limit, period(limit, "alice", now, zone), 1, tokens, tokens / 1000)
+                       for limit in (_DAY, _ROLLING)]
+            if op in ("reserve", "expire"):
+                await store.reserve(f"r{rid}", charges, at, 60.0 if rid % 2 else None)
+            elif op == "settle":
+                await store.settle(f"r{rid}", tokens * 2, tokens / 500)
+            else:
+                await store.release(f"r{rid}")
+        db = store._connect()
+        for bucket, requests, tokens, cost in db.execute("SELECT bucket, requests, tokens, cost FROM totals"):
+            summed = db.execute("SELECT COALESCE(SUM(requests), 0), COALESCE(SUM(tokens), 0), COALESCE(SUM(cost), 0)"
+                                " FROM entries WHERE bucket = ?", (bucket,)).fetchone()
+            assert (requests, tokens) == summed[:2]
+            assert abs(cost - summed[2]) < 1e-6
+        await store.close()
+
+    asyncio.run(run())
+
+
+def test_a_database_from_before_the_totals_is_backfilled_once(tmp_path: Path) -> None:
+    import sqlite3
+
+    from agentgov.engine.hooks.budget.limits import Charge
+    from agentgov.engine.hooks.budget.store import SqliteStore
+
+    path = tmp_path / "old.sqlite3"
+    old = sqlite3.connect(path)
+    old.executescript("""CREATE TABLE entries (bucket TEXT NOT NULL, rid TEXT NOT NULL, limit_name TEXT NOT NULL,
+        key TEXT NOT NULL, at REAL NOT NULL, requests INTEGER NOT NULL, tokens INTEGER NOT NULL, cost REAL NOT NULL,
+        reserved_until REAL, PRIMARY KEY (bucket, rid));""")
+    zone, now = ZoneInfo("UTC"), 1_790_000_000.0
+    day = period(Limit("daily", "subject", "day", requests=3), "alice", now, zone)
+    old.executemany("INSERT INTO entries VALUES (?, ?, 'daily', 'alice', ?, 1, 0, 0, NULL)",
+                    [(day.bucket, f"old{i}", now) for i in range(2)])
+    old.commit()
+    old.close()
+    store = SqliteStore(path)
+    limit = Limit("daily", "subject", "day", requests=3)
+
+    async def run() -> list[bool]:
+        admitted = [(await store.reserve(f"new{i}", [Charge(limit, day, 1, 0, 0.0)], now, None)).admitted
+                    for i in range(3)]
+        await store.close()
+        return admitted
+
+    assert asyncio.run(run()) == [True, False, False]  # two were used before the upgrade: one left
+    again = SqliteStore(path)
+    assert again._connect().execute("SELECT requests FROM totals").fetchone() == (3,)  # not counted twice

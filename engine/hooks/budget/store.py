@@ -20,6 +20,40 @@ from agentgov.engine.hooks.budget.limits import Charge
 
 PURGE_AFTER_S = 40 * 86400  # settled usage older than the longest calendar window is dropped
 
+# `entries` holds every charge (a sliding window sums those inside it). `totals` keeps each bucket's
+# running sum, maintained by triggers in the same transaction as the change, so a calendar window
+# (day, month) is checked with one row instead of a sum over every charge of the day: the cost of a
+# check no longer grows with the traffic. A database made before `totals` existed is backfilled once.
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS entries (
+    bucket TEXT NOT NULL, rid TEXT NOT NULL, limit_name TEXT NOT NULL, key TEXT NOT NULL,
+    at REAL NOT NULL, requests INTEGER NOT NULL, tokens INTEGER NOT NULL, cost REAL NOT NULL,
+    reserved_until REAL, PRIMARY KEY (bucket, rid));
+CREATE INDEX IF NOT EXISTS entries_bucket_at ON entries (bucket, at);
+CREATE INDEX IF NOT EXISTS entries_rid ON entries (rid);
+CREATE INDEX IF NOT EXISTS entries_reserved ON entries (reserved_until) WHERE reserved_until IS NOT NULL;
+BEGIN IMMEDIATE;
+CREATE TABLE IF NOT EXISTS totals (
+    bucket TEXT PRIMARY KEY, requests INTEGER NOT NULL, tokens INTEGER NOT NULL, cost REAL NOT NULL);
+CREATE TRIGGER IF NOT EXISTS entries_added AFTER INSERT ON entries BEGIN
+    INSERT INTO totals VALUES (NEW.bucket, NEW.requests, NEW.tokens, NEW.cost) ON CONFLICT (bucket) DO UPDATE
+        SET requests = requests + NEW.requests, tokens = tokens + NEW.tokens, cost = cost + NEW.cost;
+END;
+CREATE TRIGGER IF NOT EXISTS entries_removed AFTER DELETE ON entries BEGIN
+    UPDATE totals SET requests = requests - OLD.requests, tokens = tokens - OLD.tokens, cost = cost - OLD.cost
+        WHERE bucket = OLD.bucket;
+END;
+CREATE TRIGGER IF NOT EXISTS entries_changed AFTER UPDATE OF requests, tokens, cost ON entries BEGIN
+    UPDATE totals SET requests = requests - OLD.requests + NEW.requests, tokens = tokens - OLD.tokens + NEW.tokens,
+        cost = cost - OLD.cost + NEW.cost WHERE bucket = NEW.bucket;
+END;
+CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL);
+INSERT INTO totals SELECT bucket, SUM(requests), SUM(tokens), SUM(cost) FROM entries
+    WHERE NOT EXISTS (SELECT 1 FROM schema_version) GROUP BY bucket;
+INSERT INTO schema_version SELECT 2 WHERE NOT EXISTS (SELECT 1 FROM schema_version);
+COMMIT;
+"""
+
 
 class StoreError(RuntimeError):
     """The store could not answer: the hook follows budgets.on_store_error."""
@@ -139,15 +173,7 @@ class SqliteStore:
             db.execute("PRAGMA busy_timeout=10000")
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=NORMAL")
-            db.executescript("""
-                CREATE TABLE IF NOT EXISTS entries (
-                    bucket TEXT NOT NULL, rid TEXT NOT NULL, limit_name TEXT NOT NULL, key TEXT NOT NULL,
-                    at REAL NOT NULL, requests INTEGER NOT NULL, tokens INTEGER NOT NULL, cost REAL NOT NULL,
-                    reserved_until REAL, PRIMARY KEY (bucket, rid));
-                CREATE INDEX IF NOT EXISTS entries_bucket_at ON entries (bucket, at);
-                CREATE INDEX IF NOT EXISTS entries_rid ON entries (rid);
-                CREATE INDEX IF NOT EXISTS entries_reserved ON entries (reserved_until)
-                    WHERE reserved_until IS NOT NULL;""")
+            db.executescript(_SCHEMA)
         except sqlite3.Error:
             db.close()
             raise
@@ -171,18 +197,26 @@ class SqliteStore:
             self._reserves += 1
             if self._reserves % 1000 == 0:
                 db.execute("DELETE FROM entries WHERE reserved_until IS NULL AND at < ?", (now - PURGE_AFTER_S,))
+                db.execute("DELETE FROM totals WHERE requests <= 0 AND tokens <= 0 AND cost <= 1e-9")
             headroom, exceeded, retry = [], [], []
             for charge in charges:
-                row = db.execute("SELECT COALESCE(SUM(requests), 0), COALESCE(SUM(tokens), 0), COALESCE(SUM(cost), 0),"
-                                 " MIN(at) FROM entries WHERE bucket = ? AND at >= ?",
-                                 (charge.period.bucket, charge.period.since)).fetchone()
+                if charge.limit.rolling_s is None:
+                    # A calendar window is a bucket of its own: its running total, one row (kept by triggers).
+                    row = db.execute("SELECT requests, tokens, cost, NULL FROM totals WHERE bucket = ?",
+                                     (charge.period.bucket,)).fetchone() or (0, 0, 0.0, None)
+                else:
+                    row = db.execute("SELECT COALESCE(SUM(requests), 0), COALESCE(SUM(tokens), 0),"
+                                     " COALESCE(SUM(cost), 0), MIN(at) FROM entries WHERE bucket = ? AND at >= ?",
+                                     (charge.period.bucket, charge.period.since)).fetchone()
                 fits, room, wait = check(charge, int(row[0]), int(row[1]), float(row[2]), row[3], now)
                 headroom.append(room)
                 if not fits:
                     exceeded.append(charge.limit.name)
                     retry.append(wait)
             if not exceeded:
-                db.executemany("INSERT OR REPLACE INTO entries VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", [
+                db.executemany("INSERT INTO entries VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (bucket, rid) DO UPDATE"
+                               " SET at = excluded.at, requests = excluded.requests, tokens = excluded.tokens,"
+                               " cost = excluded.cost, reserved_until = excluded.reserved_until", [
                     (c.period.bucket, rid, c.limit.name, c.period.bucket.split("|", 2)[1], now, c.requests, c.tokens,
                      c.cost_usd, None if ttl_s is None else now + ttl_s) for c in charges])
             db.execute("COMMIT")
