@@ -58,7 +58,11 @@ test: lint typecheck policy-test unit
 # Measure speed (never asserted in tests): writes docs/benchmarks.md and docs/benchmarks.png.
 bench: $(STAMP)
 	$(BIN)/pip install --quiet -e '.[dev,bench]'
+	@command -v wrk >/dev/null || { echo "installing wrk (Debian package) for the gateway benchmark"; \
+		apt-get update -qq && apt-get install -y -qq wrk; }
 	$(BIN)/python bench/run.py
+	# Floors, agentgov over both transports, the full pipeline and LiteLLM (in bench/.litellm-venv).
+	$(BIN)/python bench/gateway.py
 
 # Regenerate the decision service's message classes after editing the .proto (tests check they match).
 proto: $(STAMP)

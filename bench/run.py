@@ -59,6 +59,7 @@ from agentgov.engine.protocols.mcp import parse_mcp  # noqa: E402
 from agentgov.engine.server.app import WorkerConfig, run_worker  # noqa: E402
 
 POLICIES = REPO / "policies"
+GATEWAY_START, GATEWAY_END = "<!-- gateway:start -->", "<!-- gateway:end -->"
 CALL = {"jsonrpc": "2.0", "id": 7, "method": "tools/call",
         "params": {"name": "crm.query", "arguments": {"tenant_id": "acme", "query": "open deals"}}}
 OPA_ENVOY_POLICY = """package envoy.authz
@@ -420,7 +421,14 @@ def write_report(rows: list[Row], out: Path, args: argparse.Namespace, pii: PiiR
               ""]
     if pii is not None:
         lines += pii_section(pii)
-    (out / "benchmarks.md").write_text("\n".join(lines) + "\n")
+    text = "\n".join(lines) + "\n"
+    previous = (out / "benchmarks.md").read_text() if (out / "benchmarks.md").exists() else ""
+    if GATEWAY_START in previous and GATEWAY_END in previous:
+        # bench/gateway.py's section stays where it is: first, after the title.
+        section = GATEWAY_START + previous.split(GATEWAY_START, 1)[1].split(GATEWAY_END, 1)[0] + GATEWAY_END
+        title, _, rest = text.partition("\n")
+        text = f"{title}\n\n{section}\n{rest.lstrip()}"
+    (out / "benchmarks.md").write_text(text)
 
 
 def main() -> None:

@@ -56,7 +56,8 @@ def worker_config(cfg: Config, index: int) -> WorkerConfig:
         tls_key=cfg.read_tls("key_file") if serving_tls else None,
         tls_client_ca=cfg.read_tls("client_ca_file"), serve_bundles=cfg.serve_bundles,
         http_port=cfg.http_port + index if cfg.http_port and not cfg.socket_dir else None,
-        http_socket_path=cfg.http_socket_path(index), max_body_bytes=cfg.max_request_bytes)
+        http_socket_path=cfg.http_socket_path(index), max_body_bytes=cfg.max_request_bytes,
+        authzen_token=cfg.data_api_token())
 
 
 def _worker(cfg: Config, index: int) -> None:

@@ -174,6 +174,7 @@ def test_the_sink_gets_every_record_in_opa_format_across_its_outage(stack: Local
     assert set(event) >= {"labels", "decision_id", "timestamp", "input", "result", "bundles"}
 
 
+@pytest.mark.reliability
 def test_kill_9_under_load_loses_nothing_that_was_answered(tmp_path: Path) -> None:
     stack = audited_stack(tmp_path, None)
     stack.keep_workdir = True

@@ -76,6 +76,7 @@ def test_the_chain_continues_across_restarts_and_rotation(tmp_path: Path) -> Non
     assert report.chains[0].records == 60
 
 
+@pytest.mark.reliability
 def test_a_record_cut_by_a_crash_is_dropped_on_restart(tmp_path: Path) -> None:
     write(tmp_path, 5)
     (last,) = chain_files(tmp_path, "node-w0")

@@ -83,6 +83,7 @@ def storm(stacks: list[LocalStack], n: int, token_for: Any, path: str = "/mcp", 
 
 @pytest.mark.envoy
 @pytest.mark.parametrize("store", ["sqlite", "redis"])
+@pytest.mark.reliability
 def test_200_concurrent_requests_against_a_cap_admit_exactly_the_cap(store: str, redis_server: RedisServer) -> None:
     cap = 37
     url = redis_server.url if store == "redis" else "sqlite"
@@ -205,6 +206,7 @@ def test_429_carries_retry_after_and_budget_show_and_reset(tmp_path: Path) -> No
 
 
 @pytest.mark.envoy
+@pytest.mark.reliability
 def test_redis_stopped_mid_load_never_admits_beyond_the_cap() -> None:
     server = RedisServer()
     server.start()

@@ -34,6 +34,7 @@ def doc(sep: str) -> dict[str, object]:
             "budget": {}, "context": {}, "http": {}}
 
 
+@pytest.mark.reliability
 def test_the_next_decision_after_a_panic_is_normal() -> None:
     backend = RegoBackend([("p.rego", PANICKY)])
     first = asyncio.run(backend.evaluate(doc("")))
@@ -54,6 +55,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
 
 
 @pytest.mark.envoy
+@pytest.mark.reliability
 def test_through_envoy_a_panic_denies_one_request_and_the_worker_carries_on(stack: LocalStack) -> None:
     token = bearer(stack.keys.token("alice", ["analyst"], "acme"))
     call = {"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "t", "arguments": {"q": "abc"}}}

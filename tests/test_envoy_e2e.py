@@ -120,6 +120,7 @@ def test_llm_call_by_model_grant(stack: LocalStack) -> None:
     assert (too_big[0], too_big[2]["reasons"]) == (403, ["max_tokens_exceeded"])
 
 
+@pytest.mark.reliability
 def test_agentgov_down_means_503_and_nothing_reaches_backend() -> None:
     s = LocalStack(policies=POLICIES)
     try:

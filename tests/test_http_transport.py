@@ -212,6 +212,7 @@ def test_pipelined_requests_are_answered_in_order_and_split_packets_are_joined()
     (_request(body=b"x" * 80_000), 413),
     (_request(path="/elsewhere"), 404),
 ])
+@pytest.mark.reliability
 def test_bad_or_oversized_requests_get_a_clear_status_never_a_check(data: bytes, status: int) -> None:
     out, _, decider = _exchange(data)
     assert _responses(out)[0][0] == status
@@ -228,6 +229,7 @@ def test_bad_or_oversized_requests_get_a_clear_status_never_a_check(data: bytes,
     (replace(ALLOW, decision=Decision(allow=True, reasons=(), status=200,
                                       directives=HttpDirectives(dynamic_metadata={"k": "v"}))), "dynamic metadata"),
 ])
+@pytest.mark.reliability
 def test_what_http_mode_cannot_carry_fails_closed(verdict: Verdict, why: str) -> None:
     (status, headers, body), = _responses(_exchange(_request(), verdict)[0])
     assert status == 503, why
@@ -269,6 +271,7 @@ def test_the_server_stops_accepting_and_finishes_what_is_in_flight() -> None:
 
 @settings(max_examples=300, deadline=None)
 @given(st.binary(max_size=600), st.lists(st.integers(min_value=1, max_value=64), max_size=8))
+@pytest.mark.reliability
 def test_any_bytes_get_an_http_answer_or_a_close_never_a_crash(data: bytes, cuts: list[int]) -> None:
     chunks, rest = [], data
     for n in cuts:

@@ -57,6 +57,7 @@ def stack() -> Iterator[LocalStack]:
         yield s
 
 
+@pytest.mark.reliability
 def test_kill_9_of_a_worker_under_load(stack: LocalStack) -> None:
     parent = stack.procs["agentgov"].pid
     assert wait_for(lambda: len(workers_of(parent)) == 2)
@@ -93,6 +94,7 @@ def test_kill_9_of_a_worker_under_load(stack: LocalStack) -> None:
     assert wait_for(lambda: "restarting" in stack.log("agentgov"))
 
 
+@pytest.mark.reliability
 def test_envoy_ejects_a_dead_worker_even_before_it_is_back(stack: LocalStack) -> None:
     """The supervisor is paused (SIGSTOP) so the dead worker stays dead: Envoy's health checks and
     outlier detection must take it out of rotation, and the other worker serves everything."""
@@ -111,6 +113,7 @@ def test_envoy_ejects_a_dead_worker_even_before_it_is_back(stack: LocalStack) ->
     assert wait_for(lambda: len(workers_of(parent)) == 2 and victim not in workers_of(parent))
 
 
+@pytest.mark.reliability
 def test_sigterm_after_a_crash_leaves_no_process(stack: LocalStack) -> None:
     parent = stack.procs["agentgov"].pid
     assert wait_for(lambda: len(workers_of(parent)) == 2)
@@ -123,6 +126,7 @@ def test_sigterm_after_a_crash_leaves_no_process(stack: LocalStack) -> None:
     assert wait_for(lambda: not any(alive(pid) for pid in everyone), 10)
 
 
+@pytest.mark.reliability
 def test_workers_never_outlive_their_parent(stack: LocalStack) -> None:
     parent = stack.procs["agentgov"].pid
     assert wait_for(lambda: len(workers_of(parent)) == 2)

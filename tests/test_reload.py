@@ -245,6 +245,7 @@ def test_a_folder_source_is_rebuilt_and_reloaded_when_a_file_changes(policies_co
 
 # --- bad bundles are refused; the last good one keeps serving --------------------------------------
 
+@pytest.mark.reliability
 def test_corrupt_unsigned_and_badly_signed_bundles_are_refused_and_the_old_revision_keeps_serving(
         server: BundleServer, bundles: dict[str, bytes], signing_keys: dict[str, bytes], tmp_path: Path) -> None:
     (tmp_path / "bundle.pub.pem").write_bytes(signing_keys["good.pub"])
@@ -304,6 +305,7 @@ def _tamper(blob: bytes) -> bytes:
 
 # --- start-up with the source down -----------------------------------------------------------------
 
+@pytest.mark.reliability
 def test_with_the_source_down_at_start_up_the_persisted_last_good_bundle_serves(
         server: BundleServer, bundles: dict[str, bytes], tmp_path: Path) -> None:
     server.store[PATH] = bundles["A"]
@@ -334,6 +336,7 @@ def test_with_the_source_down_at_start_up_the_persisted_last_good_bundle_serves(
     run(restart_while_down)
 
 
+@pytest.mark.reliability
 def test_with_the_source_down_and_nothing_persisted_every_check_is_refused_until_it_comes_back(
         server: BundleServer, bundles: dict[str, bytes], tmp_path: Path) -> None:
     server.stop()
@@ -486,6 +489,7 @@ def test_unavailable_sets_say_so() -> None:
     assert explained.lines == ["no bundle yet"]
 
 
+@pytest.mark.reliability
 def test_an_unreachable_registry_is_a_failed_poll_not_a_hang(tmp_path: Path) -> None:
     """oras-py would retry for two minutes; a poll fails at once and the reloader's backoff decides."""
     port = free_port()  # nothing listens there

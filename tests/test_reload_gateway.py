@@ -49,6 +49,7 @@ def _stack(base: Path, **policy: Any) -> LocalStack:
                       config_extra={"audit": {"dir": str(base / "audit")}})
 
 
+@pytest.mark.reliability
 def test_twenty_swaps_under_load_decide_every_check_by_the_revision_that_answered(
         server: BundleServer, revoked: Path, tmp_path: Path) -> None:
     blobs = {"A": build_bundle([POLICIES], revision="A"), "B": build_bundle([revoked], revision="B")}

@@ -13,6 +13,7 @@ on the network inside a decision, and a burst of unknown kids costs one fetch.
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
 import json
 import time
@@ -29,6 +30,8 @@ from jwt import PyJWK
 from agentgov.engine.hooks.api_keys import DEFAULT_API_KEY_HEADER, ApiKey, ApiKeyStore
 from agentgov.engine.hooks.base import Deny, Enrichment, HookRequest
 from agentgov.engine.model import Subject
+from agentgov.engine.protocols import ProtocolError
+from agentgov.engine.protocols.jsonbody import decode_json
 
 _ASYMMETRIC = {"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"}
 _KEY_TYPES = {"RS": "RSA", "PS": "RSA", "ES": "EC", "Ed": "OKP"}
@@ -202,6 +205,9 @@ class IdentityVerifier:
         return subject
 
     def _verify_uncached(self, token: str) -> tuple[Subject, float]:
+        if len(token) > MAX_TOKEN_CHARS:
+            raise IdentityError("invalid_token", f"token is longer than {MAX_TOKEN_CHARS} characters")
+        _one_reading(token)
         try:
             header = jwt.get_unverified_header(token)
             unverified = jwt.decode(token, options={"verify_signature": False})
@@ -233,6 +239,21 @@ class IdentityVerifier:
         except jwt.PyJWTError as exc:
             raise IdentityError("invalid_token", f"token rejected: {type(exc).__name__}") from None
         return _subject(claims, issuer.claims), float(claims["exp"])
+
+
+# Far above any real token (a JWT with a few hundred roles is ~10 KB); Envoy's own header limit is 60 KiB.
+MAX_TOKEN_CHARS = 16 * 1024
+
+
+def _one_reading(token: str) -> None:
+    """Refuse a token whose header or claims repeat a key: PyJWT keeps the last `roles`, other
+    libraries the first, so a token with two could mean one thing here and another to the backend."""
+    for segment in token.split(".")[:2]:
+        try:
+            raw = base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
+            decode_json(raw)
+        except (ValueError, ProtocolError):
+            raise IdentityError("invalid_token", "token is not a well-formed JWT (or repeats a key)") from None
 
 
 def _subject(claims: Mapping[str, Any], mapping: ClaimMapping) -> Subject:

@@ -28,6 +28,7 @@ from prometheus_client import start_http_server
 
 from agentgov.engine.governor import Decider, Governor
 from agentgov.engine.proto import SERVICE as DECISION_SERVICE
+from agentgov.engine.server.authzen import authzen_routes
 from agentgov.engine.server.data_api import create_app
 from agentgov.engine.server.decision_service import DecisionService, add_decision_service
 from agentgov.engine.server.ext_authz import AuthorizationService
@@ -61,6 +62,7 @@ class WorkerConfig:
     http_port: int | None = None
     http_socket_path: str | None = None
     max_body_bytes: int = 1024 * 1024  # what Envoy sends of a body (with_request_body.max_request_bytes)
+    authzen_token: str | None = None  # required as `Authorization: Bearer …` by the AuthZEN API when set
 
 
 async def run_worker(decider: Decider, cfg: WorkerConfig, ready: asyncio.Event | None = None,
@@ -93,6 +95,9 @@ async def run_worker(decider: Decider, cfg: WorkerConfig, ready: asyncio.Event |
     http_server, http_handler = None, None
     if cfg.http_port or cfg.http_socket_path:
         http_handler = AuthzHandler(decider, exchange=exchange)
+        if isinstance(decider, Governor):
+            base = f"http://{cfg.host}:{cfg.http_port}" if cfg.http_port else ""
+            http_handler.routes.update(authzen_routes(decider, token=cfg.authzen_token, base_url=base))
         http_server = HttpServer(http_handler, max_body_bytes=cfg.max_body_bytes)
         if cfg.http_socket_path:
             _remove_stale_socket(cfg.http_socket_path)

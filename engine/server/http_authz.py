@@ -19,6 +19,7 @@ bootstrap does not let through (an obligation header not named `x-…`, a client
 from __future__ import annotations
 
 import asyncio
+import hmac
 import logging
 import re
 import time
@@ -78,6 +79,12 @@ class Response:
 
 
 Handler = Callable[[Request], Awaitable[Response]]
+
+
+def token_matches(authorization: str, expected: bytes) -> bool:
+    """`Authorization: Bearer <token>`, compared in constant time."""
+    scheme, _, given = authorization.partition(" ")
+    return scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), expected)
 
 
 class Unrepresentable(ValueError):
