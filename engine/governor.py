@@ -300,7 +300,7 @@ class Governor:
             if isinstance(result, Deny):
                 return await self._finish(request, _deny(result), runs)
             if isinstance(result, Enrichment) and result.subject is not None:
-                request = replace(request, subject=result.subject)
+                request = request.evolve(subject=result.subject)
                 consumed = result.consumed_headers
         if env.body_truncated and not self.options.allow_truncated_body:
             return await self._finish(request, Decision.deny(
@@ -326,7 +326,7 @@ class Governor:
                 return await self._finish(request, _malformed(exc), runs, consumed=consumed)
         finally:
             timings = {"parse": _observe(_PARSE_STAGE, started)}
-        request = replace(request, actions=tuple(actions), timings=timings)
+        request = request.evolve(actions=tuple(actions), timings=timings)
         if self.options.input_format == "opa-envoy" and given is None:
             return await self._decide_opa_envoy(env, request, runs, consumed, policy)
         request, early = await self._before_hooks(request, runs)
@@ -374,11 +374,11 @@ class Governor:
         except ProtocolError as exc:
             return await self._finish(request, _malformed(exc), runs, consumed=consumed)
         finally:
-            request = replace(request, timings={**request.timings, "input": _observe(_PARSE_STAGE, started)})
+            request = request.evolve(timings={**request.timings, "input": _observe(_PARSE_STAGE, started)})
         if not request.actions and env.body:
             # A body agentgov's parsers refused (OPA-Envoy policies judge it anyway): hooks see it as text.
             text = env.body.decode("utf-8", "replace")
-            request = replace(request, actions=(ParsedAction("http", f"{env.method} {env.path.split('?', 1)[0]}",
+            request = request.evolve(actions=(ParsedAction("http", f"{env.method} {env.path.split('?', 1)[0]}",
                                                              "route", env.path, texts=(("body", text),)),))
         verdict = await self._finish_opa_envoy(request, policy_input, runs, policy)
         return replace(verdict, consumed_headers=consumed)
@@ -396,7 +396,7 @@ class Governor:
                                     "hooks": extensions}
         started = time.perf_counter()
         decision = await policy.backend.evaluate(policy_input)
-        request = replace(request, timings={**request.timings, "policy": _observe(_POLICY_STAGE, started)})
+        request = request.evolve(timings={**request.timings, "policy": _observe(_POLICY_STAGE, started)})
         self._shadow_compare(request, (policy_input,), [decision])
         # The path without its query string: queries can carry personal data, and this ends up in logs.
         summary = f"http {request.method} {request.path.split('?', 1)[0]}"
@@ -452,7 +452,7 @@ class Governor:
         """Every exit goes through here: the after hooks see every decision, early denies included."""
         if self._after:
             hook_times = {f"hook.{r.name}": r.seconds for r in runs}
-            request = replace(request, timings={**request.timings, **hook_times})
+            request = request.evolve(timings={**request.timings, **hook_times})
         for slot in self._after:
             started = time.perf_counter()
             outcome = "ok"
@@ -624,7 +624,7 @@ def _enrich(request: HookRequest, name: str, result: Enrichment) -> HookRequest:
         extensions["_budget"] = tuple(result.budget[:n])
     if result.response_headers:
         extensions["_response_headers"] = {**extensions.get("_response_headers", {}), **result.response_headers}
-    return replace(request, findings=tuple(tuple(f) for f in findings), extensions=extensions)
+    return request.evolve(findings=tuple(tuple(f) for f in findings), extensions=extensions)
 
 
 def _declared_charset(content_type: str) -> str:

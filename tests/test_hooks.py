@@ -196,3 +196,22 @@ def test_a_third_party_hook_decides_through_envoy(tier_stack: LocalStack) -> Non
     assert gold[0] == 200
     silver = send(tier_stack, "/mcp", CALL, bearer(tier_stack.keys.token("bob", ["analyst"], "globex")))
     assert (silver[0], silver[2]["reasons"]) == (403, ["tier_required"])
+
+
+def test_hook_request_evolve_is_dataclasses_replace() -> None:
+    """The runner's fast copy must stay what replace() gives, field for field."""
+    import dataclasses
+
+    from agentgov.engine.hooks.base import HookRequest
+    from agentgov.engine.model import ANONYMOUS, Subject
+
+    base = HookRequest("d", "ext_authz", "POST", "/mcp", "h", {"a": "b"}, ANONYMOUS, (), body=b"x")
+    changes = {"subject": Subject("alice", ("analyst",), "acme"), "timings": {"parse": 0.1}, "phase": "response"}
+    evolved, replaced = base.evolve(**changes), dataclasses.replace(base, **changes)
+    assert evolved == replaced
+    assert dataclasses.asdict(evolved) == dataclasses.asdict(replaced)
+    assert base.subject is ANONYMOUS  # the original is untouched
+    assert not hasattr(HookRequest, "__slots__")
+    assert not hasattr(HookRequest, "__post_init__")
+    with pytest.raises(TypeError, match="no field"):
+        base.evolve(subjet=ANONYMOUS)
