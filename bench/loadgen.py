@@ -50,6 +50,15 @@ end
 """
 
 
+# CPUs for the load side (wrk, the open-loop generator): set by the harness when it pins the
+# servers to other CPUs, so the two sides do not trade cores run to run.
+LOAD_CPUS = os.environ.get("AGENTGOV_BENCH_LOAD_CPUS", "")
+
+
+def pinned(args: list[str], cpus: str) -> list[str]:
+    return ["taskset", "-c", cpus, *args] if cpus else args
+
+
 def _lua_string(text: str) -> str:
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
 
@@ -61,8 +70,9 @@ def wrk(url: str, headers: Mapping[str, str], body: bytes, *, seconds: float, co
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as f:
         f.write(script)
     try:
-        done = subprocess.run(["wrk", "-t1", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--timeout", "5s",
-                               "-s", f.name, url], capture_output=True, text=True, timeout=seconds + 60, check=False)
+        done = subprocess.run(pinned(["wrk", "-t1", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--timeout",
+                                      "5s", "-s", f.name, url], LOAD_CPUS),
+                              capture_output=True, text=True, timeout=seconds + 60, check=False)
     finally:
         os.unlink(f.name)
     line = next((ln for ln in done.stdout.splitlines() if ln.startswith("AGENTGOV ")), None)
@@ -174,7 +184,7 @@ def open_loop(url: str, headers: Mapping[str, str], body: bytes, *, rate: float,
                 "--out", str(out), "--max-connections", str(max_connections)]
         for k, v in headers.items():
             args += ["--header", f"{k}: {v}"]
-        subprocess.run([sys.executable, __file__, *args], check=True, timeout=seconds + 120)
+        subprocess.run(pinned([sys.executable, __file__, *args], LOAD_CPUS), check=True, timeout=seconds + 120)
         doc = json.loads(out.read_text())
     return OpenLoop(doc["rate"], doc["sent"], doc["latencies_ms"], doc["errors"], doc["non_2xx"])
 
