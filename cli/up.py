@@ -55,6 +55,11 @@ def demo_calls(stack: LocalStack) -> list[tuple[str, str | None, dict[str, objec
                     "action": {"kind": "tool.call", "name": "crm.query"},
                     "resource": {"type": "tool", "id": "crm.query"}, "arguments": {"tenant_id": "acme"}}},
          f"http://127.0.0.1:{stack.data_api_port}/v1/data/agentgov/decision"),
+        ("and through the AuthZEN Authorization API (an enforcement point that is not Envoy)", None,
+         {"subject": {"type": "user", "id": "alice", "properties": {"roles": ["analyst"], "tenant": "acme"}},
+          "action": {"name": "tool.call", "properties": {"arguments": {"tenant_id": "acme"}}},
+          "resource": {"type": "tool", "id": "crm.query"}},
+         f"http://127.0.0.1:{stack.agentgov_http_ports[0]}/access/v1/evaluation"),
     ]
 
 
@@ -77,9 +82,10 @@ def up(policies: Path | None, engine: str, workers: int, check_only: bool, keep:
         stack.stop()
         click.echo(f"could not start the stack: {exc}", err=True)
         raise SystemExit(EXIT_ERROR) from None
-    click.echo(f"Envoy listening on {stack.url} (agentgov workers on {list(stack.agentgov_ports)}, engine {engine})")
-    click.echo(f"decision service (gRPC agentgov.v1.DecisionService) on the same ports; OPA Data API on "
-               f"{stack.data_api_port}")
+    click.echo(f"Envoy listening on {stack.url} (ext_authz over {stack.chosen_transport}, engine {engine})")
+    click.echo(f"agentgov workers: HTTP ext_authz and AuthZEN on {list(stack.agentgov_http_ports)}, "
+               f"gRPC (ext_proc, agentgov.v1.DecisionService) on {list(stack.agentgov_ports)}; "
+               f"OPA Data API on {stack.data_api_port}")
     click.echo(f"logs and config: {stack.workdir}" + ("" if keep else " (removed on exit; --keep keeps it)") + "\n")
     try:
         for title, token, body, url in demo_calls(stack):
