@@ -21,6 +21,7 @@ from agentgov.engine.bundles.archive import read_archive
 from agentgov.engine.bundles.bundle import build_bundle, load_bundle, sign_bundle
 from agentgov.engine.bundles.signing import ALGORITHMS, VerificationKey, key_material
 from agentgov.engine.bundles.signing import verify as verify_signature
+from agentgov.engine.keys import unknown_keys
 from agentgov.engine.policy.library import check_sources, default_policy_path
 from agentgov.engine.policy.problems import PolicyLoadError
 from agentgov.engine.policy.sources import discover
@@ -47,9 +48,9 @@ class BundleDefinition:
             raise click.ClickException(f"{path}: cannot read the bundle definition: {exc}") from None
         if not isinstance(doc, dict):
             raise click.ClickException(f"{path}: a bundle definition is a YAML mapping")
-        unknown = sorted(set(doc) - _DEFINITION_KEYS)
-        if unknown:
-            raise click.ClickException(f"{path}: unknown key(s) {', '.join(unknown)}")
+        problem = unknown_keys(doc, _DEFINITION_KEYS)
+        if problem:
+            raise click.ClickException(f"{path}: {problem}")
         policies = doc.get("policies")
         if not (isinstance(policies, list) and policies and all(isinstance(p, str) for p in policies)):
             raise click.ClickException(f"{path}: `policies` must list the policy folders (relative to this file)")

@@ -29,6 +29,7 @@ from agentgov.engine.hooks.identity import IdentityVerifier, issuers_from_config
 from agentgov.engine.hooks.pii.hook import PiiConfigError, PiiHook, settings_from_config
 from agentgov.engine.hooks.registry import HookLoadError, HookSlot, assemble
 from agentgov.engine.hooks.tool_filter import ToolListHook
+from agentgov.engine.keys import unknown_keys
 from agentgov.engine.policy.policy_set import PolicySet, UnavailableBackend, policy_set_builder
 from agentgov.engine.policy.problems import PolicyLoadError, yaml_problem
 from agentgov.engine.policy.sources import discover
@@ -237,9 +238,9 @@ def _section(path: Path, doc: dict[str, Any], name: str, allowed: set[str]) -> d
 
 
 def _keys(path: Path, prefix: str, doc: dict[str, Any], allowed: set[str]) -> None:
-    unknown = sorted(set(doc) - allowed)
-    if unknown:
-        raise ConfigError(f"{path}: unknown key(s) {', '.join(prefix + k for k in unknown)}")
+    problem = unknown_keys(doc, allowed, prefix)
+    if problem:
+        raise ConfigError(f"{path}: {problem}")
 
 
 def build_backend(cfg: Config) -> DecisionBackend:

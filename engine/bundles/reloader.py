@@ -152,9 +152,10 @@ class BundleReloader:
         except PolicyLoadError as exc:
             return self._failed("refused", exc)
         self._tag = fetched.tag
-        await asyncio.to_thread(self._persist, fetched.blob, fetched.tag)
         LOADS.labels(bundle=self.name, outcome="activated").inc()
-        return self._succeeded()
+        self._succeeded()  # the set is active: status and metrics say so before the copy is written
+        await asyncio.to_thread(self._persist, fetched.blob, fetched.tag)
+        return True
 
     async def _load(self, blob: bytes, where: str) -> PolicySet:
         s = self.settings

@@ -26,6 +26,7 @@ from typing import Any
 
 from agentgov.engine.bundles.reloader import ReloadSettings
 from agentgov.engine.bundles.signing import ALGORITHMS, VerificationKey
+from agentgov.engine.keys import unknown_keys
 
 _KEYS = {"source", "token_env", "token_file", "insecure", "poll_min_s", "poll_max_s", "persist_dir", "verification"}
 _VERIFICATION = {"key_id", "scope", "keys"}
@@ -46,9 +47,9 @@ class BundleSettings:
 
 
 def _unknown(doc: Mapping[str, Any], allowed: set[str], prefix: str) -> None:
-    unknown = sorted(set(doc) - allowed)
-    if unknown:
-        raise BundleConfigError(f"unknown key(s) {', '.join(prefix + k for k in unknown)}")
+    problem = unknown_keys(doc, allowed, prefix)
+    if problem:
+        raise BundleConfigError(problem)
 
 
 def _number(doc: Mapping[str, Any], key: str, default: float, prefix: str) -> float:

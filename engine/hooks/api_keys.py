@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from agentgov.engine.keys import unknown_keys
 from agentgov.engine.model import Subject
 
 KEY_PREFIX = "agk_"
@@ -74,9 +75,9 @@ def api_keys_from_config(doc: Any) -> list[ApiKey]:
         if "key" in item:
             raise ValueError(f"identity.api_keys[{i}]: store the key's sha256, never the key itself "
                              "(`agentgov api-key` prints both)")
-        unknown = set(item) - {"id", "sha256", "roles", "tenant"}
-        if unknown:
-            raise ValueError(f"identity.api_keys[{i}]: unknown key(s) {sorted(unknown)}")
+        problem = unknown_keys(item, {"id", "sha256", "roles", "tenant"})
+        if problem:
+            raise ValueError(f"identity.api_keys[{i}]: {problem}")
         key_id, sha = item.get("id"), str(item.get("sha256", "")).lower()
         if not isinstance(key_id, str) or not key_id:
             raise ValueError(f"identity.api_keys[{i}]: `id` (the subject) is required")

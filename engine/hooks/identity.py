@@ -29,6 +29,7 @@ from jwt import PyJWK
 
 from agentgov.engine.hooks.api_keys import DEFAULT_API_KEY_HEADER, ApiKey, ApiKeyStore
 from agentgov.engine.hooks.base import Deny, Enrichment, HookRequest
+from agentgov.engine.keys import unknown_keys
 from agentgov.engine.model import Subject
 from agentgov.engine.protocols import ProtocolError
 from agentgov.engine.protocols.jsonbody import decode_json
@@ -277,9 +278,9 @@ def issuers_from_config(doc: Any, base: Path) -> list[Issuer]:
     for i, item in enumerate(doc):
         if not isinstance(item, dict):
             raise ValueError(f"identity.issuers[{i}] must be a mapping")
-        unknown = set(item) - {"issuer", "audiences", "algorithms", "jwks_file", "jwks_url", "claims"}
-        if unknown:
-            raise ValueError(f"identity.issuers[{i}]: unknown key(s) {sorted(unknown)}")
+        problem = unknown_keys(item, {"issuer", "audiences", "algorithms", "jwks_file", "jwks_url", "claims"})
+        if problem:
+            raise ValueError(f"identity.issuers[{i}]: {problem}")
         jwks_file = item.get("jwks_file")
         out.append(Issuer(
             issuer=str(item["issuer"]), audiences=tuple(item.get("audiences", [])),

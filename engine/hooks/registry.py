@@ -15,6 +15,7 @@ from importlib import metadata
 from typing import Any
 
 from agentgov.engine.hooks.base import ENTRY_POINT_GROUP, FAILURE_MODES, Hook, interface_problems
+from agentgov.engine.keys import unknown_keys
 
 HookFactory = Callable[[Mapping[str, Any]], Any]
 _ENTRY_KEYS = {"name", "failure_mode", "timeout_s", "options"}
@@ -58,9 +59,9 @@ def assemble(entries: Any, builtins: Mapping[str, Hook]) -> list[HookSlot]:
         where = f"hooks[{i}]"
         if not isinstance(entry, dict) or not isinstance(entry.get("name"), str) or not entry["name"]:
             raise HookLoadError(f"{where} must be a mapping with a `name`")
-        unknown = sorted(set(entry) - _ENTRY_KEYS)
-        if unknown:
-            raise HookLoadError(f"{where}: unknown key(s) {', '.join(unknown)}")
+        problem = unknown_keys(entry, _ENTRY_KEYS)
+        if problem:
+            raise HookLoadError(f"{where}: {problem}")
         name: str = entry["name"]
         if name in seen:
             raise HookLoadError(f"{where}: hook {name!r} is listed twice")

@@ -24,6 +24,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from agentgov.engine.governor import Governor
+from agentgov.engine.keys import unknown_keys
 from agentgov.engine.metrics import count_decision
 from agentgov.engine.policy_input import InputError, normalize_input
 from agentgov.engine.protocols import ProtocolError
@@ -52,9 +53,9 @@ def _json(status: int, doc: Mapping[str, Any], request_id: str = "") -> Response
 def _entity(doc: Any, name: str, *, kind_key: str = "type") -> dict[str, Any]:
     if not isinstance(doc, dict):
         raise AuthzenError(f"`{name}` must be an object")
-    unknown = sorted(set(doc) - {kind_key, "id", "properties"} - ({"name"} if name == "action" else set()))
-    if unknown:
-        raise AuthzenError(f"`{name}` has unknown key(s) {', '.join(unknown)}")
+    problem = unknown_keys(doc, {kind_key, "id", "properties"}, f"{name}.")
+    if problem:
+        raise AuthzenError(problem)
     properties = doc.get("properties", {})
     if not isinstance(properties, dict):
         raise AuthzenError(f"`{name}.properties` must be an object")
@@ -63,9 +64,9 @@ def _entity(doc: Any, name: str, *, kind_key: str = "type") -> dict[str, Any]:
 
 def policy_input(evaluation: Mapping[str, Any]) -> dict[str, Any]:
     """One AuthZEN evaluation as agentgov's policy input (validated against its schema)."""
-    unknown = sorted(set(evaluation) - _TOP)
-    if unknown:
-        raise AuthzenError(f"unknown key(s) {', '.join(unknown)}")
+    problem = unknown_keys(evaluation, _TOP)
+    if problem:
+        raise AuthzenError(problem)
     for key in ("subject", "action", "resource"):
         if key not in evaluation:
             raise AuthzenError(f"`{key}` is required")
@@ -150,9 +151,9 @@ def authzen_routes(governor: Governor, *, token: str | None = None, base_url: st
 
     async def _batch(body: Mapping[str, Any]) -> list[dict[str, Any]]:
         items = body.get("evaluations")
-        unknown = sorted(set(body) - _TOP - {"evaluations", "options"})
-        if unknown:
-            raise AuthzenError(f"unknown key(s) {', '.join(unknown)}")
+        problem = unknown_keys(body, _TOP | {"evaluations", "options"})
+        if problem:
+            raise AuthzenError(problem)
         options = body.get("options", {})
         if not isinstance(options, dict):
             raise AuthzenError("`options` must be an object")

@@ -7,7 +7,6 @@ evaluates decisions, it does not expose policy internals or data.
 
 from __future__ import annotations
 
-import hmac
 import logging
 import time
 from typing import Any
@@ -19,14 +18,10 @@ from agentgov.engine.metrics import LATENCY, count_decision
 from agentgov.engine.policy_input import InputError, normalize_input
 from agentgov.engine.protocols import ProtocolError
 from agentgov.engine.protocols.jsonbody import decode_json
+from agentgov.engine.server.http_authz import token_matches
 
 log = logging.getLogger("agentgov.data_api")
 _LATENCY = LATENCY.labels(api="data_api")
-
-
-def _token_matches(request: web.Request, expected: bytes) -> bool:
-    scheme, _, given = request.headers.get("authorization", "").partition(" ")
-    return scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), expected)
 
 
 def _error(status: int, code: str, message: str) -> web.Response:
@@ -52,7 +47,7 @@ def create_app(governor: Governor, rule: str, *, token: str | None = None,
     package_path, _, rule_name = rule_path.rpartition("/")
 
     async def query(request: web.Request) -> web.Response:
-        if expected is not None and not _token_matches(request, expected):
+        if expected is not None and not token_matches(request.headers.get("authorization", ""), expected):
             return _error(401, "unauthorized", "the request requires a valid bearer token")
         path = request.match_info["path"].strip("/")
         if path not in (rule_path, package_path):
@@ -110,7 +105,7 @@ def create_app(governor: Governor, rule: str, *, token: str | None = None,
     async def bundle(request: web.Request) -> web.Response:
         """OPA's bundle service API: the active bundle, with its digest as ETag (304 when unchanged),
         so OPA agents (`services` + `bundles` in their config) can pull what this agentgov enforces."""
-        if expected is not None and not _token_matches(request, expected):
+        if expected is not None and not token_matches(request.headers.get("authorization", ""), expected):
             return _error(401, "unauthorized", "the request requires a valid bearer token")
         if request.match_info["name"] not in (BUNDLE_NAME, f"{BUNDLE_NAME}.tar.gz"):
             return _error(404, "resource_not_found", f"no such bundle (this server serves {BUNDLE_NAME})")

@@ -17,6 +17,7 @@ from agentgov.engine.hooks.audit.chain import DEFAULT_MAX_FILE_BYTES, ChainWrite
 from agentgov.engine.hooks.audit.record import decision_body
 from agentgov.engine.hooks.audit.sinks import OpaHttpSink, SinkConfigError, sinks_from_config
 from agentgov.engine.hooks.base import HookRequest
+from agentgov.engine.keys import unknown_keys
 from agentgov.engine.model import Decision
 
 RECORDS = Counter("agentgov_audit_records_total", "Audit records written, by entry point", ["entry_point"])
@@ -39,9 +40,9 @@ class AuditSettings:
 
 def settings_from_config(doc: Mapping[str, Any], base: Path) -> AuditSettings | None:
     """The `audit:` section; None when there is no `dir` (the hook is off)."""
-    unknown = sorted(set(doc) - _KEYS)
-    if unknown:
-        raise AuditConfigError(f"unknown key(s) {', '.join('audit.' + k for k in unknown)}")
+    problem = unknown_keys(doc, _KEYS, "audit.")
+    if problem:
+        raise AuditConfigError(problem)
     if not doc.get("dir"):
         if doc:
             raise AuditConfigError("audit needs `dir` (where the log is written); without it the hook is off")

@@ -25,6 +25,7 @@ import aiohttp
 from prometheus_client import Counter
 
 from agentgov import __version__
+from agentgov.engine.keys import unknown_keys
 
 log = logging.getLogger("agentgov.audit.sink")
 SENT = Counter("agentgov_audit_sink_sent_total", "Audit records delivered to a sink", ["sink"])
@@ -186,9 +187,9 @@ def sinks_from_config(doc: Any) -> list[OpaHttpSink]:
         where = f"audit.sinks[{i}]"
         if not isinstance(entry, dict):
             raise SinkConfigError(f"{where} must be a mapping")
-        unknown = sorted(set(entry) - _KEYS)
-        if unknown:
-            raise SinkConfigError(f"{where}: unknown key(s) {', '.join(unknown)}")
+        problem = unknown_keys(entry, _KEYS)
+        if problem:
+            raise SinkConfigError(f"{where}: {problem}")
         if entry.get("type") != "opa_http":
             raise SinkConfigError(f"{where}.type must be opa_http (OPA's decision-log service API)")
         url = entry.get("url")

@@ -11,6 +11,7 @@ from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from agentgov.engine.keys import unknown_keys
 from agentgov.engine.model import Subject
 from agentgov.engine.protocols.parsed import ParsedAction
 
@@ -85,9 +86,9 @@ def tenant_caps_from_data(data: Mapping[str, Any], limits: Sequence[Limit]) -> d
 
 
 def settings_from_config(doc: Mapping[str, Any]) -> BudgetSettings:
-    unknown = sorted(set(doc) - _TOP)
-    if unknown:
-        raise BudgetConfigError(f"unknown key(s) {', '.join('budgets.' + k for k in unknown)}")
+    problem = unknown_keys(doc, _TOP, "budgets.")
+    if problem:
+        raise BudgetConfigError(problem)
     store = str(doc.get("store", "sqlite"))
     if not (store == "sqlite" or store.startswith(("sqlite:///", "redis://", "rediss://"))):
         raise BudgetConfigError("budgets.store must be sqlite, sqlite:///PATH or redis://host:port/db")
@@ -125,9 +126,9 @@ def _limit(i: int, item: Any) -> Limit:
     where = f"budgets.limits[{i}]"
     if not isinstance(item, dict):
         raise BudgetConfigError(f"{where} must be a mapping")
-    unknown = sorted(set(item) - _LIMIT_KEYS)
-    if unknown:
-        raise BudgetConfigError(f"{where}: unknown key(s) {', '.join(unknown)}")
+    problem = unknown_keys(item, _LIMIT_KEYS)
+    if problem:
+        raise BudgetConfigError(f"{where}: {problem}")
     name = item.get("name")
     if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", name):
         raise BudgetConfigError(f"{where}.name must be 1-64 letters, digits, `_`, `.` or `-`")

@@ -29,6 +29,7 @@ from agentgov.engine.hooks.pii.detectors import ALL_TYPES, CATEGORY_OF, DetectCo
 from agentgov.engine.hooks.pii.jsonscan import redact_document, scan_document
 from agentgov.engine.hooks.pii.scanner import Scanner, ScanSettings
 from agentgov.engine.hooks.pii.stream import SseInspector, StreamAction
+from agentgov.engine.keys import unknown_keys
 from agentgov.engine.model import Decision, Finding
 from agentgov.engine.protocols import ProtocolError
 from agentgov.engine.protocols.jsonbody import decode_json
@@ -56,9 +57,9 @@ class PiiSettings:
 
 def settings_from_config(doc: Mapping[str, Any]) -> PiiSettings:
     """The `pii:` section of agentgov.yaml, checked strictly: a typo in a type name is an error."""
-    unknown = sorted(set(doc) - _KEYS)
-    if unknown:
-        raise PiiConfigError(f"unknown key(s) {', '.join('pii.' + k for k in unknown)}")
+    problem = unknown_keys(doc, _KEYS, "pii.")
+    if problem:
+        raise PiiConfigError(problem)
     types = set(_type_list(doc.get("types", list(ALL_TYPES)), "pii.types"))
     types -= set(_type_list(doc.get("disabled_types", []), "pii.disabled_types"))
     confidence = doc.get("min_confidence", {})
