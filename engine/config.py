@@ -30,7 +30,7 @@ from agentgov.engine.hooks.pii.hook import PiiConfigError, PiiHook, settings_fro
 from agentgov.engine.hooks.registry import HookLoadError, HookSlot, assemble
 from agentgov.engine.hooks.tool_filter import ToolListHook
 from agentgov.engine.keys import unknown_keys
-from agentgov.engine.policy.policy_set import PolicySet, UnavailableBackend, policy_set_builder
+from agentgov.engine.policy.policy_set import NO_POLICIES, PolicySet, UnavailableBackend, policy_set_builder
 from agentgov.engine.policy.problems import PolicyLoadError, yaml_problem
 from agentgov.engine.policy.sources import discover
 from agentgov.engine.protocols.mcp import DEFAULT_MAX_BATCH
@@ -269,7 +269,7 @@ def load_policy_set(cfg: Config) -> PolicySet:
     try:
         policy = build(sources, revision, digest, None, ", ".join(cfg.paths))
     except PolicyLoadError as exc:
-        if any(p.message.startswith(f"no {cfg.engine} policies") for p in exc.problems):
+        if any(p.code == NO_POLICIES for p in exc.problems):
             raise ConfigError(f"no {cfg.engine} policies under {', '.join(cfg.paths)}") from None
         raise
     if cfg.serve_bundles:

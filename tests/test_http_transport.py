@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from agentgov.cli.stack import LocalStack
 from agentgov.engine.governor import Envelope, Verdict
 from agentgov.engine.model import Decision, HttpDirectives, Obligations, Subject
-from agentgov.engine.server.http_authz import AuthzHandler, HttpServer, Request, _Connection
+from agentgov.engine.server.http_authz import AuthzHandler, HttpServer, Request, Response, _Connection
 from tests.conftest import POLICIES
 from tests.http_helpers import CALL, bearer, send
 
@@ -282,3 +282,21 @@ def test_any_bytes_get_an_http_answer_or_a_close_never_a_crash(data: bytes, cuts
     assert out == b"" or out.startswith(b"HTTP/1.1 ")
     for status, _, _ in _responses(out):
         assert status in (200, 400, 404, 413, 431)
+
+
+def test_a_route_that_raises_gets_a_500_and_the_connection_carries_on() -> None:
+    async def broken(request: Request) -> Response:
+        raise RuntimeError("boom")
+
+    async def body() -> list[int]:
+        handler = AuthzHandler(StubDecider(ALLOW))
+        handler.routes["/broken"] = broken
+        transport = FakeTransport()
+        connection = _Connection(handler, 1024, set())
+        connection.connection_made(transport)
+        connection.data_received(_request(path="/broken") + _request())
+        for _ in range(50):
+            await asyncio.sleep(0)
+        return [s for s, _, _ in _responses(bytes(transport.out))]
+
+    assert asyncio.run(body()) == [500, 200]

@@ -20,6 +20,7 @@ from agentgov.engine.policy.problems import PolicyLoadError, Problem
 from agentgov.engine.policy.sources import PolicySources
 
 REASON_POLICY_UNAVAILABLE = "policy_unavailable"
+NO_POLICIES = "no_policies"  # the Problem code when a source has none for the configured engine
 
 
 @dataclass(frozen=True)
@@ -66,7 +67,7 @@ def policy_set_builder(engine: str, *, rule: str = DEFAULT_RULE,
                          rego=[] if engine != "rego" else sources.rego)
         backends = build_backends(wanted, rule=rule, reader=reader)
         if engine not in backends:
-            raise PolicyLoadError([Problem(source, 0, 0, f"no {engine} policies in it", "load_error")])
+            raise PolicyLoadError([Problem(source, 0, 0, f"no {engine} policies in it", NO_POLICIES)])
         return PolicySet(backends[engine], revision, digest or sources_digest(sources), source, blob, sources.data)
 
     return build

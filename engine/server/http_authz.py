@@ -270,7 +270,13 @@ class _Connection(asyncio.Protocol):
     async def _serve(self) -> None:
         while self.queue and self.transport is not None:
             item, keep_alive = self.queue.popleft()
-            response = item if isinstance(item, Response) else await self.handler(item)
+            try:
+                response = item if isinstance(item, Response) else await self.handler(item)
+            except Exception:
+                # Routes map their own errors; this is the last line: an answer, never a hung
+                # connection. Envoy turns a 5xx into its status_on_error (fail closed).
+                log.exception("internal error answering a request on the HTTP listener")
+                response = Response(500, [("content-type", "application/json")], b'{"error":"internal_error"}')
             if self.transport is None:
                 return
             self.transport.write(response.encode(keep_alive))
