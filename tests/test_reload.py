@@ -503,3 +503,29 @@ def test_an_unreachable_registry_is_a_failed_poll_not_a_hang(tmp_path: Path) -> 
         await governor.close()
 
     run(body)
+
+
+def test_a_persisted_copy_paired_with_another_copys_tag_is_downloaded_again(
+        server: BundleServer, bundles: dict[str, bytes], tmp_path: Path) -> None:
+    """A crash between writing the copy and its metadata must not make a 304 keep the wrong bundle."""
+    server.store[PATH] = bundles["A"]
+    config = write_config(tmp_path, server.url + PATH)
+
+    async def first_run() -> None:
+        governor = build_governor(load_config(config))
+        await governor.start()
+        await governor.close()
+
+    run(first_run)
+    (tmp_path / "cache" / "active.tar.gz").write_bytes(bundles["B"])  # the copy changed, its metadata did not
+    server.stop()
+
+    async def restart() -> None:
+        governor = build_governor(load_config(config))
+        await governor.start()
+        assert revision_of(governor) == "B"  # the copy serves while the source is down
+        server.start()  # the source still serves A, with the ETag the metadata names
+        assert await until(lambda: revision_of(governor) == "A")
+        await governor.close()
+
+    run(restart)

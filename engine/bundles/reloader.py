@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
 import logging
 import os
@@ -211,7 +212,8 @@ class BundleReloader:
             return
         try:
             paths[0].parent.mkdir(parents=True, exist_ok=True)
-            meta = json.dumps({"source": self.source.where, "tag": tag, "saved_at": time.time()}).encode()
+            meta = json.dumps({"source": self.source.where, "tag": tag, "sha256": hashlib.sha256(blob).hexdigest(),
+                               "saved_at": time.time()}).encode()
             for path, content in ((paths[0], blob), (paths[1], meta)):
                 fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
                 try:
@@ -248,5 +250,7 @@ class BundleReloader:
             log.warning("bundle %s: the persisted copy is refused: %s", self.name,
                         "; ".join(p.message for p in exc.problems[:3]))
             return
-        self._tag = str(meta.get("tag") or "")
+        # The tag is trusted only for the copy it was written with (a crash between the two renames
+        # could pair them wrongly): otherwise the next poll downloads in full.
+        self._tag = str(meta.get("tag") or "") if meta.get("sha256") == policy_set.digest else ""
         LOADS.labels(bundle=self.name, outcome="persisted").inc()
