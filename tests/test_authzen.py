@@ -131,3 +131,10 @@ def test_serve_answers_authzen_on_its_http_port() -> None:
         status, _, body = request(url, "POST", {"subject": ALICE, "action": CALL, "resource": CRM})
         assert status == 200
         assert json.loads(body)["decision"] is True
+
+
+def test_a_request_id_that_cannot_be_written_back_is_not_echoed(tmp_path: Path) -> None:
+    body = {"subject": ALICE, "action": CALL, "resource": CRM}
+    status, _, headers = _ask(_handler(tmp_path), "/access/v1/evaluation", body, headers={"x-request-id": "a\x7fb"})
+    assert status == 200
+    assert "x-request-id" not in headers

@@ -29,7 +29,7 @@ from agentgov.engine.metrics import count_decision
 from agentgov.engine.policy_input import InputError, normalize_input
 from agentgov.engine.protocols import ProtocolError
 from agentgov.engine.protocols.jsonbody import decode_json
-from agentgov.engine.server.http_authz import Handler, Request, Response, token_matches
+from agentgov.engine.server.http_authz import Handler, Request, Response, header_value_ok, token_matches
 
 EVALUATION = "/access/v1/evaluation"
 EVALUATIONS = "/access/v1/evaluations"
@@ -45,7 +45,7 @@ class AuthzenError(ValueError):
 
 def _json(status: int, doc: Mapping[str, Any], request_id: str = "") -> Response:
     headers = [("content-type", "application/json")]
-    if request_id:
+    if request_id and header_value_ok(request_id[:200]):  # echoed only when it is safe to write back
         headers.append(("x-request-id", request_id[:200]))
     return Response(status, headers, json.dumps(doc).encode())
 

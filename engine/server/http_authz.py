@@ -81,6 +81,11 @@ class Response:
 Handler = Callable[[Request], Awaitable[Response]]
 
 
+def header_value_ok(value: str) -> bool:
+    """Whether `value` can be written as an HTTP/1.1 header value as it is."""
+    return _BAD_VALUE.search(value) is None
+
+
 def token_matches(authorization: str, expected: bytes) -> bool:
     """`Authorization: Bearer <token>`, compared in constant time."""
     scheme, _, given = authorization.partition(" ")
@@ -97,7 +102,7 @@ def _checked(headers: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
     headers Envoy trusts: refused."""
     out = list(headers)
     for name, value in out:
-        if not name or _BAD_NAME.search(name) or _BAD_VALUE.search(value):
+        if not name or _BAD_NAME.search(name) or not header_value_ok(value):
             raise Unrepresentable(f"header {name[:40]!r} cannot be written on the HTTP transport (a control "
                                   "character, or not Latin-1)")
     return out
