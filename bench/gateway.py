@@ -347,7 +347,8 @@ def report(results: list[Result], args: argparse.Namespace, busy: str, out: Path
              f"the upstream to CPU {loadgen.LOAD_CPUS} (taskset), so the two sides do not trade cores from run to run. "
              if SERVER_CPUS else "") + "Envoy with one worker thread; every row forwards to the same instant fake upstream; "
              f"wrk (1 thread, 16 connections, {args.seconds:.0f} s) at saturation; server CPU is Envoy's and the "
-             "authorizer's process trees (LiteLLM's own for its row), read from /proc.", "",
+             "authorizer's process trees (LiteLLM's own for its row), read from /proc. This machine is shared: "
+             "from run to run the per-core figures move by 10-20%, so compare rows within one run.", "",
              "| configuration | requests/s | server cores | requests/s per server core | x gRPC floor | x HTTP floor | "
              "p50 / p99 at 350 req/s (ms) | p99 added over Envoy alone at 350 (ms) | notes |",
              "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
