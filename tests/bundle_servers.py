@@ -8,29 +8,27 @@ import hashlib
 import shutil
 import socket
 import subprocess
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import bcrypt
 
 from agentgov.cli.stack import free_port
+from tests.http_helpers import LoopbackServer
 from tests.test_pool_heals import wait_for
 
 TOKEN = "test-token-not-a-secret"  # a marked test credential
 
 
-class BundleServer:
+class BundleServer(LoopbackServer):
     """Stores what is PUT under its path; serves it with an ETag (its SHA-256) and honours
     If-None-Match. Requires `Authorization: Bearer TOKEN`. It can be stopped and started again on
     the same port (a bundle source that goes down and comes back)."""
 
     def __init__(self) -> None:
+        super().__init__()
         self.store: dict[str, bytes] = {}
         self.requests: list[tuple[str, str, dict[str, str]]] = []
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self._server: ThreadingHTTPServer | None = None
 
     def _handler(self) -> type[BaseHTTPRequestHandler]:
         outer = self
@@ -81,16 +79,6 @@ class BundleServer:
                 self.wfile.write(body)
 
         return Handler
-
-    def start(self) -> None:
-        self._server = ThreadingHTTPServer(("127.0.0.1", self.port), self._handler())
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
 
     def __enter__(self) -> BundleServer:
         self.start()

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import json
+import threading
 import urllib.error
 import urllib.request
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import grpc
 
-from agentgov.cli.stack import LocalStack
+from agentgov.cli.stack import LocalStack, free_port
 from agentgov.engine.proto import BATCH_DECIDE, DECIDE
 from agentgov.engine.proto import decision_pb2 as pb
 
@@ -65,3 +67,26 @@ def batch_decide(target: str, request: pb.BatchDecideRequest) -> pb.BatchDecideR
                                    response_deserializer=pb.BatchDecideResponse.FromString)
         response: pb.BatchDecideResponse = call(request, timeout=5)
         return response
+
+
+class LoopbackServer:
+    """A real HTTP server on a fixed loopback port that a test can take down and bring back on the
+    same port (a sink or a bundle source that goes away). Subclasses give `_handler()`."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._server: ThreadingHTTPServer | None = None
+
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
+        raise NotImplementedError
+
+    def start(self) -> None:
+        self._server = ThreadingHTTPServer(("127.0.0.1", self.port), self._handler())
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None

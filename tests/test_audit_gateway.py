@@ -11,7 +11,7 @@ import signal
 import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
@@ -19,26 +19,25 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from agentgov.cli.stack import LocalStack, free_port
+from agentgov.cli.stack import LocalStack
 from agentgov.engine.hooks.audit.verify import log_files, read_records, verify
 from agentgov.engine.proto import decision_pb2 as pb
 from tests.conftest import POLICIES
-from tests.http_helpers import CALL, bearer, decide, post, send
+from tests.http_helpers import CALL, LoopbackServer, bearer, decide, post, send
 from tests.test_pool_heals import wait_for, workers_of
 
 pytestmark = pytest.mark.envoy
 
 
-class DecisionLogSink:
+class DecisionLogSink(LoopbackServer):
     """A real HTTP server speaking OPA's decision-log API (POST /logs, gzip'd JSON array), which a
     test can take down and bring back on the same port."""
 
     def __init__(self) -> None:
-        self.port = free_port()
+        super().__init__()
         self.events: list[dict[str, Any]] = []
-        self._server: ThreadingHTTPServer | None = None
 
-    def start(self) -> None:
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
         owner = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -53,14 +52,7 @@ class DecisionLogSink:
             def log_message(self, *args: Any) -> None:
                 return None
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
+        return Handler
 
 
 def records(directory: Path) -> list[dict[str, Any]]:

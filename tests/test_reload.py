@@ -120,6 +120,20 @@ def revision_of(governor: Governor) -> str:
     return governor.policy.revision
 
 
+def _start_and_stop(config: Path) -> str:
+    """Start a Governor from `config` (its reloader loads and persists the bundle) and stop it;
+    the revision it served."""
+    async def once() -> str:
+        governor = build_governor(load_config(config))
+        await governor.start()
+        revision = revision_of(governor)
+        await governor.close()
+        return revision
+
+    result: str = run(once)
+    return result
+
+
 # --- the policy set swaps whole; checks in flight finish on theirs ---------------------------------
 
 class Gate:
@@ -310,14 +324,7 @@ def test_with_the_source_down_at_start_up_the_persisted_last_good_bundle_serves(
         server: BundleServer, bundles: dict[str, bytes], tmp_path: Path) -> None:
     server.store[PATH] = bundles["A"]
     config = write_config(tmp_path, server.url + PATH)
-
-    async def first_run() -> None:
-        governor = build_governor(load_config(config))
-        await governor.start()
-        assert revision_of(governor) == "A"
-        await governor.close()
-
-    run(first_run)
+    assert _start_and_stop(config) == "A"
     assert (tmp_path / "cache" / "active.tar.gz").read_bytes() == bundles["A"]
     server.stop()
 
@@ -510,13 +517,7 @@ def test_a_persisted_copy_paired_with_another_copys_tag_is_downloaded_again(
     """A crash between writing the copy and its metadata must not make a 304 keep the wrong bundle."""
     server.store[PATH] = bundles["A"]
     config = write_config(tmp_path, server.url + PATH)
-
-    async def first_run() -> None:
-        governor = build_governor(load_config(config))
-        await governor.start()
-        await governor.close()
-
-    run(first_run)
+    assert _start_and_stop(config) == "A"
     (tmp_path / "cache" / "active.tar.gz").write_bytes(bundles["B"])  # the copy changed, its metadata did not
     server.stop()
 
