@@ -246,7 +246,12 @@ def ensure_litellm() -> Path | None:
 
 def measure(setup: Setup, procs: Processes, workdir: Path, keys: DemoKeys, upstream: int, redis_port: int | None,
             seconds: float, rates: list[float]) -> Result:
-    listen, admin, grpc_port, http_port = free_port(), free_port(), free_port(), free_port()
+    picked: list[int] = []
+    while len(picked) < 4:  # free_port() reserves nothing: two picks could be the same port
+        port = free_port()
+        if port not in picked:
+            picked.append(port)
+    listen, admin, grpc_port, http_port = picked
     server_pids: list[int] = []
     token = keys.token("alice", ["analyst"], "acme")
     headers = {"authorization": f"Bearer {token}", "content-type": "application/json"}

@@ -101,26 +101,32 @@ class LocalStack:
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        self.backend_port = free_port()
-        self.admin_port = free_port()
+        # Every port of the stack is distinct: free_port() reserves nothing, so two picks made before
+        # anything binds can return the same port (then Envoy or a worker fails to start).
+        self._taken: set[int] = {self.listen_port}
+        self.backend_port = self._consecutive_ports(1)[0]
+        self.admin_port = self._consecutive_ports(1)[0]
         self.agentgov_ports = tuple(self._consecutive_ports(self.workers))
         self.agentgov_http_ports = tuple(self._consecutive_ports(self.workers))
         self.chosen_transport = choose_transport(self.transport, mcp_filter=self.mcp_filter,
                                                  input_format=self.input_format, http_port=1)
-        self.data_api_port = free_port() if self.data_api else None
+        self.data_api_port = self._consecutive_ports(1)[0] if self.data_api else None
 
-    @staticmethod
-    def _consecutive_ports(n: int) -> list[int]:
+    def _consecutive_ports(self, n: int) -> list[int]:
+        """`n` consecutive free ports, none already given to this stack."""
         for _ in range(50):
             base = free_port()
             ports = list(range(base, base + n))
+            if self._taken.intersection(ports):
+                continue
             try:
                 for p in ports:
                     with socket.socket() as s:
                         s.bind(("127.0.0.1", p))
-                return ports
             except OSError:
                 continue
+            self._taken.update(ports)
+            return ports
         raise OSError("no run of free ports found")
 
     @property
