@@ -440,11 +440,11 @@ def plot(results: list[Result], path: Path) -> None:
         ax.plot(rates, [_pct(o.latencies_ms, 99) for o in r.open_loops], marker="o", label=r.setup.name,
                 linestyle="--" if r.setup.group == "floor" else "-")
     ax.set_xlabel("offered load (requests/s, open loop)")
-    ax.set_ylabel("p99 latency (ms, from scheduled send)")
+    ax.set_ylabel("p99 latency (ms, from dispatch)")
     ax.set_yscale("log")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=7)
-    ax.set_title("p99 latency against request rate (one Envoy worker, 2 cores shared)")
+    ax.set_title("p99 latency against request rate (one Envoy worker; servers and load on separate CPUs)")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
 
