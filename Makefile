@@ -29,14 +29,8 @@ policy-test: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 
-# mypy follows packages on disk, not setuptools' package-dir mapping: it checks a generated view
-# (.typecheck/agentgov with engine/ and cli/ linked in), the package exactly as it is installed.
 typecheck: $(STAMP)
-	rm -rf .typecheck && mkdir -p .typecheck/agentgov
-	cp agentgov/__init__.py agentgov/py.typed .typecheck/agentgov/
-	ln -s ../../engine .typecheck/agentgov/engine
-	ln -s ../../cli .typecheck/agentgov/cli
-	cd .typecheck && ../$(BIN)/mypy --config-file ../pyproject.toml -p agentgov
+	$(BIN)/mypy
 
 # The tests start real services themselves: redis-server (Debian package) for budgets shared by nodes.
 system-deps:
@@ -66,8 +60,8 @@ bench: $(STAMP)
 
 # Regenerate the decision service's message classes after editing the .proto (tests check they match).
 proto: $(STAMP)
-	$(BIN)/python -m grpc_tools.protoc -I engine/proto --python_out=engine/proto --pyi_out=engine/proto \
-		engine/proto/agentgov/v1/decision.proto
+	$(BIN)/python -m grpc_tools.protoc -I src/agentgov/engine/proto --python_out=src/agentgov/engine/proto \
+		--pyi_out=src/agentgov/engine/proto src/agentgov/engine/proto/agentgov/v1/decision.proto
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .typecheck
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -46,13 +46,13 @@ from agentgov.cli.stack import DEMO_AUDIENCE, DEMO_ISSUER, DemoKeys, LocalStack,
 from agentgov.engine.backends.envoy_result import decision_from_envoy_result  # noqa: E402
 from agentgov.engine.backends.rego import RegoBackend  # noqa: E402
 from agentgov.engine.config import Config, build_hooks  # noqa: E402
-from agentgov.engine.governor import Envelope, Governor  # noqa: E402
 from agentgov.engine.hooks.base import HookRequest  # noqa: E402
 from agentgov.engine.hooks.identity import IdentityVerifier, Issuer  # noqa: E402
 from agentgov.engine.hooks.pii.hook import PiiHook  # noqa: E402
 from agentgov.engine.model import ANONYMOUS  # noqa: E402
+from agentgov.engine.pipeline import Envelope, Governor  # noqa: E402
+from agentgov.engine.policy.discovery import discover  # noqa: E402
 from agentgov.engine.policy.library import build_backends  # noqa: E402
-from agentgov.engine.policy.sources import discover  # noqa: E402
 from agentgov.engine.proto import DECIDE  # noqa: E402
 from agentgov.engine.proto import decision_pb2 as pb  # noqa: E402
 from agentgov.engine.protocols.mcp import parse_mcp  # noqa: E402

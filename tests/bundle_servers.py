@@ -15,7 +15,7 @@ import bcrypt
 
 from agentgov.cli.stack import free_port
 from tests.http_helpers import LoopbackServer
-from tests.test_pool_heals import wait_for
+from tests.support import wait_for
 
 TOKEN = "test-token-not-a-secret"  # a marked test credential
 

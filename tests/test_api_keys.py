@@ -19,7 +19,7 @@ from agentgov.engine.hooks.api_keys import ApiKey, api_keys_from_config, digest,
 from agentgov.engine.hooks.identity import IdentityError, IdentityVerifier
 from tests.conftest import POLICIES
 from tests.http_helpers import CALL, send
-from tests.test_identity_and_server import verifier
+from tests.support import verifier
 
 KEY = new_key()
 VERIFIER = IdentityVerifier([], api_keys=[ApiKey("svc-reports", digest(KEY), ("analyst",), "acme")])

@@ -24,7 +24,7 @@ from agentgov.engine.hooks.audit.verify import log_files, read_records, verify
 from agentgov.engine.proto import decision_pb2 as pb
 from tests.conftest import POLICIES
 from tests.http_helpers import CALL, LoopbackServer, bearer, decide, post, send
-from tests.test_pool_heals import wait_for, workers_of
+from tests.support import records, wait_for, workers_of
 
 pytestmark = pytest.mark.envoy
 
@@ -53,10 +53,6 @@ class DecisionLogSink(LoopbackServer):
                 return None
 
         return Handler
-
-
-def records(directory: Path) -> list[dict[str, Any]]:
-    return [json.loads(raw) for files in log_files([directory]).values() for _, _, raw in read_records(files)]
 
 
 def audited_stack(base: Path, sink: DecisionLogSink | None, workers: int = 2) -> LocalStack:
@@ -190,9 +186,11 @@ def test_kill_9_under_load_loses_nothing_that_was_answered(tmp_path: Path) -> No
         threads = [threading.Thread(target=load, args=(h,)) for h in (alice, alice, dev)]
         for t in threads:
             t.start()
-        time.sleep(1.5)
+        assert wait_for(lambda: len(answered) >= 50)  # under load before the kill
         os.kill(workers_of(parent)[0], signal.SIGKILL)
-        time.sleep(3.0)
+        at_kill = len(answered)
+        # Load goes on through the kill until the restarted worker has answered too.
+        assert wait_for(lambda: len(workers_of(parent)) == 2 and len(answered) >= at_kill + 100, 20)
         stop.set()
         for t in threads:
             t.join(15)

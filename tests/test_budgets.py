@@ -24,7 +24,7 @@ from agentgov.cli.stack import LocalStack, free_port
 from agentgov.engine.hooks.budget.limits import BudgetConfigError, Limit, period, settings_from_config
 from tests.conftest import POLICIES
 from tests.http_helpers import CALL, bearer, request, send
-from tests.test_pool_heals import wait_for
+from tests.support import wait_for
 
 
 class RedisServer:
@@ -225,10 +225,10 @@ def test_redis_stopped_mid_load_never_admits_beyond_the_cap() -> None:
         threads = [threading.Thread(target=load) for _ in range(4)]
         for t in threads:
             t.start()
-        time.sleep(0.6)
+        assert wait_for(lambda: len(results) >= 20)  # under load with the store up
         server.stop()
         stopped_at = time.monotonic()
-        time.sleep(1.0)
+        assert wait_for(lambda: sum(1 for at, _ in list(results) if at > stopped_at + 0.3) >= 20)  # and with it down
         stop.set()
         for t in threads:
             t.join(15)

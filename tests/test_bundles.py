@@ -30,8 +30,8 @@ from agentgov.engine.bundles.archive import read_archive, write_archive
 from agentgov.engine.bundles.bundle import build_bundle, load_bundle, sign_bundle
 from agentgov.engine.bundles.signing import VerificationKey, sign, verify
 from agentgov.engine.config import build_governor, load_config
+from agentgov.engine.policy.discovery import discover
 from agentgov.engine.policy.problems import PolicyLoadError
-from agentgov.engine.policy.sources import discover
 from agentgov.engine.testing.cases import CaseRunner, load_cases
 from tests.conftest import POLICIES
 from tests.opa_oracle import RealOpaBackend

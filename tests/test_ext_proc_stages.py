@@ -15,7 +15,7 @@ from envoy.service.ext_proc.v3 import external_processor_pb2 as ep
 from google.protobuf import struct_pb2
 
 from agentgov.engine.config import build_governor, load_config
-from agentgov.engine.governor import Envelope, Governor
+from agentgov.engine.pipeline import Envelope, Governor
 from agentgov.engine.server.exchange import EXCHANGE_KEY, EXT_AUTHZ_NAMESPACE
 from agentgov.engine.server.ext_proc import ExternalProcessorService
 from tests.conftest import POLICIES
@@ -143,7 +143,7 @@ def test_a_processor_that_fails_fails_closed_with_503(tmp_path: Path, monkeypatc
     async def explode(*_: Any, **__: Any) -> Any:
         raise RuntimeError("boom")
 
-    monkeypatch.setattr(gov, "ask", explode)
+    monkeypatch.setattr(gov.exchange, "ask", explode)
     service = ExternalProcessorService(gov)
     result = {"jsonrpc": "2.0", "id": 9, "result": {"content": [{"type": "text", "text": "owner: kim@acme.io"}]}}
     answers = exchange(service, [headers_message("/mcp", context("tool.call", "crm.query", protocol="mcp")),

@@ -18,9 +18,9 @@ from prometheus_client import REGISTRY
 
 from agentgov.cli.stack import LocalStack
 from agentgov.engine.config import ConfigError, build_governor, load_config
-from agentgov.engine.governor import Envelope, Governor, Verdict
 from agentgov.engine.hooks.base import interface_problems
 from agentgov.engine.hooks.pii.hook import PiiHook
+from agentgov.engine.pipeline import Envelope, Governor, Verdict
 from tests.conftest import REPO
 from tests.http_helpers import CALL, bearer, send
 

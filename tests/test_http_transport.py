@@ -15,8 +15,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from agentgov.cli.stack import LocalStack
-from agentgov.engine.governor import Envelope, Verdict
 from agentgov.engine.model import Decision, HttpDirectives, Obligations, Subject
+from agentgov.engine.pipeline import Envelope, Verdict
 from agentgov.engine.server.http_authz import AuthzHandler, HttpServer, Request, Response, _Connection
 from tests.conftest import POLICIES
 from tests.http_helpers import CALL, bearer, send
@@ -116,6 +116,7 @@ class StubDecider:
     """Answers with a prepared verdict: the transport's own behaviour is what is tested here."""
 
     wants_envoy_attributes = False
+    local = None  # decisions are not made in this process
 
     def __init__(self, verdict: Verdict) -> None:
         self.verdict = verdict
@@ -125,6 +126,9 @@ class StubDecider:
         self.seen.append(env)
         await asyncio.sleep(0)
         return self.verdict
+
+    async def start(self) -> None:
+        return None
 
     async def close(self) -> None:
         return None

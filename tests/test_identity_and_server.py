@@ -4,26 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
 import grpc
 import pytest
 from envoy.service.auth.v3 import external_auth_pb2 as authz
 from envoy.service.auth.v3 import external_auth_pb2_grpc as authz_grpc
 
-from agentgov.cli.stack import DEMO_AUDIENCE, DEMO_ISSUER, DemoKeys, free_port
-from agentgov.engine.backends.base import Explanation
-from agentgov.engine.governor import Governor
-from agentgov.engine.hooks.identity import IdentityError, IdentityVerifier, Issuer
-from agentgov.engine.model import Decision
+from agentgov.cli.stack import DemoKeys, free_port
+from agentgov.engine.hooks.identity import IdentityError, Issuer
+from agentgov.engine.pipeline import Governor
 from agentgov.engine.server.app import WorkerConfig, run_worker
-
-
-def verifier(tmp_path: Path, keys: DemoKeys) -> IdentityVerifier:
-    (tmp_path / "jwks.json").write_text(json.dumps(keys.jwks()))
-    return IdentityVerifier([Issuer(DEMO_ISSUER, (DEMO_AUDIENCE,), jwks_file=str(tmp_path / "jwks.json"))])
+from tests.support import ExplodingBackend, verifier
 
 
 def test_issuer_config_refuses_shared_secret_algorithms_and_ambiguous_keys(tmp_path: Path) -> None:
@@ -64,19 +56,6 @@ def test_bad_claims_are_refused(tmp_path: Path) -> None:
     with pytest.raises(IdentityError) as err:
         v.verify(keys.token("a", ["a"], "acme", nbf=int(__import__("time").time()) + 3600))
     assert err.value.reason == "token_not_yet_valid"
-
-
-class ExplodingBackend:
-    name = "boom"
-
-    async def evaluate(self, policy_input: Mapping[str, Any]) -> Decision:
-        raise RuntimeError("unexpected")
-
-    async def explain(self, policy_input: Mapping[str, Any]) -> Explanation:
-        raise RuntimeError("unexpected")
-
-    async def close(self) -> None:
-        return None
 
 
 def test_internal_error_is_503_json_without_internals(tmp_path: Path) -> None:

@@ -141,11 +141,12 @@ def test_claim_mapping(tmp_path: Path) -> None:
 def test_cached_token_stops_working_at_expiry(tmp_path: Path) -> None:
     keys = DemoKeys()
     (tmp_path / "jwks.json").write_text(json.dumps(keys.jwks()))
+    now = [time.time()]  # the verifier's clock, moved by the test instead of waiting
     verifier = IdentityVerifier([Issuer(DEMO_ISSUER, (DEMO_AUDIENCE,), jwks_file=str(tmp_path / "jwks.json"))],
-                                leeway_s=0)
+                                leeway_s=0, clock=lambda: now[0])
     token = keys.token("alice", ["analyst"], "acme", ttl_s=1)
     assert verifier.verify(token).id == "alice"
-    time.sleep(2.1)
+    now[0] += 2.1
     with pytest.raises(IdentityError) as err:
         verifier.verify(token)
     assert err.value.reason == "token_expired"
@@ -178,3 +179,24 @@ def test_a_burst_of_unknown_kids_fetches_once_and_never_blocks_the_loop(
     results = asyncio.run(burst())
     assert all(isinstance(r, IdentityError) and r.reason == "unknown_key" for r in results)
     assert server.fetches == 2  # the start-up load and one refetch for the whole burst
+
+
+@pytest.mark.parametrize(("claim", "value", "reason"), [
+    ("exp", "9999999999", "invalid_token"),  # a string NumericDate: another reader might coerce it
+    ("exp", True, "invalid_token"),
+    ("nbf", "0", "invalid_token"),
+    ("iat", [1], "invalid_token"),
+    ("nbf", 10**10, "token_not_yet_valid"),
+    ("iat", 10**10, "token_not_yet_valid"),
+])
+def test_time_claims_are_numbers_checked_on_the_verifiers_clock(tmp_path: Path, claim: str, value: Any,
+                                                               reason: str) -> None:
+    keys = DemoKeys()
+    (tmp_path / "jwks.json").write_text(json.dumps(keys.jwks()))
+    verifier = IdentityVerifier([Issuer(DEMO_ISSUER, (DEMO_AUDIENCE,), jwks_file=str(tmp_path / "jwks.json"))])
+    claims: dict[str, Any] = {"iss": DEMO_ISSUER, "aud": DEMO_AUDIENCE, "sub": "bob", "exp": int(time.time()) + 600,
+                              claim: value}
+    token = jwt.encode(claims, keys.private_key, algorithm="RS256", headers={"kid": DEMO_KID})
+    with pytest.raises(IdentityError) as err:
+        verifier.verify(token)
+    assert err.value.reason == reason

@@ -8,46 +8,15 @@ import signal
 import threading
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 from agentgov.cli.stack import LocalStack
 from tests.conftest import POLICIES
 from tests.http_helpers import CALL, bearer, send
+from tests.support import alive, wait_for, workers_of
 
 pytestmark = pytest.mark.envoy
-
-
-def workers_of(parent: int) -> list[int]:
-    """The supervisor's worker processes (multiprocessing's spawned children)."""
-    children = Path(f"/proc/{parent}/task/{parent}/children").read_text().split()
-    out = []
-    for pid in children:
-        try:
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-        except FileNotFoundError:
-            continue
-        if b"spawn_main" in cmdline:
-            out.append(int(pid))
-    return sorted(out)
-
-
-def alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0]
-    except FileNotFoundError:
-        return False
-    return state != "Z"
-
-
-def wait_for(condition: object, timeout_s: float = 15.0) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if condition():  # type: ignore[operator]
-            return True
-        time.sleep(0.1)
-    return False
 
 
 @pytest.fixture
@@ -76,11 +45,13 @@ def test_kill_9_of_a_worker_under_load(stack: LocalStack) -> None:
                (("allowed", allowed), ("allowed", allowed), ("forbidden", forbidden))]
     for t in threads:
         t.start()
-    time.sleep(1.0)
+    assert wait_for(lambda: len(results) >= 30)  # under load before the kill
     killed_at = time.monotonic()
     os.kill(before[0], signal.SIGKILL)
     assert wait_for(lambda: len(workers_of(parent)) == 2 and before[0] not in workers_of(parent))
-    time.sleep(5.0)  # the restarted worker is back in Envoy's rotation within a few seconds
+    # The restarted worker is back in Envoy's rotation within a few seconds: load until 40 allowed calls
+    # were answered after that (the assertions below then say they all passed).
+    assert wait_for(lambda: sum(1 for at, k, _ in list(results) if k == "allowed" and at > killed_at + 3.0) >= 40, 30)
     stop.set()
     for t in threads:
         t.join(15)
@@ -105,7 +76,8 @@ def test_envoy_ejects_a_dead_worker_even_before_it_is_back(stack: LocalStack) ->
     os.kill(parent, signal.SIGSTOP)
     try:
         os.kill(victim, signal.SIGKILL)
-        time.sleep(3.0)
+        # Envoy's active health checks take the dead endpoint out: wait until ten calls in a row pass.
+        assert wait_for(lambda: all(send(stack, "/mcp", CALL, allowed)[0] == 200 for _ in range(10)), 20)
         statuses = [send(stack, "/mcp", CALL, allowed)[0] for _ in range(40)]
         assert statuses == [200] * 40
     finally:

@@ -9,7 +9,7 @@ from pathlib import Path
 from agentgov.engine.proto import decision_pb2
 from tests.conftest import REPO
 
-PROTO_ROOT = REPO / "engine" / "proto"
+PROTO_ROOT = REPO / "src" / "agentgov" / "engine" / "proto"
 
 
 def test_generated_code_matches_the_proto(tmp_path: Path) -> None:

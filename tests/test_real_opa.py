@@ -9,9 +9,9 @@ import re
 
 import pytest
 
+from agentgov.engine.policy.discovery import discover
 from agentgov.engine.policy.problems import PolicyLoadError
 from agentgov.engine.policy.rego_check import check_modules
-from agentgov.engine.policy.sources import discover
 from agentgov.engine.testing.cases import CaseRunner, load_cases
 from tests.conftest import POLICIES
 from tests.opa_oracle import OpaError, RealOpaBackend, real_opa

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from agentgov.engine.backends.rego import RegoBackend
 from agentgov.engine.model import Decision
-from agentgov.engine.policy.sources import discover
+from agentgov.engine.policy.discovery import discover
 from agentgov.engine.testing.cases import deep_merge, load_cases
 from tests.conftest import POLICIES
 

@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 
 from agentgov.cli.stack import DemoKeys
 from agentgov.engine.config import build_governor, load_config
-from agentgov.engine.governor import Envelope, Governor
+from agentgov.engine.pipeline import Envelope, Governor
 from tests.conftest import POLICIES
 
 pytestmark = pytest.mark.reliability

@@ -30,14 +30,15 @@ from agentgov.engine.bundles.bundle import build_bundle, open_bundle, sign_bundl
 from agentgov.engine.bundles.reloader import BundleReloader, ReloadSettings
 from agentgov.engine.bundles.sources import LocalSource
 from agentgov.engine.config import ConfigError, build_governor, load_config
-from agentgov.engine.governor import Governor
 from agentgov.engine.hooks.base import Enrichment, HookRequest
-from agentgov.engine.hooks.registry import HookSlot
+from agentgov.engine.hooks.registry import bind
 from agentgov.engine.model import Decision
+from agentgov.engine.pipeline import Governor
 from agentgov.engine.policy.policy_set import PolicySet, UnavailableBackend, policy_set_builder
 from agentgov.engine.server.data_api import create_app
 from tests.bundle_servers import TOKEN, BundleServer, Registry
 from tests.conftest import POLICIES, revoke_analyst_crm
+from tests.support import until
 
 PATH = "/bundles/agentgov.tar.gz"
 ALICE = {"subject": {"id": "alice", "roles": ["analyst"], "tenant": "acme", "authenticated": True},
@@ -108,14 +109,6 @@ async def decide(governor: Governor) -> tuple[bool, int, str]:
     return verdict.decision.allow, verdict.decision.status, verdict.policy_revision
 
 
-async def until(condition: Callable[[], bool], timeout_s: float = 10.0) -> bool:
-    for _ in range(int(timeout_s / 0.02)):
-        if condition():
-            return True
-        await asyncio.sleep(0.02)
-    return condition()
-
-
 def revision_of(governor: Governor) -> str:
     return governor.policy.revision
 
@@ -166,7 +159,7 @@ def test_a_check_in_flight_finishes_on_the_set_it_started_with(bundles: dict[str
             assert loaded.manifest is not None
             sets[name] = build(loaded.sources, loaded.manifest.revision, loaded.digest, None, name)
         gate = Gate()
-        governor = Governor(sets["a"], None, hooks=[HookSlot(gate, "deny", None)])
+        governor = Governor(sets["a"], None, hooks=[bind(gate, "deny", None)])
         in_flight = asyncio.create_task(governor.decide_stated(ALICE))
         await gate.entered.wait()
         governor.swap(sets["b"])

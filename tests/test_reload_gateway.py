@@ -21,8 +21,7 @@ from agentgov.engine.bundles.bundle import build_bundle
 from tests.bundle_servers import TOKEN, BundleServer
 from tests.conftest import POLICIES, revoke_analyst_crm
 from tests.http_helpers import CALL, bearer, request, send
-from tests.test_audit_gateway import records
-from tests.test_pool_heals import wait_for
+from tests.support import records, wait_for
 
 pytestmark = pytest.mark.envoy
 PATH = "/bundles/agentgov.tar.gz"

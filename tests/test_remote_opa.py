@@ -12,8 +12,8 @@ from aiohttp import web
 
 from agentgov.engine.backends.opa_remote import OpaEndpoint, RemoteOpaBackend
 from agentgov.engine.backends.rego import RegoBackend
-from agentgov.engine.governor import Governor
-from agentgov.engine.policy.sources import discover
+from agentgov.engine.pipeline import Governor
+from agentgov.engine.policy.discovery import discover
 from agentgov.engine.policy_input import normalize_input
 from agentgov.engine.server.data_api import create_app
 from tests.conftest import POLICIES

@@ -16,15 +16,15 @@ from prometheus_client import REGISTRY
 
 from agentgov.cli.stack import DemoKeys, free_port
 from agentgov.engine.config import Config, build_backend
-from agentgov.engine.governor import Envelope, Governor
 from agentgov.engine.model import Decision
+from agentgov.engine.pipeline import Envelope, Governor
 from agentgov.engine.proto import DECIDE
 from agentgov.engine.proto import decision_pb2 as pb
 from agentgov.engine.server.app import WorkerConfig, run_worker
 from agentgov.engine.server.decision_client import REASON_UNAVAILABLE, RemoteDecider, RemoteTLS
 from tests.conftest import POLICIES
 from tests.pki import make_pki
-from tests.test_identity_and_server import ExplodingBackend, verifier
+from tests.support import ExplodingBackend, verifier
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,89 @@
+"""Helpers shared by the test modules (waiting on conditions, finding worker processes, reading
+audit records, a verifier for the demo issuer, a backend that always fails). Test modules import
+from here, never from each other."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from agentgov.cli.stack import DEMO_AUDIENCE, DEMO_ISSUER, DemoKeys
+from agentgov.engine.backends.base import Explanation
+from agentgov.engine.hooks.audit.verify import log_files, read_records
+from agentgov.engine.hooks.identity import IdentityVerifier, Issuer
+from agentgov.engine.model import Decision
+
+POLL_S = 0.05
+
+
+def wait_for(condition: Callable[[], object], timeout_s: float = 15.0) -> bool:
+    """Poll `condition` until it is true or `timeout_s` passes; the answer says which."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(POLL_S)
+    return bool(condition())
+
+
+async def until(condition: Callable[[], bool], timeout_s: float = 10.0) -> bool:
+    """`wait_for` inside an event loop (the loop keeps running while it waits)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        await asyncio.sleep(0.02)
+    return condition()
+
+
+def workers_of(parent: int) -> list[int]:
+    """The supervisor's worker processes (multiprocessing's spawned children)."""
+    children = Path(f"/proc/{parent}/task/{parent}/children").read_text().split()
+    out = []
+    for pid in children:
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except FileNotFoundError:
+            continue
+        if b"spawn_main" in cmdline:
+            out.append(int(pid))
+    return sorted(out)
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state != "Z"
+
+
+def records(directory: Path) -> list[dict[str, Any]]:
+    """Every audit record under `directory`, in chain order per file."""
+    return [json.loads(raw) for files in log_files([directory]).values() for _, _, raw in read_records(files)]
+
+
+def verifier(tmp_path: Path, keys: DemoKeys, clock: Callable[[], float] | None = None) -> IdentityVerifier:
+    """A verifier for the demo issuer, its JWKS written to `tmp_path`."""
+    (tmp_path / "jwks.json").write_text(json.dumps(keys.jwks()))
+    issuer = Issuer(DEMO_ISSUER, (DEMO_AUDIENCE,), jwks_file=str(tmp_path / "jwks.json"))
+    return IdentityVerifier([issuer], clock=clock) if clock is not None else IdentityVerifier([issuer])
+
+
+class ExplodingBackend:
+    """A decision backend that raises on every call: the fail-closed paths."""
+
+    name = "boom"
+
+    async def evaluate(self, policy_input: Mapping[str, Any]) -> Decision:
+        raise RuntimeError("unexpected")
+
+    async def explain(self, policy_input: Mapping[str, Any]) -> Explanation:
+        raise RuntimeError("unexpected")
+
+    async def close(self) -> None:
+        return None
