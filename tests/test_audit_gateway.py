@@ -64,7 +64,8 @@ def audited_stack(base: Path, sink: DecisionLogSink | None, workers: int = 2) ->
     if sink is not None:
         audit["sinks"] = [{"type": "opa_http", "url": f"http://127.0.0.1:{sink.port}", "flush_every_s": 0.2,
                            "buffer_records": 5000}]
-    return LocalStack(policies=POLICIES, workers=workers, data_api=True, ext_proc=True, config_extra={"audit": audit})
+    return LocalStack(policies=POLICIES, workers=workers, data_api=True, ext_proc=True, config_extra={"audit": audit},
+                      workdir=base / "stack")
 
 
 @pytest.fixture(scope="module")
@@ -165,7 +166,7 @@ def test_the_sink_gets_every_record_in_opa_format_across_its_outage(stack: Local
 @pytest.mark.reliability
 def test_kill_9_under_load_loses_nothing_that_was_answered(tmp_path: Path) -> None:
     stack = audited_stack(tmp_path, None)
-    stack.keep_workdir = True
+    stack.keep_workdir = True  # under tmp_path: pytest keeps and cleans it
     stack.start()
     try:
         parent = stack.procs["agentgov"].pid

@@ -277,3 +277,54 @@ def test_session_decisions_export_as_ocsf_authorize_session() -> None:
     record = {**body(1), "status": 401, "reasons": ["invalid_token"], "actions": []}
     assert ocsf_event(record)["class_uid"] == 3003
     assert ocsf_event(body(0))["class_uid"] == 6003
+
+
+CRASHING_WRITER = """
+import asyncio, os, sys
+from pathlib import Path
+from cryptography.hazmat.primitives.serialization import load_pem_private_key
+from agentgov.engine.hooks.audit.chain import ChainWriter
+
+async def main():
+    key = load_pem_private_key(Path(sys.argv[2]).read_bytes(), None)
+    writer = ChainWriter(Path(sys.argv[1]), "node-w0", signing_key=key, checkpoint_every_s=3600)
+    writer.open()
+    for i in range(int(sys.argv[3])):
+        await writer.append({"v": 1, "decision_id": f"c{i}", "allow": True})
+    os._exit(9)  # killed: no shutdown checkpoint, no close
+
+asyncio.run(main())
+"""
+
+
+@pytest.mark.reliability
+def test_a_chain_resumed_after_a_crash_is_sealed_at_once(tmp_path: Path, run_cli: Run) -> None:
+    """Records written after the last checkpoint by a process that was killed are checkpointed as
+    soon as the chain is resumed, with no new traffic: cutting them off is then detected."""
+    import subprocess
+    import sys
+
+    key = Ed25519PrivateKey.generate()
+    pem = tmp_path / "key.pem"
+    pem.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                      serialization.NoEncryption()))
+    logs = tmp_path / "audit"
+    write(logs, 3, key=key)  # a clean shutdown: 3 records, sealed
+    crashed = subprocess.run([sys.executable, "-c", CRASHING_WRITER, str(logs), str(pem), "5"], check=False)
+    assert crashed.returncode == 9
+    checkpoints = logs / "node-w0.checkpoints.jsonl"
+    assert json.loads(checkpoints.read_bytes().splitlines()[-1])["seq"] == 3  # the 5 new ones are unsealed
+
+    async def resume_and_stop() -> None:
+        writer = ChainWriter(logs, "node-w0", signing_key=key, checkpoint_every_s=3600)
+        writer.open()
+        assert json.loads(checkpoints.read_bytes().splitlines()[-1])["seq"] == 8  # sealed on resume
+        await writer.close()
+
+    asyncio.run(resume_and_stop())
+    assert len(checkpoints.read_bytes().splitlines()) == 2  # nothing new at shutdown: nothing signed twice
+    (file, content), = lines(logs)
+    file.write_bytes(b"".join(content[:-2]))  # cut the last two records the crashed process wrote
+    result = run_cli("audit", "verify", str(logs), "--key", str(pem))
+    assert result.exit_code == 2
+    assert "checkpoint" in result.output

@@ -122,8 +122,9 @@ def metered(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
     stack = LocalStack(policies=POLICIES, workers=1, ext_proc=True, config_extra={"budgets": {"limits": [
         {"name": "tokens-per-subject", "key": "subject+model", "window": "1d", "tokens": 100_000},
         {"name": "calls-per-tenant", "key": "tenant", "window": "day", "requests": 1000},
-        {"name": "essay-tokens", "key": "tenant", "window": "1h", "tokens": 200, "match": {"tenants": ["essays"]}}]}})
-    stack.keep_workdir = True
+        {"name": "essay-tokens", "key": "tenant", "window": "1h", "tokens": 200, "match": {"tenants": ["essays"]}}]}},
+        workdir=tmp_path_factory.mktemp("stack"))
+    stack.keep_workdir = True  # pytest's own temporary folder: it keeps and cleans it
     with stack:
         yield stack
         shutil.rmtree(stack.workdir, ignore_errors=True)
@@ -182,8 +183,8 @@ def test_a_stream_that_crosses_its_cap_is_cut_cleanly_and_charged_what_was_deliv
 
 @pytest.mark.envoy
 def test_429_carries_retry_after_and_budget_show_and_reset(tmp_path: Path) -> None:
-    stack = LocalStack(policies=POLICIES, config_extra=budgets("sqlite", 2))
-    stack.keep_workdir = True
+    stack = LocalStack(policies=POLICIES, config_extra=budgets("sqlite", 2), workdir=tmp_path / "stack")
+    stack.keep_workdir = True  # under tmp_path: pytest keeps and cleans it
     try:
         stack.start()
         token = bearer(stack.keys.token("alice", ["analyst"], "acme"))

@@ -17,9 +17,33 @@ from tests.pki import write_pki
 
 
 def _filters(doc: dict[str, Any]) -> list[dict[str, Any]]:
+    """The HTTP filters after the client-address filter, which always comes first (see below)."""
     hcm = doc["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
     filters: list[dict[str, Any]] = hcm["http_filters"]
-    return filters
+    assert filters[0]["name"] == "envoy.filters.http.header_mutation"
+    return filters[1:]
+
+
+@pytest.mark.parametrize("hops", [0, 2])
+def test_the_edge_is_safe_by_default(run_cli: Callable[..., Result], hops: int) -> None:
+    """The client's address is the connection's peer (or what trusted proxies appended), headers that
+    claim an address are dropped before ext_authz reads the request, and a second Envoy cannot bind
+    the same listener port (a stale one from an earlier run would take part of the traffic)."""
+    doc = yaml.safe_load(run_cli("envoy-config", "--xff-num-trusted-hops", str(hops)).output)
+    listener = doc["static_resources"]["listeners"][0]
+    assert listener["enable_reuse_port"] is False
+    hcm = listener["filter_chains"][0]["filters"][0]["typed_config"]
+    assert hcm["use_remote_address"] is True
+    assert hcm["xff_num_trusted_hops"] == hops
+    mutations = hcm["http_filters"][0]["typed_config"]["mutations"]["request_mutations"]
+    removed = {m["remove"] for m in mutations if "remove" in m}
+    assert {"x-real-ip", "forwarded"} <= removed
+    xff = [m["append"] for m in mutations if "append" in m]
+    if hops == 0:
+        assert xff == [{"header": {"key": "x-forwarded-for", "value": "%DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%"},
+                        "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}]
+    else:
+        assert xff == []  # behind trusted proxies their X-Forwarded-For is kept (Envoy appends its hop)
 
 
 def _agentgov_cluster(doc: dict[str, Any], name: str = "agentgov_http") -> dict[str, Any]:

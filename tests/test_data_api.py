@@ -93,3 +93,27 @@ def test_a_short_or_missing_token_file_is_a_config_error(tmp_path: Path) -> None
     (tmp_path / "t").write_text("short")
     with pytest.raises(ConfigError, match="at least 16 characters"):
         cfg.data_api_token()
+
+
+def test_a_port_with_connections_in_time_wait_is_free_for_serve(tmp_path: Path) -> None:
+    """A server just stopped while Envoy was connected leaves its side of those connections in
+    TIME_WAIT for a minute; the real listeners bind anyway (SO_REUSEADDR), so the pre-start check must
+    too, instead of refusing to start with `Address already in use`."""
+    import socket
+
+    from agentgov.cli.serve import _check_free
+    from agentgov.engine.config import Config
+
+    with socket.socket() as listener:
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        port = listener.getsockname()[1]
+        client = socket.create_connection(("127.0.0.1", port))
+        accepted, _ = listener.accept()
+        accepted.close()  # the server closes first: its end (127.0.0.1:port) goes to TIME_WAIT
+        client.recv(1)
+        client.close()
+    with socket.socket() as plain, pytest.raises(OSError, match="Address already in use"):
+        plain.bind(("127.0.0.1", port))  # what the old check did: refused while TIME_WAIT lasts
+    _check_free(Config(base=tmp_path, port=port, http_port=0))  # no error: serve may start

@@ -183,3 +183,32 @@ def test_pull_request_formats(run_cli: CLI, head: Path) -> None:
     junit = ET.fromstring(run_cli(*args, "junit").output)
     assert junit.get("failures") == "6"
     assert len(junit.findall("testcase/failure")) == 6
+
+
+def test_agentgovs_own_audit_folder_replays_as_docs_ci_recommends(run_cli: CLI, head: Path, tmp_path: Path) -> None:
+    """The folder `audit.dir` names, as the audit hook leaves it: records with PII findings, each
+    chain's signed checkpoints file and its lock. Only the records are inputs."""
+    import asyncio
+
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from agentgov.engine.hooks.audit.chain import ChainWriter
+
+    async def record() -> None:
+        writer = ChainWriter(tmp_path / "audit", "node-w0", signing_key=Ed25519PrivateKey.generate())
+        writer.open()
+        for decision_id, (who, role) in enumerate((("alice", "analyst"), ("sam", "support"))):
+            await writer.append({
+                "v": 1, "decision_id": f"d{decision_id}", "allow": True, "status": 200, "reasons": ["tool_granted"],
+                "subject": {"id": who, "tenant": "acme", "roles": [role], "authenticated": True},
+                "actions": [{"kind": "tool.call", "name": "crm.query", "resource_type": "tool",
+                             "resource_id": "crm.query"}],
+                "findings": [{"type": "EMAIL", "category": "pii", "count": 2}]})
+        await writer.close()
+
+    asyncio.run(record())
+    assert (tmp_path / "audit" / "node-w0.checkpoints.jsonl").is_file()
+    result = run_cli("diff", "--base", str(POLICIES), "--head", str(head), "--inputs", str(tmp_path / "audit"),
+                     "--format", "json")
+    assert result.exit_code in (0, 2), result.output
+    assert _json(result)["replayed"] == 2

@@ -117,6 +117,20 @@ def test_tools_list_is_filtered_in_a_buffered_json_answer(tmp_path: Path) -> Non
     assert [t["name"] for t in body["result"]["tools"]] == ["crm.query", "web.search"]
 
 
+def test_a_listing_too_large_to_filter_is_withheld_as_a_hook_failure(tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("agentgov.engine.hooks.tool_filter.MAX_BODY_BYTES", 1000)
+    service = ExternalProcessorService(governor(tmp_path))
+    listing = {"jsonrpc": "2.0", "id": 1, "result": {"tools": [{"name": f"t{i}"} for i in range(200)]}}
+    answers = exchange(service, [
+        headers_message("/mcp", context("tool.list", "tools/list", protocol="mcp")),
+        response_headers("application/json"),
+        ep.ProcessingRequest(response_body=ep.HttpBody(body=json.dumps(listing).encode(), end_of_stream=True))])
+    immediate = answers[2].immediate_response
+    assert immediate.status.code == 503  # fail closed as any hook failure, never a partial list
+    assert json.loads(immediate.body)["reasons"] == ["hook_error"]
+
+
 def test_a_response_without_what_ext_authz_decided_is_withheld(tmp_path: Path) -> None:
     """No metadata (Envoy not forwarding it, or a misconfigured chain): judged as an anonymous caller,
     which the policy refuses, so nothing passes uninspected."""

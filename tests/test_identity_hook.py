@@ -200,3 +200,17 @@ def test_time_claims_are_numbers_checked_on_the_verifiers_clock(tmp_path: Path, 
     with pytest.raises(IdentityError) as err:
         verifier.verify(token)
     assert err.value.reason == reason
+
+
+@pytest.mark.parametrize("audiences", ["agents-api", {"a": 1}, [1]])
+def test_audiences_are_a_list_never_a_string_read_letter_by_letter(tmp_path: Path, audiences: Any) -> None:
+    from agentgov.engine.config import ConfigError, build_governor, load_config
+    from agentgov.engine.hooks.identity import issuers_from_config
+
+    with pytest.raises(ValueError, match=r"audiences must be a list of strings"):
+        issuers_from_config([{"issuer": "i", "audiences": audiences, "jwks_file": "j.json"}], tmp_path)
+    path = tmp_path / "agentgov.yaml"
+    path.write_text(json.dumps({"identity": {"issuers": [{"issuer": "i", "audiences": audiences,
+                                                          "jwks_file": "j.json"}]}}))
+    with pytest.raises(ConfigError, match=r"identity.issuers\[0\].audiences"):
+        build_governor(load_config(path))

@@ -287,3 +287,19 @@ def test_scan_settings_default_to_every_type() -> None:
 def test_corpus_files_are_in_the_repository() -> None:
     assert [p.name for p in CORPUS] == ["pii_dev.jsonl", "secrets_dev.jsonl"]
     assert all(isinstance(p, Path) and p.stat().st_size > 0 for p in CORPUS)
+
+
+def test_network_notation_is_not_a_personal_address() -> None:
+    """A CIDR block names a network, not a person's host: `10.0.0.0/8` and `2001:db8::/32` are not PII."""
+    assert found("allow 10.0.0.0/8 and 192.168.1.0/24, deny 2001:db8::/32") == []
+    assert found("host 10.0.0.8/ path") == [("IP_ADDRESS", "10.0.0.8")]  # a slash alone is not a prefix length
+    assert found("from 203.0.113.9, not 198.51.100.0/24") == [("IP_ADDRESS", "203.0.113.9")]
+
+
+def test_documented_example_credentials_are_reported() -> None:
+    """AWS's published example key is what users test with: reported, not skipped as a placeholder,
+    while other placeholders still are."""
+    assert found("key AKIAIOSFODNN7EXAMPLE") == [("AWS_KEY", "AKIAIOSFODNN7EXAMPLE")]
+    assert found("aws_secret_access_key = wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY") == [
+        ("AWS_SECRET_KEY", "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY")]
+    assert found("key AKIAEXAMPLEEXAMPLE22") == []  # a made-up placeholder is still a placeholder

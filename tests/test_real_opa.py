@@ -5,9 +5,13 @@ because OPA would is really refused by OPA."""
 from __future__ import annotations
 
 import asyncio
+import json
 import re
+from collections.abc import Callable
+from pathlib import Path
 
 import pytest
+from click.testing import Result
 
 from agentgov.engine.policy.discovery import discover
 from agentgov.engine.policy.problems import PolicyLoadError
@@ -57,6 +61,7 @@ def test_every_decision_case_passes_on_real_opa() -> None:
      "rego_recursion_error"),
     ("package agentgov\n\nimport rego.v1\n\nkeys := {k | data[k]}\n", {}, "rego_recursion_error"),
     ("package agentgov\n\nimport rego.v1\n\ncatalog := {}\n", {"agentgov": {"catalog": {"tool": {}}}}, "conflict"),
+    ('package agentgov\n\nimport rego.v1\n\ndecision := {"allow": true} if { y == 1 }\n', {}, "unsafe"),
 ])
 def test_what_agentgov_check_refuses_real_opa_refuses(source: str, data: dict[str, object], opa_code: str) -> None:
     assert check_modules([("p.rego", source)], data), "agentgov check accepted it"
@@ -79,3 +84,24 @@ def test_cedar_names_the_same_session_methods_as_the_data() -> None:
     block = cedar[cedar.index('@id("session_allowed")'):]
     listed = re.findall(r'"([^"]+)"', block[block.index("||"):block.index("].contains")])
     assert listed == SOURCES.data["agentgov"]["session"]["methods"]
+
+
+def test_a_decision_conflict_is_named_as_real_opa_names_it(tmp_path: Path, run_cli: Callable[..., Result]) -> None:
+    """Two definitions of the decision that both match with different values: real OPA fails the
+    evaluation (eval_conflict_error); agentgov denies with `decision_conflict`, naming the definitions,
+    instead of calling it undefined and advising the `default` that is already there."""
+    source = ('package agentgov\n\nimport rego.v1\n\ndefault decision := {"allow": false}\n\n'
+              'decision := {"allow": true, "reasons": ["a"]} if input.subject.id == "alice"\n\n'
+              'decision := {"allow": false, "reasons": ["b"]} if input.subject.tenant == "acme"\n')
+    policy_input = {"subject": {"id": "alice", "roles": [], "tenant": "acme", "authenticated": True},
+                    "action": {"kind": "tool.call", "name": "x"}, "resource": {"type": "tool", "id": "x"}}
+    engine = real_opa([("p.rego", source)], {})
+    with pytest.raises(OpaError, match="conflict"):
+        engine.eval_document("agentgov.decision", input=policy_input)
+    (tmp_path / "p.rego").write_text(source)
+    (tmp_path / "in.json").write_text(json.dumps(policy_input))
+    result = run_cli("eval", str(tmp_path / "p.rego"), "-i", str(tmp_path / "in.json"))
+    doc = json.loads(result.output)
+    assert doc["reasons"] == ["decision_conflict"]
+    assert f"{tmp_path / 'p.rego'}:7" in doc["errors"][0]
+    assert f"{tmp_path / 'p.rego'}:9" in doc["errors"][0]

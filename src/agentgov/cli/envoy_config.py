@@ -48,13 +48,16 @@ from agentgov.engine.server.envoy_bootstrap import EnvoyLayout, bootstrap_yaml
                    "except with --mcp-filter or policy.input_format opa-envoy, which need what only gRPC carries.")
 @click.option("--agentgov-http-port", type=int, default=None,
               help="First worker's HTTP ext_authz port. [default: server.http_port, or 9292]")
+@click.option("--xff-num-trusted-hops", type=click.IntRange(0, 16), default=0, show_default=True,
+              help="Proxies in front of Envoy whose X-Forwarded-For entries are trusted (0: Envoy is the edge; "
+                   "the client's address is the connection's peer).")
 @click.option("--no-request-body", is_flag=True,
               help="Do not send bodies to agentgov (with --mcp-filter, MCP calls are read from the metadata).")
 def envoy_config(listen_port: int, admin_port: int, backend: str, config_path: Path | None, agentgov_host: str | None,
                  agentgov_port: int | None, workers: int | None, max_request_bytes: int | None, timeout_s: float,
                  agentgov_socket_dir: str | None, tls_ca: str | None, tls_cert: str | None, tls_key: str | None,
                  tls_server_name: str | None, ext_proc: bool | None, mcp_filter: bool, transport: str,
-                 agentgov_http_port: int | None, no_request_body: bool) -> None:
+                 agentgov_http_port: int | None, xff_num_trusted_hops: int, no_request_body: bool) -> None:
     """Print a working Envoy bootstrap: ext_authz with request body, fail closed, 503 on error."""
     # The same resolver as `serve` (file, AGENTGOV_* variables, flags), so both agree on the workers.
     flags: dict[str, tuple[str, Any]] = {
@@ -89,7 +92,8 @@ def envoy_config(listen_port: int, admin_port: int, backend: str, config_path: P
         max_request_bytes=max_request_bytes, check_timeout_s=timeout_s, mcp_filter=mcp_filter,
         send_body=not no_request_body, agentgov_sockets=sockets, tls_ca_file=tls_ca, tls_cert_file=tls_cert,
         tls_key_file=tls_key, tls_server_name=tls_server_name, ext_proc=ext_proc, transport=chosen,
-        agentgov_http_ports=tuple(range(http_port, http_port + workers)), agentgov_http_sockets=http_sockets)))
+        agentgov_http_ports=tuple(range(http_port, http_port + workers)), agentgov_http_sockets=http_sockets,
+        xff_num_trusted_hops=xff_num_trusted_hops)))
 
 
 def choose_transport(wanted: str, *, mcp_filter: bool, input_format: str, http_port: int) -> str:

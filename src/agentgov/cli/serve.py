@@ -90,6 +90,9 @@ def _check_free(cfg: Config) -> None:
         wanted.append((cfg.data_api_host, cfg.data_api_port, "the Data API port"))
     for host, port, what in wanted:
         with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+            # As the real listeners do (asyncio and gRPC set SO_REUSEADDR): connections from Envoy left in
+            # TIME_WAIT by a server just stopped must not fail the check for a minute.
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             try:
                 probe.bind((host, port))
             except OSError as exc:

@@ -94,6 +94,7 @@ class LocalStack:
     server_extra: dict[str, Any] = field(default_factory=dict)  # more agentgov.yaml `server:` keys
     # How Envoy asks agentgov: "auto" (http, unless the MCP filter or OPA-Envoy mode needs grpc), "http", "grpc".
     transport: str = "auto"
+    xff_num_trusted_hops: int = 0  # proxies in front of Envoy whose X-Forwarded-For is trusted
     # More `policy:` keys; with `bundle`, the policies come from that source instead of `policies`.
     policy_extra: dict[str, Any] = field(default_factory=dict)
     workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="agentgov-stack-")))
@@ -101,6 +102,7 @@ class LocalStack:
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        self.workdir.mkdir(parents=True, exist_ok=True)  # a caller may name a folder that is not there yet
         # Every port of the stack is distinct: free_port() reserves nothing, so two picks made before
         # anything binds can return the same port (then Envoy or a worker fails to start).
         self._taken: set[int] = {self.listen_port}
@@ -167,6 +169,7 @@ class LocalStack:
                              agentgov_ports=self.agentgov_ports, mcp_filter=self.mcp_filter,
                              send_body=self.send_body, agentgov_sockets=self.socket_paths,
                              max_request_bytes=self.max_request_bytes, ext_proc=self.ext_proc,
+                             xff_num_trusted_hops=self.xff_num_trusted_hops,
                              tls_ca_file=self.tls_files.get("ca"),
                              tls_cert_file=self.tls_files.get("client_cert") if self.envoy_sends_client_cert else None,
                              tls_key_file=self.tls_files.get("client_key") if self.envoy_sends_client_cert else None,

@@ -20,6 +20,7 @@ from agentgov.engine.model import (
 
 REASON_ENGINE_ERROR = "engine_error"
 REASON_UNDEFINED = "decision_undefined"
+REASON_CONFLICT = "decision_conflict"  # two definitions of the decision rule matched with different values
 REASON_INVALID_RESULT = "invalid_decision"
 REASON_DEFAULT_DENY = "default_deny"
 
@@ -140,6 +141,7 @@ def invalid_result(engine: str, why: str) -> Decision:
 
 
 __all__ = [
+    "REASON_CONFLICT",
     "REASON_DEFAULT_DENY",
     "REASON_ENGINE_ERROR",
     "REASON_INVALID_RESULT",

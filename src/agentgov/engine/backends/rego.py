@@ -17,6 +17,7 @@ import orjson
 import regorus
 
 from agentgov.engine.backends.base import (
+    REASON_CONFLICT,
     REASON_UNDEFINED,
     Explanation,
     ResultReader,
@@ -110,8 +111,34 @@ class RegoBackend:
             return engine_error(self.name, f"{type(exc).__name__}: {exc}")
         decision = self._read(result, engine=self.name)
         if decision.reasons == (REASON_UNDEFINED,):
+            definitions, has_default = self._definitions()
+            if has_default:
+                # A rule with a default is never undefined, unless two definitions matched with
+                # different values: real OPA fails with eval_conflict_error there; the embedded engine
+                # answers undefined. Name it, and the definitions, so the author can fix it.
+                return replace(decision, reasons=(REASON_CONFLICT,), errors=(
+                    f"{self.rule}: more than one definition matched this input with different values (a "
+                    f"conflict: OPA's eval_conflict_error); definitions at {', '.join(definitions)}: make "
+                    "their conditions exclusive, or build the value in one rule",))
             return replace(decision, errors=(self._undefined_hint(),))
         return decision
+
+    def _definitions(self) -> tuple[list[str], bool]:
+        """Where the decision rule is defined (`file:line`), and whether it has a `default`."""
+        package, _, name = self.rule.removeprefix("data.").rpartition(".")
+        head = re.compile(rf"^\s*(default\s+)?{re.escape(name)}\b\s*(?::=|=|if\b|\{{|contains\b|\[)")
+        found, has_default = [], False
+        for file, source in self._modules:
+            declared = re.search(r"^package\s+([\w.]+)", source, re.MULTILINE)
+            if declared is None or declared.group(1) != package:
+                continue
+            for number, line in enumerate(source.splitlines(), 1):
+                m = head.match(line)
+                if m and m.group(1):
+                    has_default = True
+                elif m:
+                    found.append(f"{file}:{number}")
+        return found, has_default
 
     def _undefined_hint(self) -> str:
         """Why a decision is undefined, in words that lead to the fix (the rule's package may not exist)."""

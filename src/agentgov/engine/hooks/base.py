@@ -81,6 +81,10 @@ class Enrichment:
     budget: Sequence[Mapping[str, Any]] = ()
     data: Mapping[str, Any] | None = None
     response_headers: Mapping[str, str] = field(default_factory=dict)  # to the client (RateLimit-*)
+    # A guarantee: a deny that holds whatever the policy answers. The policy is still asked (so its
+    # own deny, a 403 for a forbidden tool, keeps precedence and its reasons); if it allows, this is
+    # the answer. The budget hook's 429 and the PII hook's secret_detected work this way by default.
+    enforce: Deny | None = None
 
 
 @dataclass(frozen=True)

@@ -304,6 +304,11 @@ def issuers_from_config(doc: Any, base: Path) -> list[Issuer]:
         if problem:
             raise ValueError(f"identity.issuers[{i}]: {problem}")
         jwks_file = item.get("jwks_file")
+        for key in ("audiences", "algorithms"):
+            # A string here would be read character by character by tuple(): "api" is not ("a", "p", "i").
+            value = item.get(key, [])
+            if not isinstance(value, list) or not all(isinstance(x, str) for x in value):
+                raise ValueError(f"identity.issuers[{i}].{key} must be a list of strings (one audience: [name])")
         out.append(Issuer(
             issuer=str(item["issuer"]), audiences=tuple(item.get("audiences", [])),
             algorithms=tuple(item.get("algorithms", ["RS256"])),

@@ -13,6 +13,7 @@ from collections import OrderedDict
 from collections.abc import Mapping
 from typing import Any
 
+from agentgov.engine.errors import REASON_HOOK, Failure
 from agentgov.engine.hooks.base import BodyVerdict, PolicyQuestion, ResponseContext
 from agentgov.engine.protocols import ProtocolError
 from agentgov.engine.protocols.jsonbody import decode_json
@@ -74,8 +75,12 @@ class ToolListFilter:
     async def on_body(self, chunk: bytes, end_of_stream: bool) -> BodyVerdict:
         self._buffer += chunk
         if len(self._buffer) > MAX_BODY_BYTES:
-            return BodyVerdict(block=True, block_status=502, reason="response_too_large",
-                               block_body=b'{"error":"bad_gateway","reasons":["response_too_large"]}')
+            # A listing too large to filter is a failure of this hook: fail closed as any hook failure
+            # does (the error table's hook_error row), the list withheld.
+            return BodyVerdict(block=True, block_status=Failure.HOOK_ERROR.status, reason=REASON_HOOK,
+                               block_body=json.dumps({"error": Failure.HOOK_ERROR.answer.error,
+                                                      "reasons": [REASON_HOOK],
+                                                      "detail": "the tool listing is too large to filter"}).encode())
         if self._streaming:
             normalized = bytes(self._buffer).replace(b"\r\n", b"\n")
             *events, rest = normalized.split(b"\n\n")

@@ -14,9 +14,11 @@ def verdict(request: HookRequest, decision: Decision, runs: Sequence[HookRun], *
             inputs: tuple[dict[str, Any], ...] = (), consumed: tuple[str, ...] = (), summary: str = "") -> Verdict:
     if not summary:
         summary = ", ".join(f"{a.kind} {a.name}" for a in request.actions)
+    enforced_retry = request.extensions.get("_retry_after")  # from a hook's enforced 429 (guarantees.py)
+    retry = enforced_retry if isinstance(enforced_retry, int) else retry_after(decision, inputs)
     return Verdict(decision=decision, subject=request.subject, decision_id=request.decision_id, inputs=inputs,
-                   retry_after_s=retry_after(decision, inputs), action=summary, consumed_headers=consumed,
-                   hooks=tuple(runs), actions=tuple(request.actions),
+                   retry_after_s=retry, action=summary, consumed_headers=consumed, hooks=tuple(runs),
+                   actions=tuple(request.actions),
                    response_headers=dict(request.extensions.get("_response_headers", {})),
                    policy_revision=request.policy_revision)
 

@@ -68,6 +68,8 @@ def enrich(request: HookRequest, name: str, result: Enrichment) -> HookRequest:
         extensions["_budget"] = tuple(result.budget[:n])
     if result.response_headers:
         extensions["_response_headers"] = {**extensions.get("_response_headers", {}), **result.response_headers}
+    if result.enforce is not None:
+        extensions["_enforce"] = (*extensions.get("_enforce", ()), (name, result.enforce))
     return request.evolve(findings=tuple(tuple(f) for f in findings), extensions=extensions)
 
 

@@ -25,7 +25,7 @@ from agentgov.engine.hooks.identity import IdentityVerifier
 from agentgov.engine.hooks.registry import HookSlot
 from agentgov.engine.metrics import STAGE_LATENCY
 from agentgov.engine.model import ANONYMOUS, Decision, Subject
-from agentgov.engine.pipeline import answer, policy
+from agentgov.engine.pipeline import answer, guarantees, policy
 from agentgov.engine.pipeline.after import AfterStage
 from agentgov.engine.pipeline.before import BeforeStage
 from agentgov.engine.pipeline.exchange import ExchangeStages
@@ -239,7 +239,7 @@ class Governor:
                 break
         request = request.evolve(timings={**request.timings, "policy": observe(policy.POLICY_STAGE, started)})
         self.shadow_runner.compare(request, inputs, decisions)
-        decision = policy.combine(decisions, self.options.can_redact)
+        decision, request = guarantees.apply(policy.combine(decisions, self.options.can_redact), request)
         asked = inputs[:len(decisions)]
         return await self._finish(request, decision, runs, inputs=tuple(asked), consumed=consumed,
                                   summary=", ".join(f"{a.kind} {a.name}" for a in actions[:len(decisions)]))
@@ -273,6 +273,7 @@ class Governor:
         document = policy.stated_input(policy_input, request)
         decision = await policy_set.backend.evaluate(document)
         self.shadow_runner.compare(request, (document,), [decision])
+        decision, request = guarantees.apply(decision, request)
         return await self._finish(request, decision, runs, inputs=(document,))
 
     async def _decide_envoy_input(self, request: HookRequest, policy_input: dict[str, Any], runs: list[HookRun],
@@ -285,6 +286,7 @@ class Governor:
         decision = await policy_set.backend.evaluate(policy_input)
         request = request.evolve(timings={**request.timings, "policy": observe(policy.POLICY_STAGE, started)})
         self.shadow_runner.compare(request, (policy_input,), [decision])
+        decision, request = guarantees.apply(decision, request)
         # The path without its query string: queries can carry personal data, and this ends up in logs.
         summary = f"http {request.method} {request.path.split('?', 1)[0]}"
         return await self._finish(request, decision, runs, inputs=(policy_input,), summary=summary)

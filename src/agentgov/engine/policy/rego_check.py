@@ -96,7 +96,25 @@ def check_modules(modules: list[tuple[str, str]], data: Mapping[str, Any] | None
             problems.append(Problem(module.file, span["line"], span["col"],
                                     f"rule `{rule_name}`: {_unsupported_message(call_name)}",
                                     "rego_type_error"))
+    if parsed and not problems:
+        problems.extend(_compile_problems(modules))
     return problems
+
+
+def _compile_problems(modules: list[tuple[str, str]]) -> list[Problem]:
+    """What the engine's compiler refuses (an unsafe variable, a recursive rule), which it checks only
+    when it first evaluates: compiled here with a trivial query, as OPA compiles at load time."""
+    engine = regorus.Engine()
+    try:
+        for file, source in modules:
+            engine.add_policy(file, source)
+        engine.eval_query("true")
+    except BaseException as exc:  # RuntimeError, or PanicException (a BaseException)
+        if isinstance(exc, KeyboardInterrupt | SystemExit):
+            raise
+        problem = parse_problem(modules[0][0], str(exc))
+        return [Problem(problem.file, problem.line, problem.col, problem.message, "rego_compile_error")]
+    return []
 
 
 def _whole_data_reads(module: _Module) -> Iterator[Problem]:

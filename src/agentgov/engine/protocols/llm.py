@@ -38,10 +38,34 @@ def parse_llm(path: str, body: bytes) -> ParsedAction:
     stream = doc.get("stream", False)
     if not isinstance(stream, bool):
         raise ProtocolError("stream must be a boolean")
+    # OpenAI generates `n` choices (and `best_of` candidates) per request, each up to the token limit:
+    # what the request may cost is the limit times that, and that is what the policy and the budget see.
+    choices = _choices(doc) if protocol == "openai.chat" else 1
     arguments: dict[str, Any] = {"model": model, "stream": stream}
+    if choices != 1:
+        arguments["n"] = choices
     if max_tokens is not None:
-        arguments["max_tokens"] = max_tokens
+        arguments["max_tokens"] = max_tokens * choices
+        if choices != 1:
+            arguments["max_tokens_per_choice"] = max_tokens
     return ParsedAction("llm.chat", model, "model", model, arguments, tuple(texts), protocol)
+
+
+MAX_CHOICES = 128  # OpenAI's own bound on `n`
+
+
+def _choices(doc: dict[str, Any]) -> int:
+    """How many completions the request asks for: `n`, or `best_of` when larger (each candidate is
+    generated and billed). null means absent (1); anything but an integer from 1 to 128 is refused."""
+    counts = []
+    for name in ("n", "best_of"):
+        value = doc.get(name)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_CHOICES:
+            raise ProtocolError(f"{name} must be an integer from 1 to {MAX_CHOICES}")
+        counts.append(value)
+    return max(counts, default=1)
 
 
 def _token_limit(doc: dict[str, Any], *fields: str) -> int | None:

@@ -16,14 +16,18 @@ from typing import Any
 from aiohttp import web
 
 _CREDENTIALS = ("authorization", "x-api-key")
+# What a backend would take for the client's address: echoed so tests see the backend's view.
+_ADDRESS_HEADERS = ("x-forwarded-for", "x-real-ip", "forwarded")
 
 
 def _seen(request: web.Request) -> dict[str, str]:
-    """The x-agentgov-* headers as received, and whether credential headers arrived (never their values)."""
+    """The x-agentgov-* headers as received, the client-address headers, and whether credential
+    headers arrived (never their values)."""
     # Also what a backend that maps `_` to `-` would take for an identity header (x_agentgov_subject).
     seen = {k.lower(): v for k, v in request.headers.items()
             if k.lower().replace("_", "-").startswith("x-agentgov-")}
     seen.update({name: "<present>" for name in _CREDENTIALS if name in request.headers})
+    seen.update({name: request.headers[name] for name in _ADDRESS_HEADERS if name in request.headers})
     return seen
 
 

@@ -46,6 +46,9 @@ class EnvoyLayout:
     transport: str = "http"
     agentgov_http_ports: tuple[int, ...] = ()
     agentgov_http_sockets: tuple[str, ...] = ()
+    # Proxies in front of this Envoy whose X-Forwarded-For entries are trusted (0: this Envoy is the edge,
+    # and the client's address is the peer of the connection, whatever headers it sent).
+    xff_num_trusted_hops: int = 0
 
 
 def _address(host: str, port: int) -> dict[str, Any]:
@@ -77,6 +80,26 @@ def _http_service(layout: EnvoyLayout) -> dict[str, Any]:
     }
 
 
+# Headers a client could use to claim another address: removed before anything reads the request.
+SPOOFABLE_ADDRESS_HEADERS = ("x-real-ip", "forwarded", "x-client-ip", "true-client-ip", "cf-connecting-ip",
+                             "x-cluster-client-ip", "x-original-forwarded-for")
+
+
+def _client_address_filter(layout: EnvoyLayout) -> dict[str, Any]:
+    """Envoy's header_mutation filter, ahead of ext_authz: headers that claim a client address are
+    dropped, and at the edge (no trusted hops) X-Forwarded-For is set to the connection's peer alone,
+    so agentgov, the policy and the backend all read the address Envoy trusts. Behind trusted proxies
+    X-Forwarded-For is kept as they wrote it, with Envoy's hop appended (use_remote_address)."""
+    mutations: list[dict[str, Any]] = [{"remove": name} for name in SPOOFABLE_ADDRESS_HEADERS]
+    if layout.xff_num_trusted_hops == 0:
+        mutations.append({"append": {"header": {"key": "x-forwarded-for",
+                                                "value": "%DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%"},
+                                     "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}})
+    return {"name": "envoy.filters.http.header_mutation", "typed_config": {
+        "@type": "type.googleapis.com/envoy.extensions.filters.http.header_mutation.v3.HeaderMutation",
+        "mutations": {"request_mutations": mutations}}}
+
+
 def bootstrap(layout: EnvoyLayout) -> dict[str, Any]:
     if layout.transport not in ("http", "grpc"):
         raise ValueError("transport must be http or grpc")
@@ -101,7 +124,8 @@ def bootstrap(layout: EnvoyLayout) -> dict[str, Any]:
         # The HTTP transport sends the body as it is (pack_as_bytes would leave it out there).
         authz_config["with_request_body"] = {"max_request_bytes": layout.max_request_bytes,
                                              "allow_partial_message": True, **({} if http else {"pack_as_bytes": True})}
-    filters: list[dict[str, Any]] = []
+    # First filter: the client's address, one reading for agentgov, the policy and the backend.
+    filters: list[dict[str, Any]] = [_client_address_filter(layout)]
     if layout.mcp_filter:
         authz_config["metadata_context_namespaces"] = [MCP_FILTER_NAMESPACE]
         # By default the filter keeps only params.name; policies need the arguments too (rules for a
@@ -139,6 +163,10 @@ def bootstrap(layout: EnvoyLayout) -> dict[str, Any]:
         # let `x_agentgov_subject` pass as `x-agentgov-subject` behind agentgov's back.
         "normalize_path": True,
         "merge_slashes": True,
+        # The client's address is the connection's peer (or, behind `xff_num_trusted_hops` trusted
+        # proxies, what the nearest of them reported): never what a client writes in X-Forwarded-For.
+        "use_remote_address": True,
+        "xff_num_trusted_hops": layout.xff_num_trusted_hops,
         "path_with_escaped_slashes_action": "REJECT_REQUEST",
         "common_http_protocol_options": {"headers_with_underscores_action": "DROP_HEADER"},
         "route_config": {"name": "agents", "virtual_hosts": [{
@@ -194,7 +222,10 @@ def bootstrap(layout: EnvoyLayout) -> dict[str, Any]:
     return {
         "admin": {"address": _address("127.0.0.1", layout.admin_port)},
         "static_resources": {
+            # enable_reuse_port off: a second Envoy (a stale one from an earlier run) must fail to bind
+            # this port, not silently take part of the traffic.
             "listeners": [{"name": "agents", "address": _address(layout.listen_host, layout.listen_port),
+                           "enable_reuse_port": False,
                            "filter_chains": [{"filters": [{
                                "name": "envoy.filters.network.http_connection_manager", "typed_config": hcm}]}]}],
             # The gRPC cluster serves ext_proc, and ext_authz with the gRPC transport.

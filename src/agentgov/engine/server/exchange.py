@@ -52,5 +52,5 @@ def exchange_metadata(verdict: Verdict) -> dict[str, Any]:
         "redact": list(verdict.decision.obligations.redact),
         # What ext_proc needs to hold a stream to its budget (reserved output, what was left).
         "budget": {k: v for k, v in ((verdict.inputs[0].get("budget") or {}) if verdict.inputs else {}).items()
-                   if k in ("reserved_output_tokens", "remaining_tokens")},
+                   if k in ("reserved_output_tokens", "remaining_tokens", "estimated_tokens")},
     }

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from agentgov.engine.hooks.audit.chain import CHECKPOINTS_SUFFIX
 from agentgov.engine.policy.problems import PolicyLoadError, Problem
 from agentgov.engine.policy.sources import DATA_FILES, is_case_file
 from agentgov.engine.policy_input import InputError, normalize_input
@@ -31,6 +32,9 @@ class ReplaySet:
     skipped: list[str]  # ids not replayed, with why
 
 
+NOT_RECORDED = "(not recorded)"
+
+
 def read_inputs(sources: list[Path]) -> ReplaySet:
     """Every replayable input under `sources` (files or folders). Unreadable input is an error,
     never silently dropped: a gate that replays less than it says proves less than it says."""
@@ -42,7 +46,9 @@ def read_inputs(sources: list[Path]) -> ReplaySet:
             continue
         files = [source] if source.is_file() else sorted(
             p for p in source.rglob("*")
-            if p.is_file() and p.name not in DATA_FILES and not p.name.endswith(".cedarschema.json"))
+            if p.is_file() and p.name not in DATA_FILES and not p.name.endswith(".cedarschema.json")
+            # An audit folder also holds each chain's signed checkpoints and lock: not decisions.
+            and not p.name.endswith((CHECKPOINTS_SUFFIX, ".lock")))
         for path in files:
             try:
                 _read(path, found, explicit=source.is_file())
@@ -140,7 +146,10 @@ def _from_audit(record: dict[str, Any]) -> dict[str, Any]:
         "action": {"kind": action.get("kind"), "name": action.get("name")},
         "resource": {"type": action.get("resource_type"), "id": action.get("resource_id")},
         "arguments": {},
-        "pii": {"findings": [{"type": f.get("type"), "count": f.get("count", 1), "category": f.get("category", "pii")}
+        # An audit record keeps a finding's type, category and count, not where it was: the path the input
+        # schema requires is replayed as "(not recorded)" (a policy that reads paths sees that).
+        "pii": {"findings": [{"type": f.get("type"), "count": f.get("count", 1), "category": f.get("category", "pii"),
+                              "path": f.get("path") or NOT_RECORDED}
                              for f in findings if isinstance(f, dict)]},
         "context": {"phase": record.get("phase", "request")},
     }

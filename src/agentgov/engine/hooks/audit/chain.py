@@ -99,7 +99,12 @@ class ChainWriter:
             self._open_file(files[-1])
         else:
             self._open_file(self._file_for(1))
-        self._checkpointed = (self._seq, self._head)
+        # What is signed already. A chain resumed after a crash may have records past its last
+        # checkpoint: they are sealed now, not when traffic next comes (truncating them would
+        # otherwise go unnoticed until then).
+        self._checkpointed = self._last_checkpoint()
+        if self.signing_key is not None:
+            self._write_checkpoint()
         self._wakeup = asyncio.Event()
         self._flusher = asyncio.create_task(self._flush_loop(), name=f"audit-flush-{self.chain}")
         if self.signing_key is not None:
@@ -240,6 +245,23 @@ class ChainWriter:
         finally:
             os.close(fd)
         self._checkpointed = (seq, head)
+
+    def _last_checkpoint(self) -> tuple[int, str]:
+        """The (seq, hash) the last complete checkpoint line signed, or the genesis."""
+        path = self.directory / f"{self.chain}{CHECKPOINTS_SUFFIX}"
+        try:
+            lines = path.read_bytes().splitlines(keepends=True)
+        except FileNotFoundError:
+            return 0, GENESIS
+        for line in reversed(lines):
+            if not line.endswith(b"\n"):
+                continue  # cut mid-line by a crash: the one before it is the last written whole
+            try:
+                doc = json.loads(line)
+                return int(doc["seq"]), str(doc["hash"])
+            except (ValueError, KeyError, TypeError):
+                return 0, GENESIS  # unreadable: sign the head again (verify reports the bad line)
+        return 0, GENESIS
 
     def _durable_head(self) -> tuple[int, str]:
         pending = len(self._pending)

@@ -8,17 +8,19 @@ import json
 import logging
 import math
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from prometheus_client import Counter
 
+from agentgov.engine.errors import Failure
 from agentgov.engine.hooks.base import BodyVerdict, Deny, Enrichment, HookRequest, ResponseContext
 from agentgov.engine.hooks.budget.limits import (
     CHARS_PER_TOKEN,
     BudgetSettings,
+    Charge,
     charges_for,
     cost,
     estimate_tokens,
@@ -88,24 +90,46 @@ class BudgetHook:
                 return None
             STORE_ERRORS.labels(outcome="denied").inc()
             log.warning("budget store unavailable (%s); denied (on_store_error: deny)", exc)
-            return Deny("budget_store_unavailable", status=503, error=str(exc))
+            return Deny.failed(Failure.UNAVAILABLE, "budget_store_unavailable", error=str(exc))
         for name in reservation.exceeded:
             EXCEEDED.labels(limit=name).inc()
-        figures = self._figures(reservation, charges[0].tokens, sum(c.cost_usd for c in charges[:1]))
+        figures = self._figures(reservation, charges)
         llm = next((a for a in request.actions if a.kind == "llm.chat"), None)
         if llm is not None:
             figures["reserved_output_tokens"] = estimate_tokens(llm, self.settings.default_output_tokens)[1]
-        return Enrichment(budget=[figures] * len(request.actions), response_headers=_rate_headers(reservation))
+        return Enrichment(budget=[figures] * len(request.actions), response_headers=_rate_headers(reservation),
+                          enforce=self._guarantee(reservation, figures))
+
+    def _guarantee(self, reservation: Reservation, figures: Mapping[str, object]) -> Deny | None:
+        """With `budgets.enforce: hook`, a request the caps cannot admit is a 429 whatever the policy says
+        (the reason the shipped library gives for the same figures)."""
+        if reservation.admitted or self.settings.enforce != "hook":
+            return None
+        remaining, estimated = figures.get("remaining_tokens"), figures.get("estimated_tokens")
+        insufficient = isinstance(remaining, int) and isinstance(estimated, int) and 0 < remaining < estimated
+        reason = "budget_insufficient" if insufficient else "budget_exhausted"
+        return Deny.failed(Failure.OVER_BUDGET, reason, retry_after_s=reservation.retry_after_s,
+                           detail="over budget: " + ("the request needs more tokens than are left" if insufficient
+                                                     else "the limit is used up until its window resets"))
 
     @staticmethod
-    def _figures(reservation: Reservation, estimated_tokens: int, estimated_cost: float) -> dict[str, object]:
-        """The policy input's `budget`: the tightest of every limit that applied."""
-        room = reservation.headroom
-        figures: dict[str, object] = {"exhausted": not reservation.admitted, "estimated_tokens": estimated_tokens,
-                                      "estimated_cost_usd": round(estimated_cost, 8)}
-        requests = [h.requests for h in room if h.requests is not None]
-        tokens = [h.tokens for h in room if h.tokens is not None]
-        spend = [h.cost_usd for h in room if h.cost_usd is not None]
+    def _figures(reservation: Reservation, charges: Sequence[Charge]) -> dict[str, object]:
+        """The policy input's `budget`: the tightest of every limit that applied. `remaining_*` is what
+        was left *before* this request (the store's headroom is after it, when it was admitted), so
+        that `estimated_tokens > remaining_tokens` means the request does not fit, as the input
+        contract says; the RateLimit-Remaining header keeps the after-this-request figure."""
+        taken = {c.limit.name: c for c in charges} if reservation.admitted else {}
+        figures: dict[str, object] = {"exhausted": not reservation.admitted, "estimated_tokens": charges[0].tokens,
+                                      "estimated_cost_usd": round(charges[0].cost_usd, 8)}
+        requests, tokens, spend = [], [], []
+        for h in reservation.headroom:
+            charge = taken.get(h.limit)
+            if h.requests is not None:
+                requests.append(h.requests + (charge.requests if charge else 0))
+            if h.tokens is not None:
+                tokens.append(h.tokens + (charge.tokens if charge else 0))
+            if h.cost_usd is not None:
+                spend.append(h.cost_usd + (charge.cost_usd if charge else 0.0))
         if requests:
             figures["remaining_requests"] = min(requests)
         if tokens:
@@ -140,12 +164,16 @@ class BudgetHook:
 
 
     def response(self, context: ResponseContext) -> StreamCap | None:
-        """Hold a streamed LLM answer to its budget: the output reserved plus what the limit had left."""
+        """Hold a streamed LLM answer to its budget: what the limit had left before the request, less
+        its prompt (the output reserved plus whatever else was left)."""
         action = next((a for a in context.actions if a.kind == "llm.chat"), None)
-        reserved, left = context.budget.get("reserved_output_tokens"), context.budget.get("remaining_tokens")
-        if action is None or not isinstance(reserved, int | float) or not isinstance(left, int | float):
+        budget = context.budget
+        left, estimated, reserved = (budget.get(k) for k in ("remaining_tokens", "estimated_tokens",
+                                                              "reserved_output_tokens"))
+        if action is None or not all(isinstance(v, int | float) for v in (left, estimated, reserved)):
             return None
-        return StreamCap(self, context, int(reserved) + int(left))
+        prompt = int(estimated) - int(reserved)  # type: ignore[arg-type]
+        return StreamCap(self, context, int(left) - prompt)  # type: ignore[arg-type]
 
 
 class StreamCap:

@@ -18,7 +18,8 @@ from agentgov.engine.protocols.parsed import ParsedAction
 KEYS = ("subject", "tenant", "api_key", "model", "tool", "subject+model", "tenant+model")
 _MATCH = {"roles", "tenants", "kinds", "models", "tools"}
 _LIMIT_KEYS = {"name", "key", "match", "window", "requests", "tokens", "cost_usd"}
-_TOP = {"store", "on_store_error", "prices", "limits", "time_zone", "default_output_tokens", "reservation_ttl_s"}
+_TOP = {"store", "on_store_error", "prices", "limits", "time_zone", "default_output_tokens", "reservation_ttl_s",
+        "enforce"}
 _ROLLING = re.compile(r"^(\d+)([smhd])$")
 _UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 # USD per 1M tokens (input, output): shipped defaults, overridable under budgets.prices.
@@ -61,6 +62,9 @@ class BudgetSettings:
     reservation_ttl_s: float = 600.0
     # Per-tenant caps from policy data (data.agentgov.budgets.<limit>.<tenant>): limit → tenant → caps.
     tenant_caps: Mapping[str, Mapping[str, Mapping[str, Any]]] = field(default_factory=dict)
+    # "hook": an exhausted budget is a 429 whatever the policy says (a guarantee); "policy": the policy
+    # decides from input.budget (the shipped library answers 429 too).
+    enforce: str = "hook"
 
 
 def tenant_caps_from_data(data: Mapping[str, Any], limits: Sequence[Limit]) -> dict[str, dict[str, dict[str, Any]]]:
@@ -119,7 +123,10 @@ def settings_from_config(doc: Mapping[str, Any]) -> BudgetSettings:
         raise BudgetConfigError("budgets.default_output_tokens must be a positive integer")
     if isinstance(ttl, bool) or not isinstance(ttl, int | float) or ttl <= 0:
         raise BudgetConfigError("budgets.reservation_ttl_s must be a positive number")
-    return BudgetSettings(store, str(mode), limits, prices, zone, out_tokens, float(ttl))
+    enforce = doc.get("enforce", "hook")
+    if enforce not in ("hook", "policy"):
+        raise BudgetConfigError("budgets.enforce must be hook (429 whatever the policy says) or policy")
+    return BudgetSettings(store, str(mode), limits, prices, zone, out_tokens, float(ttl), enforce=str(enforce))
 
 
 def _limit(i: int, item: Any) -> Limit:
@@ -221,11 +228,14 @@ def period(limit: Limit, key: str, now: float, zone: ZoneInfo) -> Period:
 
 def estimate_tokens(action: ParsedAction, default_output: int) -> tuple[int, int]:
     """(prompt, output) tokens to reserve: the prompt's characters / 4, rounded up, and the request's
-    output limit (or the configured default when it names none)."""
+    output limit (already multiplied by the choices it asks for), or the configured default per choice
+    when it names none."""
     chars = sum(len(text) for _, text in action.texts)
     prompt = math.ceil(chars / CHARS_PER_TOKEN)
     limit = action.arguments.get("max_tokens")
-    output = limit if isinstance(limit, int) and not isinstance(limit, bool) else default_output
+    choices = action.arguments.get("n", 1)
+    choices = choices if isinstance(choices, int) and not isinstance(choices, bool) and choices > 0 else 1
+    output = limit if isinstance(limit, int) and not isinstance(limit, bool) else default_output * choices
     return prompt, output
 
 

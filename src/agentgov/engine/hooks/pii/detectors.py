@@ -226,19 +226,21 @@ _IPV4 = re.compile(r"(?<![\w.])(?:\d{1,3}\.){3}\d{1,3}(?![\w]|\.\d)")
 _VERSION_CUE = re.compile(r"(?i)(?:\bv|version|ver\.?|build|release|previously|chrome|firefox|python|node|oid|"
                           r"firmware|kernel)\s*$")
 _IPV6 = re.compile(r"(?<![\w:.])[0-9A-Fa-f]{0,4}(?::[0-9A-Fa-f]{0,4}){2,7}(?![\w:])")
+_PREFIX_LENGTH = re.compile(r"/\d{1,3}(?!\d)")  # `10.0.0.0/8`: a network, not one host's address
 
 
 def _ips(text: Text, _: DetectContext) -> Iterator[tuple[int, int, float]]:
     raw = text.raw
     if "." in raw:
         for m in _windowed(_IPV4, text):
-            if v.ipv4_ok(m.group(0)):
+            if v.ipv4_ok(m.group(0)) and not _PREFIX_LENGTH.match(raw, m.end()):
                 before = raw[max(0, m.start() - 12):m.start()]
                 yield m.start(), m.end(), 0.4 if _VERSION_CUE.search(before) else 0.9
     if "::" in raw or raw.count(":") >= 7:
         for m in _IPV6.finditer(raw):
             candidate = m.group(0)
-            if sum(c != ":" for c in candidate) >= 4 and v.ipv6_ok(candidate):
+            if sum(c != ":" for c in candidate) >= 4 and v.ipv6_ok(candidate) \
+                    and not _PREFIX_LENGTH.match(raw, m.end()):
                 yield m.start(), m.end(), 0.9
 
 
@@ -329,6 +331,10 @@ _TOKENS: dict[str, tuple[tuple[re.Pattern[str], ...], re.Pattern[str]]] = {
     "NPM_TOKEN": ((re.compile("npm_"),), re.compile(r"npm_[A-Za-z0-9]{36}" + _TOKEN_END)),
     "JWT": ((re.compile("eyJ"),), re.compile(r"eyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]*" + _TOKEN_END)),
 }
+# Credentials that vendors publish as examples (AWS's documentation, SDKs and tutorials use these two).
+# They carry placeholder words ("EXAMPLE") the heuristic below would skip, but they are exactly what a
+# user tests with and what nobody needs to send to a model: reported like any other credential.
+KNOWN_EXAMPLE_CREDENTIALS = frozenset({"AKIAIOSFODNN7EXAMPLE", "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"})
 _PREFIX_BODY = re.compile(r"^(?:[A-Z]{4}|gh[pousr]_|github_pat_|glpat-|xox[abprse]-|[sr]k_live_|sk-ant-|sk-|AIza|hf_|npm_)")
 
 
@@ -347,7 +353,7 @@ def _tokens(kind: str) -> Callable[[Text, DetectContext], Iterator[tuple[int, in
                     continue
                 # Placeholders (ghp_XXXX…, sk-your-key-here) have the prefix but not the randomness.
                 body = m.group(0) if kind == "JWT" else _PREFIX_BODY.sub("", m.group(0))
-                if v.looks_random(body, min(ctx.secret_min_entropy, 3.0)):
+                if m.group(0) in KNOWN_EXAMPLE_CREDENTIALS or v.looks_random(body, min(ctx.secret_min_entropy, 3.0)):
                     yield m.start(), m.end(), 0.99
     return find
 
@@ -438,7 +444,7 @@ def _generic_secrets(text: Text, ctx: DetectContext) -> Iterator[tuple[int, int,
     raw = text.raw
     for at in text.find_all("aws", lower=True):
         m = _AWS_SECRET.match(raw, at)
-        if m and v.looks_random(m.group(1), ctx.secret_min_entropy):
+        if m and (m.group(1) in KNOWN_EXAMPLE_CREDENTIALS or v.looks_random(m.group(1), ctx.secret_min_entropy)):
             yield m.start(1), m.end(1), 0.9
     starts: set[int] = set()
     for word in _SECRET_WORDS:

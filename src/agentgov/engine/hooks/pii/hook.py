@@ -17,6 +17,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from agentgov.engine.errors import Failure
 from agentgov.engine.hooks.base import (
     BodyVerdict,
     Deny,
@@ -39,7 +40,10 @@ DEFAULT_TEMPLATE = "[REDACTED:{type}]"
 # Bodies larger than this are not inspected; the answer is blocked instead (fail closed).
 MAX_RESPONSE_BYTES = 8 * 1024 * 1024
 _KEYS = {"enabled", "types", "disabled_types", "min_confidence", "allow", "allow_patterns", "default_region",
-         "secret_min_entropy", "redaction", "inspect_responses", "stream_holdback_chars", "max_scan_chars"}
+         "secret_min_entropy", "redaction", "inspect_responses", "stream_holdback_chars", "max_scan_chars", "secrets"}
+
+
+ENFORCERS = ("hook", "policy")
 
 
 class PiiConfigError(ValueError):
@@ -53,6 +57,9 @@ class PiiSettings:
     inspect_responses: bool = True
     holdback: int = 256
     max_scan_chars: int = 4_000_000
+    # "hook": a secret in a request is a 403 secret_detected whatever the policy says (a guarantee);
+    # "policy": the policy decides from input.pii.secrets (the shipped library refuses them too).
+    secrets: str = "hook"
 
 
 def settings_from_config(doc: Mapping[str, Any]) -> PiiSettings:
@@ -95,12 +102,15 @@ def settings_from_config(doc: Mapping[str, Any]) -> PiiSettings:
     inspect = doc.get("inspect_responses", True)
     if not isinstance(inspect, bool):
         raise PiiConfigError("pii.inspect_responses must be true or false")
+    secrets = doc.get("secrets", "hook")
+    if secrets not in ENFORCERS:
+        raise PiiConfigError("pii.secrets must be hook (refuse secrets whatever the policy says) or policy")
     scan = ScanSettings(types=frozenset(types), min_confidence=floors, default_confidence=default,
                         allow_values=frozenset(_str_list(doc.get("allow", []), "pii.allow")),
                         allow_patterns=tuple(patterns),
                         context=DetectContext(default_region=region, secret_min_entropy=float(entropy)))
     return PiiSettings(scan=scan, template=template, inspect_responses=inspect, holdback=holdback,
-                       max_scan_chars=max_chars)
+                       max_scan_chars=max_chars, secrets=str(secrets))
 
 
 def _type_list(value: Any, where: str) -> list[str]:
@@ -144,7 +154,19 @@ class PiiHook:
         per_action: list[list[Finding]] = []
         for action in request.actions:
             per_action.append(self.findings(action.texts))
-        return Enrichment(findings=per_action) if any(per_action) else None
+        if not any(per_action):
+            return None
+        return Enrichment(findings=per_action, enforce=self._secret_guarantee(per_action))
+
+    def _secret_guarantee(self, per_action: Sequence[Sequence[Finding]]) -> Deny | None:
+        """With `pii.secrets: hook`, a credential in a request is refused whatever the policy says."""
+        if self.settings.secrets != "hook":
+            return None
+        kinds = sorted({f.type for found in per_action for f in found if f.category == "secret"})
+        if not kinds:
+            return None
+        return Deny.failed(Failure.FORBIDDEN, "secret_detected",
+                           detail=f"the request carries a credential ({', '.join(kinds)}); remove it and retry")
 
     def findings(self, texts: Sequence[tuple[str, str]]) -> list[Finding]:
         counts: dict[tuple[str, str], int] = {}
