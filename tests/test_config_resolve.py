@@ -234,3 +234,20 @@ def test_audit_and_shadow_commands_default_to_the_configured_folder(tmp_path: Pa
     result = run_cli("audit", "query", "--config", str(nothing))
     assert result.exit_code == 1
     assert "no `audit.dir`" in result.output
+
+
+def test_problems_found_when_building_still_name_their_place(tmp_path: Path) -> None:
+    """What only a section's own reader can see (a PII type that does not exist, a time zone that
+    does not) is reported at the key's line too, not as a bare message."""
+    from agentgov.engine.config import build_governor
+
+    path = write(tmp_path, yaml.safe_dump({"policy": {"paths": [str(POLICIES)]}, "identity": {"required": False},
+                                           "pii": {"min_confidence": {"NOT_A_TYPE": 0.3}}}, sort_keys=False))
+    with pytest.raises(ConfigError) as err:
+        build_governor(resolve(path))
+    assert str(err.value).startswith(f"{path}:7:3: pii.min_confidence: unknown type(s) NOT_A_TYPE")
+    path = write(tmp_path, yaml.safe_dump({"policy": {"paths": [str(POLICIES)]}, "identity": {"required": False},
+                                           "budgets": {"time_zone": "Mars/Olympus"}}, sort_keys=False))
+    with pytest.raises(ConfigError) as err:
+        build_governor(resolve(path))
+    assert str(err.value).startswith(f"{path}:7:3: budgets.time_zone")

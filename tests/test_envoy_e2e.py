@@ -19,6 +19,7 @@ from agentgov.cli.stack import DEMO_AUDIENCE, DEMO_ISSUER, DEMO_KID, LocalStack
 from tests.conftest import POLICIES
 from tests.http_helpers import CALL, bearer, send
 from tests.pki import write_pki
+from tests.support import wait_for
 
 pytestmark = pytest.mark.envoy
 
@@ -243,7 +244,7 @@ def test_a_client_cannot_forge_or_flood_log_lines(stack: LocalStack) -> None:
     status, _, body = send(stack, "/mcp", None, token, raw=dup)
     assert status == 400
     assert "secret-key-name" not in json.dumps(body)
-    time.sleep(0.5)
+    assert wait_for(lambda: body["decision_id"] in stack.log("agentgov"), 5)  # the refusal's line is written
     lines = [line for line in stack.log("agentgov").splitlines() if line.strip()]
     assert lines
     for line in lines:

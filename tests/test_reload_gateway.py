@@ -70,7 +70,9 @@ def test_twenty_swaps_under_load_decide_every_check_by_the_revision_that_answere
             t.start()
         for i in range(SWAPS):
             server.store[PATH] = blobs["B" if i % 2 == 0 else "A"]
-            time.sleep(0.6)  # a few polls: both workers have it
+            answer = 403 if i % 2 == 0 else 200  # B denies, A allows
+            # Both workers have it once the last answers (round robin over both) all say so.
+            assert wait_for(lambda a=answer: [s for s, _ in results[-8:]] == [a] * 8, 15)
         stop.set()
         for t in threads:
             t.join(15)

@@ -195,8 +195,15 @@ def test_stop_drains_in_flight_calls_and_reports_not_serving(tmp_path: Path) -> 
             call = asyncio.create_task(_decide(channel, _action(keys.token("alice", ["analyst"], "acme"))))
             await in_flight.wait()
             stop.set()  # what SIGTERM does
-            await asyncio.sleep(0.1)
-            status = (await health.Check(health_pb2.HealthCheckRequest(service=""))).status
+
+            async def reported() -> int:
+                return int((await health.Check(health_pb2.HealthCheckRequest(service=""))).status)
+
+            for _ in range(100):  # health turns NOT_SERVING at once; asked until it says so (at most ~1 s)
+                status = await reported()
+                if status == health_pb2.HealthCheckResponse.NOT_SERVING:
+                    break
+                await asyncio.sleep(0.01)
             answer = await call
         await task
         async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:

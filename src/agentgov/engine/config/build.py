@@ -11,7 +11,7 @@ from agentgov.engine.backends.opa_remote import RemoteOpaBackend
 from agentgov.engine.bundles.bundle import build_bundle
 from agentgov.engine.bundles.reloader import BundleReloader
 from agentgov.engine.bundles.sources import source_for
-from agentgov.engine.config.settings import Config, ConfigError
+from agentgov.engine.config.settings import Config, leading_key
 from agentgov.engine.hooks.api_keys import DEFAULT_API_KEY_HEADER, api_keys_from_config
 from agentgov.engine.hooks.audit.chain import AuditError
 from agentgov.engine.hooks.audit.hook import AuditConfigError, AuditHook
@@ -42,11 +42,11 @@ def load_policy_set(cfg: Config) -> PolicySet:
     """The configured policies from `paths` (or a remote OPA), read once. A `policy.bundle` source
     is loaded by the Governor's reloader when it starts (`build_governor`), not here."""
     if cfg.input_format == "opa-envoy" and cfg.engine == "cedar":
-        raise ConfigError("policy.input_format opa-envoy needs Rego (engine rego or opa): "
+        raise cfg.problem("policy.input_format opa-envoy needs Rego (engine rego or opa): "
                           "OPA-Envoy policies are Rego")
     if cfg.engine == "opa":
         if not cfg.opa_url:
-            raise ConfigError("policy.engine opa needs policy.opa_url")
+            raise cfg.problem("policy.engine opa needs policy.opa_url")
         return PolicySet(RemoteOpaBackend(cfg.opa_url, cfg.rule, reader=_reader(cfg)), source=cfg.opa_url)
     roots = [cfg.base / p for p in cfg.paths]
     sources = discover(roots)
@@ -57,7 +57,7 @@ def load_policy_set(cfg: Config) -> PolicySet:
         policy = build(sources, revision, digest, None, ", ".join(cfg.paths))
     except PolicyLoadError as exc:
         if any(p.code == NO_POLICIES for p in exc.problems):
-            raise ConfigError(f"no {cfg.engine} policies under {', '.join(cfg.paths)}") from None
+            raise cfg.problem(f"no {cfg.engine} policies under {', '.join(cfg.paths)}", "policy.paths") from None
         raise
     if cfg.serve_bundles:
         policy = replace(policy, blob=_bundle_of(roots))
@@ -84,12 +84,12 @@ def build_governor(cfg: Config) -> Governor:
             identity = IdentityVerifier(issuers, api_keys=api_keys, leeway_s=float(cfg.identity.get("leeway_s", 30)),
                                         api_key_header=str(cfg.identity.get("api_key_header", DEFAULT_API_KEY_HEADER)))
         except (KeyError, TypeError, ValueError, OSError) as exc:
-            raise ConfigError(f"identity: {exc}") from None
+            raise cfg.problem(f"identity: {exc}", leading_key(str(exc)) or "identity") from None
     elif cfg.identity.get("required", True):
-        raise ConfigError("identity has no issuers and no api_keys: every request would be anonymous "
+        raise cfg.problem("identity has no issuers and no api_keys: every request would be anonymous "
                           "(set identity.required: false to accept that)")
     if (cfg.bundle or cfg.shadow) and cfg.engine == "opa":
-        raise ConfigError("policy.bundle and policy.shadow load bundles into agentgov's engines (rego or "
+        raise cfg.problem("policy.bundle and policy.shadow load bundles into agentgov's engines (rego or "
                           "cedar); a remote OPA loads its own bundles")
     if cfg.bundle is not None:
         policy = PolicySet(UnavailableBackend(f"no bundle loaded yet from {cfg.bundle.source}"),
@@ -107,7 +107,7 @@ def build_governor(cfg: Config) -> Governor:
         try:
             source = source_for(settings.source, cfg.base, token=settings.token, insecure=settings.insecure)
         except PolicyLoadError as exc:
-            raise ConfigError(f"policy.{'bundle' if name == 'active' else name}.source: "
+            raise cfg.problem(f"policy.{'bundle' if name == 'active' else name}.source: "
                               f"{exc.problems[0].message}") from None
         governor.attach(BundleReloader(name, source, build, activate, settings.reload))
     return governor
@@ -120,12 +120,12 @@ def build_hooks(cfg: Config) -> list[HookSlot]:
     pii = dict(cfg.pii)
     enabled = pii.pop("enabled", True)
     if not isinstance(enabled, bool):
-        raise ConfigError("pii.enabled must be true or false")
+        raise cfg.problem("pii.enabled must be true or false")
     if enabled:
         try:
             builtins["pii"] = PiiHook(settings_from_config(pii))
         except PiiConfigError as exc:
-            raise ConfigError(str(exc)) from None
+            raise cfg.problem(str(exc)) from None
     builtins["tools_list"] = ToolListHook()
     if cfg.budgets is not None:
         try:
@@ -136,15 +136,15 @@ def build_hooks(cfg: Config) -> list[HookSlot]:
                 data = discover([cfg.base / p for p in cfg.paths]).data
                 budget = replace(budget, tenant_caps=tenant_caps_from_data(data, budget.limits))
         except BudgetConfigError as exc:
-            raise ConfigError(str(exc)) from None
+            raise cfg.problem(str(exc)) from None
         builtins["budget"] = BudgetHook(budget, open_store(budget, cfg.base), settled_by_responses=bool(cfg.ext_proc))
     try:
         audit = audit_settings(cfg.audit, cfg.base)
     except (AuditConfigError, AuditError) as exc:
-        raise ConfigError(str(exc)) from None
+        raise cfg.problem(str(exc)) from None
     if audit is not None:
         builtins["audit"] = AuditHook(audit, cfg.worker_index)
     try:
         return assemble(list(cfg.hooks) if cfg.hooks is not None else None, builtins)
     except HookLoadError as exc:
-        raise ConfigError(str(exc)) from None
+        raise cfg.problem(str(exc)) from None

@@ -381,7 +381,9 @@ def _build(doc: Mapping[str, Any], origins: Origins, file: Path | None) -> Confi
     base = _base(file)
     policy = dict(doc.get("policy") or {})
     server = dict(doc.get("server") or {})
-    cfg = Config(base=base, source=str(file) if file is not None else "")
+    located = {".".join(str(p) for p in path if not isinstance(p, int)): where
+               for path, where in sorted(origins.items(), key=lambda item: -len(item[0]))}
+    cfg = Config(base=base, source=str(file) if file is not None else "", origins=located)
     changes: dict[str, Any] = {k: server[k] for k in _SERVER_FIELDS if k in server}
     for name in ("decision_service_timeout_s", "drain_s", "drain_notice_s"):
         if name in changes:

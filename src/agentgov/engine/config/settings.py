@@ -3,6 +3,7 @@ environment and command-line flags, and read by every command."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,6 +39,15 @@ class ConfigError(ValueError):
         self.problems: tuple[Problem, ...] = (Problem("", "", problems),) if isinstance(problems, str) \
             else tuple(problems)
         super().__init__("\n".join(str(p) for p in self.problems))
+
+
+_KEY_PATH = re.compile(r"^`?([a-z_]+(?:\.[a-z_]+|\[\d+\])*)")
+
+
+def leading_key(message: str) -> str:
+    """`pii.min_confidence.x must be…` → `pii.min_confidence.x` (list indexes dropped for lookup)."""
+    m = _KEY_PATH.match(message)
+    return re.sub(r"\[\d+\]", "", m.group(1)) if m else ""
 
 
 def worker_socket(directory: Path, index: int) -> str:
@@ -100,6 +110,20 @@ class Config:
     log_level: str = "info"
     # Serve the active bundle to OPA agents over OPA's bundle service API, on the Data API port.
     serve_bundles: bool = False
+    # Where each key was set (`key.path` → `FILE:LINE:COL`, `AGENTGOV_X` or `--flag`), so a problem
+    # found only when the configuration is built still names its place.
+    origins: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
+
+    def problem(self, message: str, key: str = "") -> ConfigError:
+        """A ConfigError located at `key` (default: the key path the message starts with)."""
+        key = key or leading_key(message)
+        where = ""
+        parts = key.split(".") if key else []
+        for depth in range(len(parts), 0, -1):
+            where = self.origins.get(".".join(parts[:depth]), "")
+            if where:
+                break
+        return ConfigError([Problem(where or self.source, key, message)])
 
     def socket_path(self, index: int) -> str | None:
         return worker_socket(self.base / self.socket_dir, index) if self.socket_dir else None

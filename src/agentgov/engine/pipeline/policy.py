@@ -82,9 +82,9 @@ def stated_action(policy_input: Mapping[str, Any]) -> tuple[ParsedAction, str]:
     """The action a stated input describes (for hooks), and the server it names."""
     action, resource = policy_input.get("action", {}), policy_input.get("resource", {})
     arguments = dict(policy_input.get("arguments") or {})
-    parsed = ParsedAction(str(action.get("kind", "")), str(action.get("name", "")), str(resource.get("type", "")),
-                          str(resource.get("id", "")), arguments, tuple(strings_in(arguments, "arguments")),
-                          protocol="stated")
+    parsed = ParsedAction(kind=str(action.get("kind", "")), name=str(action.get("name", "")),
+                          resource_type=str(resource.get("type", "")), resource_id=str(resource.get("id", "")),
+                          arguments=arguments, texts=tuple(strings_in(arguments, "arguments")), protocol="stated")
     return parsed, str(resource.get("server") or "")
 
 

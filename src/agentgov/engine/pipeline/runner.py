@@ -256,8 +256,9 @@ class Governor:
         if not request.actions and env.body:
             # A body agentgov's parsers refused (OPA-Envoy policies judge it anyway): hooks see it as text.
             text = env.body.decode("utf-8", "replace")
-            request = request.evolve(actions=(ParsedAction("http", f"{env.method} {env.path.split('?', 1)[0]}",
-                                                             "route", env.path, texts=(("body", text),)),))
+            route = f"{env.method} {env.path.split('?', 1)[0]}"
+            request = request.evolve(actions=(ParsedAction(kind="http", name=route, resource_type="route",
+                                                           resource_id=env.path, texts=(("body", text),)),))
         verdict = await self._decide_envoy_input(request, policy_input, runs, policy_set)
         return replace(verdict, consumed_headers=consumed)
 
