@@ -89,7 +89,7 @@ def test_building_twice_gives_identical_bytes_even_from_a_copy_with_new_timestam
 def test_a_bundle_has_opas_layout(library_bundle: Path) -> None:
     blob = library_bundle.read_bytes()
     members = _members(blob)
-    assert set(members) == {"/.manifest", "/rego/agentgov.rego", "/agentgov/catalog/data.json",
+    assert set(members) == {"/.manifest", "/rego/agentgov.rego", "/rego/lib.rego", "/agentgov/catalog/data.json",
                             "/agentgov/session/data.json", "/cedar/cedar/agentgov.cedar",
                             "/cedar/cedar/agentgov.cedarschema"}  # tests and case files are not shipped
     assert all(m.mtime == 0 and m.uid == 0 and m.mode == 0o644 for m in members.values())

@@ -17,7 +17,7 @@ Run = Callable[..., Result]
 def test_check_accepts_shipped_library(run_cli: Run) -> None:
     result = run_cli("check", str(POLICIES))
     assert result.exit_code == 0, result.output
-    assert "2 Rego file(s), 1 Cedar file(s)" in result.output
+    assert "4 Rego file(s), 1 Cedar file(s)" in result.output
 
 
 @pytest.mark.parametrize(("body", "rule", "name", "line"), [

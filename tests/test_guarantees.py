@@ -5,16 +5,19 @@ the policy."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import socket
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
+from click.testing import Result
 
 from agentgov.cli.stack import LocalStack
 from tests.http_helpers import CALL, bearer, send
-
-pytestmark = pytest.mark.envoy
 
 ALLOW_ALL_REGO = """package agentgov
 
@@ -63,6 +66,7 @@ def stack(tmp_path: Path, engine: str) -> Iterator[LocalStack]:
         yield s
 
 
+@pytest.mark.envoy
 def test_a_custom_allow_all_policy_still_gets_429_past_the_cap(stack: LocalStack) -> None:
     token = bearer(stack.keys.token("intern1", ["intern"], "acme"))
     answers = [send(stack, "/mcp", CALL, token) for _ in range(5)]
@@ -74,6 +78,7 @@ def test_a_custom_allow_all_policy_still_gets_429_past_the_cap(stack: LocalStack
     assert headers["ratelimit-remaining"] == "0"
 
 
+@pytest.mark.envoy
 def test_a_custom_allow_all_policy_still_refuses_a_secret(stack: LocalStack) -> None:
     status, _, body = send(stack, "/mcp", LEAKED, bearer(stack.keys.token("intern1", ["intern"], "acme")))
     assert status == 403
@@ -81,6 +86,7 @@ def test_a_custom_allow_all_policy_still_refuses_a_secret(stack: LocalStack) -> 
     assert "AKIA" not in str(body)  # the answer names the kind of credential, never its value
 
 
+@pytest.mark.envoy
 def test_a_custom_allow_all_policy_still_needs_a_token(stack: LocalStack) -> None:
     status, headers, body = send(stack, "/mcp", CALL, {})
     assert status == 401
@@ -88,6 +94,7 @@ def test_a_custom_allow_all_policy_still_needs_a_token(stack: LocalStack) -> Non
     assert body["error"] == "unauthenticated"
 
 
+@pytest.mark.envoy
 def test_opting_out_hands_budgets_and_secrets_to_the_policy(tmp_path: Path, engine: str) -> None:
     with _stack(tmp_path, engine, budgets={"enforce": "policy"}, pii={"secrets": "policy"}) as stack:
         token = bearer(stack.keys.token("intern1", ["intern"], "acme"))
@@ -102,6 +109,7 @@ def test_opting_out_hands_budgets_and_secrets_to_the_policy(tmp_path: Path, engi
         assert body["reasons"] == ["secret_detected"]  # secrets are still the hook's to refuse
 
 
+@pytest.mark.envoy
 def test_a_policy_deny_keeps_its_own_answer_over_a_guarantee(tmp_path: Path) -> None:
     """The policy is asked first: a forbidden call by an exhausted caller stays a 403 with the
     policy's reasons (the guarantee only replaces an allow)."""
@@ -120,3 +128,36 @@ def test_a_policy_deny_keeps_its_own_answer_over_a_guarantee(tmp_path: Path) -> 
         status, _, body = send(stack, "/mcp", LEAKED, token)
         assert status == 403
         assert body["reasons"] == ["notes_forbidden"]
+
+
+def test_check_and_serve_say_when_the_policy_never_reads_a_hooks_result(tmp_path: Path,
+                                                                        run_cli: Callable[..., Result]) -> None:
+    folder = _policies(tmp_path, "rego")
+    config = tmp_path / "agentgov.yaml"
+    config.write_text(yaml.safe_dump({"policy": {"paths": [str(folder)]}, "identity": {"required": False},
+                                      "budgets": {"enforce": "policy", "limits": [
+                                          {"name": "l", "key": "subject", "window": "1h", "requests": 3}]}}))
+    result = run_cli("check", str(folder), "--config", str(config))
+    assert result.exit_code == 0
+    assert "warning: budgets.enforce is policy, but the policy never reads input.budget" in result.output
+    assert "warning: the pii hook finds PII, but the policy never reads input.pii" in result.output
+    assert "secrets are still refused by the pii hook" in result.output
+    # With the hooks enforcing (the default) only the PII warning is left; a policy on the library
+    # that reads them gets none.
+    config.write_text(yaml.safe_dump({"policy": {"paths": [str(folder)]}, "identity": {"required": False},
+                                      "budgets": {"limits": [{"name": "l", "key": "subject", "window": "1h",
+                                                              "requests": 3}]}}))
+    result = run_cli("check", str(folder), "--config", str(config))
+    assert "budgets.enforce" not in result.output
+    assert run_cli("init", str(tmp_path / "mine")).exit_code == 0
+    result = run_cli("check", str(tmp_path / "mine"), "--config", str(config))
+    assert "warning" not in result.output  # the starter reads lib.denials: secrets and budgets
+    # serve says the same, once, before any worker starts (here it then stops on a port in use: exit 1).
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        proc = subprocess.run([sys.executable, "-m", "agentgov.cli.main", "serve", "--config", str(config),
+                               "--port", str(taken.getsockname()[1]), "--http-port", "0"],
+                              capture_output=True, text=True, timeout=60, check=False)
+    assert proc.returncode == 1
+    assert proc.stderr.count("warning: the pii hook finds PII, but the policy never reads input.pii") == 1

@@ -301,5 +301,5 @@ def test_documented_example_credentials_are_reported() -> None:
     while other placeholders still are."""
     assert found("key AKIAIOSFODNN7EXAMPLE") == [("AWS_KEY", "AKIAIOSFODNN7EXAMPLE")]
     assert found("aws_secret_access_key = wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY") == [
-        ("AWS_SECRET_KEY", "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY")]
+        ("GENERIC_SECRET", "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY")]  # as a real secret in that place is
     assert found("key AKIAEXAMPLEEXAMPLE22") == []  # a made-up placeholder is still a placeholder

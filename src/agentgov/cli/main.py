@@ -19,6 +19,7 @@ from agentgov.cli.diff import diff
 from agentgov.cli.envoy_config import envoy_config
 from agentgov.cli.evaluate import eval_command
 from agentgov.cli.fmt import fmt
+from agentgov.cli.init import init
 from agentgov.cli.output import EXIT_ERROR
 from agentgov.cli.pii import pii
 from agentgov.cli.policy_test import test
@@ -56,7 +57,7 @@ def cli() -> None:
 
 
 for command in (check, eval_command, test, fmt, demo, serve, envoy_config, up, api_key, pii, audit, budget,
-                build, sign, verify, push, pull, diff, shadow, config):
+                build, sign, verify, push, pull, diff, shadow, config, init):
     cli.add_command(command)
 
 

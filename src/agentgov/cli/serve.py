@@ -27,7 +27,9 @@ from agentgov.engine.config import (
     environment,
     resolve,
 )
+from agentgov.engine.config.unread import unread_results
 from agentgov.engine.pipeline import Decider
+from agentgov.engine.policy.discovery import discover
 from agentgov.engine.policy.problems import PolicyLoadError
 from agentgov.engine.server import logsafe
 from agentgov.engine.server.app import WorkerConfig, run_worker
@@ -160,6 +162,9 @@ def serve(config_path: Path | None, host: str | None, port: int | None, http_por
             build_governor(cfg)
             # Freed here, on this thread: regorus engines must be dropped on the thread that made them.
             gc.collect()
+            if cfg.bundle is None:
+                for warning in unread_results(cfg, discover([cfg.base / p for p in cfg.paths])):
+                    click.echo(f"warning: {warning}", err=True)
         worker_config(cfg, 0)
         _check_free(cfg)
     except PolicyLoadError as exc:
