@@ -437,3 +437,43 @@ def test_a_mistyped_key_file_is_named(run_cli: CLI, library_bundle: Path, tmp_pa
     missing_env = run_cli("verify", str(bundle), "--verification-key", "env:AGENTGOV_TEST_NO_SUCH_VAR")
     assert missing_env.exit_code == 1
     assert "AGENTGOV_TEST_NO_SUCH_VAR is not set" in missing_env.output
+
+
+@pytest.mark.parametrize(("kind", "alg"), [("bundle", "RS256"), ("bundle", "PS256"), ("bundle", "ES256"),
+                                           ("bundle", "ES512")])
+def test_keygen_makes_bundle_keys_that_sign_and_verify(tmp_path: Path, run_cli: Callable[..., Result], kind: str,
+                                                       alg: str) -> None:
+    key = tmp_path / "bundle.pem"
+    made = run_cli("keygen", "--for", kind, "--out", str(key), "--signing-alg", alg)
+    assert made.exit_code == 0, made.output
+    assert (key.stat().st_mode & 0o777) == 0o600
+    bundle = tmp_path / "b.tar.gz"
+    assert run_cli("build", str(POLICIES), "-o", str(bundle), "--signing-key", str(key), "--signing-alg", alg,
+                   "--no-test").exit_code == 0
+    verified = run_cli("verify", str(bundle), "--verification-key", str(key.with_suffix(".pub.pem")),
+                       "--signing-alg", alg)
+    assert verified.exit_code == 0, verified.output
+    assert run_cli("keygen", "--for", kind, "--out", str(key)).exit_code == 1  # never over an existing key
+
+
+@pytest.mark.parametrize(("alg", "message"), [
+    ("RS256", "this is an Ed25519/Ed448 key (the kind that signs audit checkpoints)"),
+    ("ES256", "this is an Ed25519/Ed448 key"),
+])
+def test_signing_with_the_wrong_kind_of_key_says_which_kind_is_needed(tmp_path: Path, run_cli: Callable[..., Result],
+                                                                     alg: str, message: str) -> None:
+    audit_key = tmp_path / "audit.pem"
+    assert run_cli("keygen", "--for", "audit", "--out", str(audit_key)).exit_code == 0
+    bundle = tmp_path / "b.tar.gz"
+    assert run_cli("build", str(POLICIES), "-o", str(bundle), "--no-test").exit_code == 0
+    result = run_cli("sign", str(bundle), "--signing-key", str(audit_key), "--signing-alg", alg)
+    assert result.exit_code == 1
+    assert message in result.output
+    assert "agentgov keygen --for bundle" in result.output
+    ec_key = tmp_path / "ec.pem"
+    assert run_cli("keygen", "--for", "bundle", "--out", str(ec_key), "--signing-alg", "ES256").exit_code == 0
+    wrong = run_cli("sign", str(bundle), "--signing-key", str(ec_key), "--signing-alg", "RS256")
+    assert wrong.exit_code == 1
+    assert "RS256 signs with an RSA key" in wrong.output
+    curve = run_cli("sign", str(bundle), "--signing-key", str(ec_key), "--signing-alg", "ES384")
+    assert "ES384 needs a secp384r1 key; this one is secp256r1" in curve.output

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 
@@ -181,3 +182,27 @@ def test_fmt_formats_cedar_and_leaves_rego_alone(run_cli: Run, tmp_path: Path) -
     assert run_cli("fmt", "--check", str(cedar)).exit_code == 0
     cedar.write_text("permit(")
     assert run_cli("fmt", str(cedar)).exit_code == 1
+
+
+def test_errors_say_file_line_col_and_what(tmp_path: Path, run_cli: Callable[..., Result]) -> None:
+    """One format everywhere: FILE:LINE:COL: message, or FILE: message when there is no position."""
+    cedar = tmp_path / "cedar"
+    cedar.mkdir()
+    (cedar / "p.cedar").write_text("permit (principal, action, resource);\n\npermit (\n  principal,\n"
+                                   "  action resource\n);\n")
+    result = run_cli("check", str(cedar))
+    assert result.exit_code == 1
+    assert f"{cedar / 'p.cedar'}:5:10: cedar parse error: unexpected token `resource`" in result.output
+    missing = run_cli("check", str(tmp_path / "nope"))
+    assert f"{tmp_path / 'nope'}: no such file or directory" in missing.output
+    assert ":0:0" not in missing.output
+    evaluated = run_cli("eval", str(POLICIES), "-i", str(tmp_path / "absent.json"))
+    assert evaluated.exit_code == 1
+    assert evaluated.output.strip() == f"{tmp_path / 'absent.json'}: no such file or directory"
+    cases = tmp_path / "cases"
+    shutil.copytree(POLICIES / "rego", cases / "rego")
+    (cases / "x.cases.yaml").write_text("cases:\n  - name: typo\n    request:\n      action: {kind: tool.call, name: x}\n"
+                                        "      resource: {type: tool, id: x}\n    expect: {alow: true}\n")
+    tested = run_cli("test", str(cases))
+    assert tested.exit_code == 1
+    assert "case 'typo': unknown expect key(s): alow (known: allow, obligations, reasons, status)" in tested.output

@@ -55,6 +55,15 @@ def test_prompt_reaches_the_backend_redacted_as_valid_json(stack: LocalStack) ->
     assert headers["x-demo-content-length"] == headers["x-demo-body-length"]
 
 
+def test_tool_arguments_reach_the_mcp_backend_redacted_and_the_demo_shows_it(stack: LocalStack) -> None:
+    """crm.query redacts PII for analysts: the MCP server receives the arguments rewritten, and the
+    demo backend's x-demo-arguments header shows what it received."""
+    arguments = {"tenant_id": "acme", "query": "deals owned by jane.doe@example.org"}
+    status, headers, _ = send(stack, "/mcp", tool_call("crm.query", arguments), alice(stack))
+    assert status == 200
+    assert json.loads(headers["x-demo-arguments"]) == {"tenant_id": "acme", "query": "deals owned by [REDACTED:EMAIL]"}
+
+
 def test_prompt_without_pii_is_untouched(stack: LocalStack) -> None:
     status, headers, body = send(stack, "/v1/chat/completions", chat("What is our refund policy?"), alice(stack))
     assert status == 200

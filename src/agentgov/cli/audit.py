@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections.abc import Iterator
 from datetime import datetime
@@ -11,10 +10,9 @@ from pathlib import Path
 from typing import Any
 
 import click
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from agentgov.cli.configured import audit_paths, config_option
+from agentgov.cli.keygen import new_key, write_key
 from agentgov.cli.output import EXIT_ERROR, EXIT_FAILED
 from agentgov.engine.hooks.audit.sinks import ocsf_event, opa_event
 from agentgov.engine.hooks.audit.verify import load_verify_key, log_files, read_records, verify
@@ -171,13 +169,6 @@ def keygen(out: Path) -> None:
     if out.exists():
         click.echo(f"{out} exists; not overwriting a key", err=True)
         raise SystemExit(EXIT_ERROR)
-    key = Ed25519PrivateKey.generate()
-    fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                  serialization.NoEncryption()))
-    public = out.with_suffix(".pub.pem")
-    public.write_bytes(key.public_key().public_bytes(serialization.Encoding.PEM,
-                                                     serialization.PublicFormat.SubjectPublicKeyInfo))
+    public = write_key(out, new_key("audit", ""))  # the same as `agentgov keygen --for audit`
     click.echo(f"private key: {out} (keep it with agentgov)\npublic key: {public} (give it to auditors: "
                f"agentgov audit verify DIR --key {public})")

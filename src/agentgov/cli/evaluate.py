@@ -53,7 +53,10 @@ def eval_command(paths: tuple[str, ...], input_file: str, engine: str | None, ru
         if compat and not isinstance(doc, dict):
             raise ValueError("an OPA-Envoy input must be an object")
         policy_input = doc if compat else normalize_input(doc)
-    except (OSError, ValueError, yaml.YAMLError) as exc:
+    except OSError as exc:  # the reason in words, not Python's `[Errno 2] …: 'file'`
+        click.echo(f"{input_file}: {(exc.strerror or str(exc)).lower()}", err=True)
+        raise SystemExit(EXIT_ERROR) from None
+    except (ValueError, yaml.YAMLError) as exc:
         click.echo(f"{input_file}: {exc}", err=True)
         raise SystemExit(EXIT_ERROR) from None
     try:

@@ -20,11 +20,13 @@ from agentgov.cli.envoy_config import envoy_config
 from agentgov.cli.evaluate import eval_command
 from agentgov.cli.fmt import fmt
 from agentgov.cli.init import init
+from agentgov.cli.keygen import keygen
 from agentgov.cli.output import EXIT_ERROR
 from agentgov.cli.pii import pii
 from agentgov.cli.policy_test import test
 from agentgov.cli.serve import serve
 from agentgov.cli.shadow import shadow
+from agentgov.cli.token import token
 from agentgov.cli.up import up
 
 
@@ -57,7 +59,7 @@ def cli() -> None:
 
 
 for command in (check, eval_command, test, fmt, demo, serve, envoy_config, up, api_key, pii, audit, budget,
-                build, sign, verify, push, pull, diff, shadow, config, init):
+                build, sign, verify, push, pull, diff, shadow, config, init, token, keygen):
     cli.add_command(command)
 
 

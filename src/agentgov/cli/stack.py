@@ -62,6 +62,20 @@ class DemoKeys:
         return self.private_key.public_key().public_bytes(serialization.Encoding.PEM,
                                                            serialization.PublicFormat.SubjectPublicKeyInfo)
 
+    def save(self, path: Path) -> None:
+        """Write the private key for `agentgov token` (a DEMO key: it signs for the demo issuer of one
+        local stack only, and is removed with the stack's working folder)."""
+        path.write_bytes(self.private_key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                                        serialization.NoEncryption()))
+        path.chmod(0o600)
+
+    @staticmethod
+    def load(path: Path) -> DemoKeys:
+        key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+        if not isinstance(key, rsa.RSAPrivateKey):
+            raise ValueError(f"{path} is not the demo issuer's RSA key")
+        return DemoKeys(key)
+
     def token(self, sub: str, roles: list[str], tenant: str, *, ttl_s: int = 3600, **overrides: Any) -> str:
         now = int(time.time())
         claims = {"iss": DEMO_ISSUER, "aud": DEMO_AUDIENCE, "sub": sub, "roles": roles, "tenant": tenant,
@@ -153,7 +167,7 @@ class LocalStack:
                              **({"client_ca_file": self.tls_files["ca"]} if "client_cert" in self.tls_files else {})}
         policy: dict[str, Any] = {"engine": self.engine, "input_format": self.input_format,
                                   **({"rule": self.rule} if self.rule else {}), **self.policy_extra}
-        if "bundle" not in policy:
+        if "bundle" not in policy and "paths" not in policy:
             policy["paths"] = [str(self.policies.resolve())]
         config = {
             "policy": policy,

@@ -21,7 +21,7 @@ from typing import Any
 import jwt
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 
 from agentgov.engine.bundles.archive import SIGNATURES, bundle_error
 from agentgov.engine.bundles.hashing import HASH_ALGORITHMS, file_digest
@@ -65,7 +65,7 @@ def sign(files: Mapping[str, bytes], key: bytes, algorithm: str = "RS256", *, ke
         payload["keyid"] = key_id
     if scope:
         payload["scope"] = scope
-    signing_key = key if algorithm.startswith("HS") else _private_key(key)
+    signing_key = key if algorithm.startswith("HS") else _private_key(key, algorithm)
     try:
         token = jwt.api_jws.encode(json.dumps(payload, separators=(",", ":")).encode(), signing_key,
                                    algorithm=algorithm, headers={"kid": key_id} if key_id else None)
@@ -146,11 +146,38 @@ def _str(value: Any) -> str:
     return value if isinstance(value, str) else ""
 
 
-def _private_key(pem: bytes) -> Any:
+# What each algorithm family signs with (OPA verifies exactly these: it has no EdDSA for bundles).
+_CURVES = {"ES256": "secp256r1", "ES384": "secp384r1", "ES512": "secp521r1"}
+
+
+def _private_key(pem: bytes, algorithm: str) -> Any:
+    if b"-----BEGIN" not in pem:
+        raise bundle_error("signing", "the signing key is not a PEM file (a path, or env:NAME holding PEM text); "
+                           "`agentgov keygen --for bundle` makes one")
     try:
-        return serialization.load_pem_private_key(pem, password=None)
+        key = serialization.load_pem_private_key(pem, password=None)
     except (ValueError, TypeError) as exc:
         raise bundle_error("signing", f"the signing key is not an unencrypted PEM private key: {exc}") from None
+    if isinstance(key, ed25519.Ed25519PrivateKey | ed448.Ed448PrivateKey):
+        raise bundle_error("signing", f"this is an Ed25519/Ed448 key (the kind that signs audit checkpoints); bundle "
+                           f"signatures are RSA (RS*/PS*), EC (ES*) or HMAC (HS*), which OPA verifies, and {algorithm} "
+                           "needs " + _needs(algorithm) + ": `agentgov keygen --for bundle` makes one")
+    if algorithm.startswith(("RS", "PS")) and not isinstance(key, rsa.RSAPrivateKey):
+        raise bundle_error("signing", f"{algorithm} signs with an RSA key, and this is not one: use --signing-alg "
+                           "ES256 for an EC key, or `agentgov keygen --for bundle --signing-alg RS256`")
+    if algorithm.startswith("ES"):
+        if not isinstance(key, ec.EllipticCurvePrivateKey):
+            raise bundle_error("signing", f"{algorithm} signs with an EC key, and this is not one: use --signing-alg "
+                               "RS256 for an RSA key")
+        if key.curve.name != _CURVES[algorithm]:
+            raise bundle_error("signing", f"{algorithm} needs a {_CURVES[algorithm]} key; this one is "
+                               f"{key.curve.name}")
+    return key
+
+
+def _needs(algorithm: str) -> str:
+    return "an RSA key" if algorithm.startswith(("RS", "PS")) else f"a {_CURVES[algorithm]} EC key" \
+        if algorithm in _CURVES else "a shared secret"
 
 
 def _public_key(config: VerificationKey) -> Any:

@@ -11,6 +11,7 @@ after an allow, and each one satisfied adds its obligation (`redact` or `header:
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,6 +28,27 @@ class Statement:
     line: int
     col: int
     text: str
+
+
+_UNEXPECTED = re.compile(r"unexpected token `([^`]+)`")
+
+
+def _error_position(st: Statement, message: str) -> tuple[int, int]:
+    """Where in the statement a parse error is. cedarpy names the unexpected token but not where it
+    is: the first occurrence after which a prefix of the statement fails the same way is the one."""
+    m = _UNEXPECTED.search(message)
+    if m is not None:
+        token = m.group(1)
+        for hit in re.finditer(re.escape(token), st.text):
+            try:
+                cedarpy.PolicySet.from_str(st.text[:hit.end()])
+            except ValueError as exc:
+                if str(exc) == message:
+                    before = st.text[:hit.start()]
+                    line = st.line + before.count("\n")
+                    col = (st.col + len(before)) if "\n" not in before else len(before) - before.rindex("\n")
+                    return line, col
+    return st.line, st.col
 
 
 @dataclass(frozen=True)
@@ -82,7 +104,8 @@ def load_cedar(files: list[tuple[str, str]], schema: tuple[str, str] | None) -> 
         try:
             cedarpy.PolicySet.from_str(st.text)
         except ValueError as exc:
-            problems.append(Problem(st.file, st.line, st.col, f"cedar parse error: {exc}", "cedar_parse_error"))
+            line, col = _error_position(st, str(exc))
+            problems.append(Problem(st.file, line, col, f"cedar parse error: {exc}", "cedar_parse_error"))
     if problems:
         raise PolicyLoadError(problems)
     text = "\n".join(st.text for st in statements)

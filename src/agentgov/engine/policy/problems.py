@@ -15,6 +15,8 @@ class Problem:
     code: str = "rego_parse_error"
 
     def __str__(self) -> str:
+        if self.line <= 0:  # the whole file (it is missing, or unreadable): no position to give
+            return f"{self.file}: {self.message}"
         return f"{self.file}:{self.line}:{self.col}: {self.message}"
 
     def to_opa(self) -> dict[str, Any]:

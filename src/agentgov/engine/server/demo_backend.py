@@ -1,7 +1,10 @@
 """A fake LLM API and MCP tool server for the demo and the end-to-end tests.
 
-It answers instantly and echoes the x-agentgov-* headers it received, so a test can see exactly
-what crossed the trust boundary. It is the only fake in the stack: Envoy and agentgov are real.
+It answers instantly and echoes what crossed the trust boundary (docs/envoy.md, "The demo backend"):
+`x-demo-seen` (the x-agentgov-* identity headers, the client-address headers, and whether credential
+headers arrived, never their values), `x-demo-arguments` (MCP tool arguments as received, so a
+redaction is visible), `x-demo-body-length`; the fake model repeats the prompt it received. It is
+the only fake in the stack: Envoy and agentgov are real.
 """
 
 from __future__ import annotations
@@ -57,6 +60,7 @@ async def mcp(request: web.Request) -> web.Response:
     doc = json.loads(raw or b"{}")
     messages = doc if isinstance(doc, list) else [doc]
     answers: list[dict[str, Any]] = []
+    received: list[Any] = []  # the tool arguments as they arrived: redaction shows here (x-demo-arguments)
     for m in messages:
         method = m.get("method")
         if method == "tools/list":
@@ -65,13 +69,19 @@ async def mcp(request: web.Request) -> web.Response:
             params = m.get("params", {})
             name = params.get("name")
             fixture = (params.get("arguments") or {}).get("fixture")
+            received.append(params.get("arguments"))
             text = _fixture(fixture) if isinstance(fixture, str) else f"{name} ok"
             result = {"content": [{"type": "text", "text": text}]}
         else:
             result = {}
         answers.append({"jsonrpc": "2.0", "id": m.get("id"), "result": result})
     body = answers if isinstance(doc, list) else answers[0]
-    return web.json_response(body, headers=_received(request, raw))
+    headers = _received(request, raw)
+    if received:
+        # A header, not the result: the result is what agentgov inspects on the way back, and an echo
+        # of the arguments there would be judged as tool output.
+        headers["x-demo-arguments"] = json.dumps(received if isinstance(doc, list) else received[0])
+    return web.json_response(body, headers=headers)
 
 
 def _last_user_text(doc: dict[str, Any]) -> str:

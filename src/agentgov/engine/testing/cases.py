@@ -133,10 +133,13 @@ def _parse_case(raw: Any, file: str, line: int, defaults: dict[str, Any], known_
         raise ValueError(f"duplicate case name {name!r}")
     names.add(name)
     expect = raw.get("expect")
-    if not isinstance(expect, dict) or "allow" not in expect:
+    if not isinstance(expect, dict):
         raise ValueError(f"case {name!r}: `expect` must be a mapping with at least `allow`")
-    if set(expect) - _EXPECT_KEYS:
-        raise ValueError(f"case {name!r}: unknown expect key(s): {', '.join(sorted(set(expect) - _EXPECT_KEYS))}")
+    if set(expect) - _EXPECT_KEYS:  # a typo (`alow`) is named before the missing key it stands for
+        raise ValueError(f"case {name!r}: unknown expect key(s): {', '.join(sorted(set(expect) - _EXPECT_KEYS))} "
+                         f"(known: {', '.join(sorted(_EXPECT_KEYS))})")
+    if "allow" not in expect:
+        raise ValueError(f"case {name!r}: `expect` must be a mapping with at least `allow`")
     engines = raw.get("engines")
     if engines is not None:
         if not isinstance(engines, list) or not engines or set(engines) - set(known_engines):
