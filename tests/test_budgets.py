@@ -8,15 +8,18 @@ import asyncio
 import json
 import shutil
 import subprocess
+import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
+import yaml
+from click.testing import Result
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -418,3 +421,57 @@ def test_a_database_from_before_the_totals_is_backfilled_once(tmp_path: Path) ->
     assert asyncio.run(run()) == [True, False, False]  # two were used before the upgrade: one left
     again = SqliteStore(path)
     assert again._connect().execute("SELECT requests FROM totals").fetchone() == (3,)  # not counted twice
+
+
+RESERVING_WORKER = """
+import asyncio, os, sys, time
+from pathlib import Path
+from agentgov.engine.hooks.base import HookRequest
+from agentgov.engine.hooks.budget.hook import BudgetHook, open_store
+from agentgov.engine.hooks.budget.limits import settings_from_config
+from agentgov.engine.model import Subject
+from agentgov.engine.protocols.parsed import ParsedAction
+
+async def main():
+    settings = settings_from_config({"store": sys.argv[1], "reservation_ttl_s": 2,
+                                     "limits": [{"name": "calls", "key": "tenant", "window": "1h", "requests": 2}]})
+    hook = BudgetHook(settings, open_store(settings, Path(sys.argv[2])), settled_by_responses=True)
+    chat = ParsedAction(kind="llm.chat", name="gpt-4o", resource_type="model", resource_id="gpt-4o",
+                        arguments={"model": "gpt-4o", "max_tokens": 16}, texts=(("messages[0].content", "hi"),))
+    request = HookRequest(decision_id="killed-mid-request", entry_point="ext_authz", method="POST",
+                          path="/v1/chat/completions", host="", headers={},
+                          subject=Subject(id="alice", roles=("analyst",), tenant="acme", authenticated=True),
+                          actions=(chat,))
+    await hook.before(request)  # reserved; the answer (and its settlement) never comes
+    print("reserved", flush=True)
+    os._exit(9)  # the worker is killed mid-request
+
+asyncio.run(main())
+"""
+
+
+@pytest.mark.reliability
+@pytest.mark.parametrize("backend", ["sqlite", "redis"])
+def test_a_reservation_whose_worker_was_killed_is_released_by_its_ttl(tmp_path: Path, redis_server: RedisServer,
+                                                                       run_cli: Callable[..., Result],
+                                                                       backend: str) -> None:
+    """A worker killed between reserving and settling leaves a reservation behind: it counts against
+    the cap (never admitting more than the cap meanwhile) until its TTL, then it is released and the
+    count is right again, with no process left to release it."""
+    store = f"sqlite:///{tmp_path / 'b.sqlite3'}" if backend == "sqlite" else redis_server.url
+    killed = subprocess.run([sys.executable, "-c", RESERVING_WORKER, store, str(tmp_path)],
+                            capture_output=True, text=True, timeout=60, check=False)
+    assert killed.returncode == 9, killed.stderr
+    assert killed.stdout.strip() == "reserved"
+    config = tmp_path / "agentgov.yaml"
+    config.write_text(yaml.safe_dump({"budgets": {"store": store, "reservation_ttl_s": 2, "limits": [
+        {"name": "calls", "key": "tenant", "window": "1h", "requests": 2}]}}))
+
+    def counted() -> tuple[int, int]:
+        result = run_cli("budget", "show", "--config", str(config), "--tenant", "acme", "--format", "json")
+        assert result.exit_code == 0, result.output
+        rows = json.loads(result.output)
+        return sum(r["requests"] for r in rows), sum(r["reserved"] for r in rows)
+
+    assert counted() == (1, 1)  # the dead worker's reservation still holds its place under the cap
+    assert wait_for(lambda: counted() == (0, 0), 15)  # released by its TTL

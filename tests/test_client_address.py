@@ -90,3 +90,24 @@ def test_behind_one_trusted_proxy_its_claim_is_used_and_no_more(tmp_path: Path) 
         status, _, body = send(stack, "/mcp", CALL, {**token, "x-forwarded-for": f"{OFFICE}, 192.0.2.44"})
         assert status == 403  # the proxy saw 192.0.2.44; the client's own "10.9.9.9" is not believed
         assert body["reasons"] == ["outside_office"]
+
+
+def test_a_second_envoy_cannot_take_part_of_the_listeners_traffic(tmp_path: Path) -> None:
+    """The generated bootstrap turns enable_reuse_port off: a stale Envoy from an earlier run (or a
+    second one started by mistake) fails to bind the listener instead of silently sharing it."""
+    import subprocess
+
+    import yaml
+
+    from agentgov.cli.stack import envoy_binary, free_port
+
+    with LocalStack(policies=_policies(tmp_path, "rego")) as stack:
+        second = yaml.safe_load((stack.workdir / "envoy.yaml").read_text())
+        second["admin"]["address"]["socket_address"]["port_value"] = free_port()
+        config = tmp_path / "second-envoy.yaml"
+        config.write_text(yaml.safe_dump(second))
+        proc = subprocess.run([envoy_binary(), "-c", str(config), "--base-id", str(free_port()),
+                               "--concurrency", "1", "--log-level", "error"],
+                              capture_output=True, text=True, timeout=60, check=False)
+        assert proc.returncode != 0
+        assert "Address already in use" in proc.stdout + proc.stderr

@@ -27,7 +27,8 @@ from agentgov.cli.stack import free_port
 from agentgov.engine.bundles import oci
 from agentgov.engine.bundles.archive import read_archive, write_archive
 from agentgov.engine.bundles.bundle import build_bundle, open_bundle, sign_bundle
-from agentgov.engine.bundles.reloader import BundleReloader, ReloadSettings
+from agentgov.engine.bundles.reloader import BundleReloader
+from agentgov.engine.bundles.settings import ReloadSettings
 from agentgov.engine.bundles.sources import LocalSource
 from agentgov.engine.config import ConfigError, build_governor, load_config
 from agentgov.engine.hooks.base import Enrichment, HookRequest

@@ -14,7 +14,6 @@ from agentgov.cli.configured import config_option, resolved
 from agentgov.cli.output import EXIT_ERROR, report_problems
 from agentgov.engine.backends.base import DecisionBackend, ResultReader, decision_from_document
 from agentgov.engine.backends.envoy_result import OPA_ENVOY_DEFAULT_RULE, decision_from_envoy_result
-from agentgov.engine.backends.opa_remote import RemoteOpaBackend
 from agentgov.engine.backends.rego import DEFAULT_RULE
 from agentgov.engine.pipeline import INPUT_FORMATS
 from agentgov.engine.policy.discovery import discover
@@ -91,6 +90,9 @@ def _backend(paths: tuple[str, ...], engine: str | None, rule: str, opa_url: str
     if engine == "opa":
         if not opa_url:
             raise click.UsageError("--engine opa needs --opa-url (or AGENTGOV_OPA_URL)")
+        # Imported here: its HTTP client is a tenth of a second that evaluating local policies never needs.
+        from agentgov.engine.backends.opa_remote import RemoteOpaBackend
+
         return RemoteOpaBackend(opa_url, rule, reader=reader)
     if not paths:
         raise click.UsageError("give the policy PATH(s) to evaluate")

@@ -20,6 +20,7 @@ from agentgov.engine.bundles.archive import CEDAR_ROOT, MANIFEST, SIGNATURES, bu
 from agentgov.engine.bundles.hashing import refuse_constant
 from agentgov.engine.policy.problems import PolicyLoadError, Problem
 from agentgov.engine.policy.sources import DATA_FILES, SKIP_DIRS, PolicySources, merge_data
+from agentgov.engine.yamldoc import load_yaml
 
 _CEDAR_SUFFIXES = (".cedar", ".cedarschema", ".cedarschema.json")
 _REFUSED = {"policy.wasm": "Wasm", "plan.json": "plan"}
@@ -90,7 +91,7 @@ def _content(path: Path, name: str, problems: list[Problem]) -> bytes:
         return raw
     try:
         text = raw.decode("utf-8")
-        doc = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+        doc = json.loads(text) if path.suffix == ".json" else load_yaml(text)
         return json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
                           allow_nan=False).encode()
     except (ValueError, TypeError, yaml.YAMLError) as exc:
@@ -181,7 +182,7 @@ def _cedar(found: PolicySources, label: str, text: str, problems: list[Problem])
 def _data(found: PolicySources, name: str, content: bytes, label: str, problems: list[Problem]) -> None:
     try:
         text = content.decode("utf-8")
-        doc = yaml.safe_load(text) if name.endswith(".yaml") else json.loads(text, parse_constant=refuse_constant)
+        doc = load_yaml(text) if name.endswith(".yaml") else json.loads(text, parse_constant=refuse_constant)
     except (ValueError, yaml.YAMLError) as exc:
         problems.append(Problem(label, 1, 1, f"unreadable data document: {exc}", "bundle_error"))
         return

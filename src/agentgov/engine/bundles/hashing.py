@@ -15,7 +15,7 @@ import hashlib
 import json
 from typing import Any
 
-import yaml
+from agentgov.engine.yamldoc import load_yaml
 
 STRUCTURED_NAMES = frozenset({"data.json", "data.yaml", ".manifest", ".signatures.json"})
 
@@ -74,7 +74,7 @@ def canonical(value: Any) -> str:
 def parse_structured(name: str, content: bytes) -> Any:
     """Parse a structured bundle file keeping number literals; YAML is read as its JSON value."""
     if name.endswith((".yaml", ".yml")):
-        return yaml.safe_load(content.decode("utf-8"))
+        return load_yaml(content.decode("utf-8"))
     return json.loads(content.decode("utf-8"), parse_int=JsonNumber, parse_float=JsonNumber,
                       parse_constant=refuse_constant)
 

@@ -24,7 +24,7 @@ import os
 import random
 import tempfile
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -32,7 +32,7 @@ from typing import Any
 from prometheus_client import Counter, Gauge
 
 from agentgov.engine.bundles.bundle import LoadedBundle, open_bundle
-from agentgov.engine.bundles.signing import VerificationKey
+from agentgov.engine.bundles.settings import ReloadSettings
 from agentgov.engine.bundles.sources import BundleSource
 from agentgov.engine.policy.policy_set import PolicySet, PolicySetBuilder
 from agentgov.engine.policy.problems import PolicyLoadError, Problem
@@ -48,16 +48,6 @@ LAST_SUCCESS = Gauge("agentgov_bundle_last_success_timestamp_seconds", "When a p
 LAST_FAILURE = Gauge("agentgov_bundle_last_failure_timestamp_seconds", "When a poll last failed", ["bundle"])
 ACTIVE = Gauge("agentgov_bundle_active_info", "The active revision and digest of each bundle (value 1)",
                ["bundle", "revision", "digest"])
-
-
-@dataclass(frozen=True)
-class ReloadSettings:
-    poll_min_s: float = 10.0
-    poll_max_s: float = 20.0
-    keys: Mapping[str, VerificationKey] | None = None  # with keys, unsigned or badly signed bundles are refused
-    key_id: str = ""
-    scope: str = ""
-    persist_dir: Path | None = None
 
 
 @dataclass

@@ -24,7 +24,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from agentgov.engine.bundles.reloader import ReloadSettings
 from agentgov.engine.bundles.signing import ALGORITHMS, VerificationKey
 from agentgov.engine.keys import unknown_keys
 
@@ -32,6 +31,18 @@ _KEYS = {"source", "token_env", "token_file", "insecure", "poll_min_s", "poll_ma
 _VERIFICATION = {"key_id", "scope", "keys"}
 _KEY = {"key_file", "key_env", "algorithm", "scope"}
 DEFAULT_PERSIST_DIR = ".agentgov/bundles"
+
+
+@dataclass(frozen=True)
+class ReloadSettings:
+    """How a bundle source is polled and what a bundle from it must carry (signatures)."""
+
+    poll_min_s: float = 10.0
+    poll_max_s: float = 20.0
+    keys: Mapping[str, VerificationKey] | None = None  # with keys, unsigned or badly signed bundles are refused
+    key_id: str = ""
+    scope: str = ""
+    persist_dir: Path | None = None
 
 
 class BundleConfigError(ValueError):

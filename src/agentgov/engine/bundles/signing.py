@@ -152,8 +152,8 @@ _CURVES = {"ES256": "secp256r1", "ES384": "secp384r1", "ES512": "secp521r1"}
 
 def _private_key(pem: bytes, algorithm: str) -> Any:
     if b"-----BEGIN" not in pem:
-        raise bundle_error("signing", "the signing key is not a PEM file (a path, or env:NAME holding PEM text); "
-                           "`agentgov keygen --for bundle` makes one")
+        raise bundle_error("signing", "the signing key is not an unencrypted PEM private key (no PEM text at all: give "
+                           "a path, or env:NAME holding PEM); `agentgov keygen --for bundle` makes one")
     try:
         key = serialization.load_pem_private_key(pem, password=None)
     except (ValueError, TypeError) as exc:

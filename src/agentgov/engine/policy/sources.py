@@ -22,6 +22,7 @@ from typing import Any
 import yaml
 
 from agentgov.engine.policy.problems import Problem, yaml_problem
+from agentgov.engine.yamldoc import load_yaml
 
 SKIP_DIRS = {".git", "__pycache__", ".venv", "node_modules"}
 BUNDLE_SUFFIXES = (".tar.gz", ".tgz")  # a path with one of these is read as an OPA bundle
@@ -105,7 +106,7 @@ def _read(path: Path) -> str:
 def _parse_data(path: Path, problems: list[Problem]) -> dict[str, Any] | None:
     text = _read(path)
     try:
-        doc = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+        doc = json.loads(text) if path.suffix == ".json" else load_yaml(text)
     except json.JSONDecodeError as exc:
         problems.append(Problem(str(path), exc.lineno, exc.colno, f"invalid JSON: {exc.msg}", "load_error"))
         return None
