@@ -251,3 +251,16 @@ def test_problems_found_when_building_still_name_their_place(tmp_path: Path) -> 
     with pytest.raises(ConfigError) as err:
         build_governor(resolve(path))
     assert str(err.value).startswith(f"{path}:7:3: budgets.time_zone")
+
+
+def test_the_package_names_stay_the_functions_after_any_import_order() -> None:
+    """`agentgov.engine.config` loads its names lazily: no submodule may share a name with a function
+    it exports, or importing that submodule first would replace the function with the module."""
+    import importlib
+
+    import agentgov.engine.config as package
+
+    for module in ("build", "resolver", "settings"):
+        importlib.import_module(f"agentgov.engine.config.{module}")
+    for name in package.__all__:
+        assert not isinstance(getattr(package, name), type(package)), name

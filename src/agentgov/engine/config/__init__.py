@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from agentgov.engine.config.build import build_backend, build_governor, build_hooks, load_policy_set
-    from agentgov.engine.config.resolve import check, default_config_path, environment, load_config, resolve, schema
+    from agentgov.engine.config.resolver import check, default_config_path, environment, load_config, resolve, schema
     from agentgov.engine.config.settings import (
         DEFAULT_CONFIG,
         LOG_LEVELS,
@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 
 _WHERE = {
     **dict.fromkeys(("build_backend", "build_governor", "build_hooks", "load_policy_set"), "build"),
-    **dict.fromkeys(("check", "default_config_path", "environment", "load_config", "resolve", "schema"), "resolve"),
+    **dict.fromkeys(("check", "default_config_path", "environment", "load_config", "resolve", "schema"), "resolver"),
     **dict.fromkeys(("DEFAULT_CONFIG", "LOG_LEVELS", "Config", "ConfigError", "Problem", "worker_http_socket",
                      "worker_socket"), "settings"),
 }
