@@ -67,6 +67,14 @@ def records(directory: Path) -> list[dict[str, Any]]:
     return [json.loads(raw) for files in log_files([directory]).values() for _, _, raw in read_records(files)]
 
 
+def policy_folder(base: Path, name: str, engine: str, rego: str, cedar: str) -> Path:
+    """A folder holding one policy of the engine's language (a user's own, for stack tests)."""
+    folder = base / f"{name}-{engine}"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / ("policy.rego" if engine == "rego" else "policy.cedar")).write_text(rego if engine == "rego" else cedar)
+    return folder
+
+
 def verifier(tmp_path: Path, keys: DemoKeys, clock: Callable[[], float] | None = None) -> IdentityVerifier:
     """A verifier for the demo issuer, its JWKS written to `tmp_path`."""
     (tmp_path / "jwks.json").write_text(json.dumps(keys.jwks()))

@@ -12,6 +12,7 @@ import pytest
 
 from agentgov.cli.stack import LocalStack
 from tests.http_helpers import CALL, bearer, send
+from tests.support import policy_folder
 
 pytestmark = pytest.mark.envoy
 
@@ -43,13 +44,7 @@ SPOOFS = [{"x-forwarded-for": OFFICE}, {"x-real-ip": OFFICE}, {"forwarded": f"fo
 
 
 def _policies(base: Path, engine: str) -> Path:
-    folder = base / f"office-{engine}"
-    folder.mkdir(exist_ok=True)
-    if engine == "rego":
-        (folder / "policy.rego").write_text(OFFICE_ONLY_REGO)
-    else:
-        (folder / "policy.cedar").write_text(OFFICE_ONLY_CEDAR)
-    return folder
+    return policy_folder(base, "office", engine, OFFICE_ONLY_REGO, OFFICE_ONLY_CEDAR)
 
 
 @pytest.mark.parametrize("transport", ["http", "grpc"])

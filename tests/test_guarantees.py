@@ -18,6 +18,7 @@ from click.testing import Result
 
 from agentgov.cli.stack import LocalStack
 from tests.http_helpers import CALL, bearer, send
+from tests.support import policy_folder
 
 ALLOW_ALL_REGO = """package agentgov
 
@@ -37,13 +38,7 @@ LEAKED = {"jsonrpc": "2.0", "id": 9, "method": "tools/call",
 
 
 def _policies(base: Path, engine: str) -> Path:
-    folder = base / f"custom-{engine}"
-    folder.mkdir(parents=True)
-    if engine == "rego":
-        (folder / "policy.rego").write_text(ALLOW_ALL_REGO)
-    else:
-        (folder / "policy.cedar").write_text(ALLOW_ALL_CEDAR)
-    return folder
+    return policy_folder(base, "custom", engine, ALLOW_ALL_REGO, ALLOW_ALL_CEDAR)
 
 
 def _stack(tmp_path: Path, engine: str, *, budgets: dict[str, Any] | None = None,
