@@ -40,6 +40,9 @@ system-deps:
 	@command -v docker-registry >/dev/null || { echo "installing docker-registry (Debian package) for the OCI bundle tests"; \
 		(apt-get update -qq && apt-get install -y -qq docker-registry) || \
 		{ echo "docker-registry is needed by the tests: install it (apt-get install docker-registry)"; exit 1; }; }
+	@command -v promtool >/dev/null || { echo "installing prometheus (Debian package) for promtool, which checks the alert rules"; \
+		(apt-get update -qq && apt-get install -y -qq prometheus) || \
+		{ echo "promtool is needed by the tests: install it (apt-get install prometheus)"; exit 1; }; }
 	@command -v git >/dev/null || { echo "installing git (Debian package) for the diff and CI-gate tests"; \
 		(apt-get update -qq && apt-get install -y -qq git) || \
 		{ echo "git is needed by the tests: install it (apt-get install git)"; exit 1; }; }
