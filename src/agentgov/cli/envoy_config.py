@@ -21,6 +21,8 @@ from agentgov.engine.server.envoy_bootstrap import EnvoyLayout, bootstrap_yaml
 
 @click.command("envoy-config")
 @click.option("--listen-port", type=int, default=10000, show_default=True)
+@click.option("--listen-host", default="127.0.0.1", show_default=True,
+              help="Where Envoy accepts agents' requests (0.0.0.0 in a container).")
 @click.option("--admin-port", type=int, default=9901, show_default=True)
 @click.option("--backend", default="127.0.0.1:8081", show_default=True, help="host:port of the protected backend.")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path), envvar="AGENTGOV_CONFIG",
@@ -53,7 +55,7 @@ from agentgov.engine.server.envoy_bootstrap import EnvoyLayout, bootstrap_yaml
                    "the client's address is the connection's peer).")
 @click.option("--no-request-body", is_flag=True,
               help="Do not send bodies to agentgov (with --mcp-filter, MCP calls are read from the metadata).")
-def envoy_config(listen_port: int, admin_port: int, backend: str, config_path: Path | None, agentgov_host: str | None,
+def envoy_config(listen_port: int, listen_host: str, admin_port: int, backend: str, config_path: Path | None, agentgov_host: str | None,
                  agentgov_port: int | None, workers: int | None, max_request_bytes: int | None, timeout_s: float,
                  agentgov_socket_dir: str | None, tls_ca: str | None, tls_cert: str | None, tls_key: str | None,
                  tls_server_name: str | None, ext_proc: bool | None, mcp_filter: bool, transport: str,
@@ -87,7 +89,7 @@ def envoy_config(listen_port: int, admin_port: int, backend: str, config_path: P
     http_sockets = tuple(worker_http_socket(Path(agentgov_socket_dir).resolve(), i)
                          for i in range(workers)) if agentgov_socket_dir and chosen == "http" else ()
     click.echo(bootstrap_yaml(EnvoyLayout(
-        listen_port=listen_port, admin_port=admin_port, backend_host=host, backend_port=int(port),
+        listen_port=listen_port, listen_host=listen_host, admin_port=admin_port, backend_host=host, backend_port=int(port),
         agentgov_host=agentgov_host, agentgov_ports=tuple(range(agentgov_port, agentgov_port + workers)),
         max_request_bytes=max_request_bytes, check_timeout_s=timeout_s, mcp_filter=mcp_filter,
         send_body=not no_request_body, agentgov_sockets=sockets, tls_ca_file=tls_ca, tls_cert_file=tls_cert,

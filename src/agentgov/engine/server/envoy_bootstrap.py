@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass
 from typing import Any
 
@@ -49,6 +50,14 @@ class EnvoyLayout:
     # Proxies in front of this Envoy whose X-Forwarded-For entries are trusted (0: this Envoy is the edge,
     # and the client's address is the peer of the connection, whatever headers it sent).
     xff_num_trusted_hops: int = 0
+
+
+def _is_address(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
 
 
 def _address(host: str, port: int) -> dict[str, Any]:
@@ -215,7 +224,9 @@ def bootstrap(layout: EnvoyLayout) -> dict[str, Any]:
                 "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
                 "common_tls_context": tls, **({"sni": layout.tls_server_name} if layout.tls_server_name else {})}}
     backend_cluster = {
-        "name": "backend", "type": "STATIC", "connect_timeout": "1s",
+        # A name (a Kubernetes Service) is resolved by DNS; an address is used as it is.
+        "name": "backend", "type": "STATIC" if _is_address(layout.backend_host) else "STRICT_DNS",
+        "connect_timeout": "1s",
         "load_assignment": {"cluster_name": "backend", "endpoints": [{"lb_endpoints": [
             {"endpoint": {"address": _address(layout.backend_host, layout.backend_port)}}]}]},
     }
