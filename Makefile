@@ -60,6 +60,8 @@ bench: $(STAMP)
 	$(BIN)/python bench/run.py
 	# Floors, agentgov over both transports, the full pipeline and LiteLLM (in bench/.litellm-venv).
 	$(BIN)/python bench/gateway.py
+	# What OpenTelemetry tracing costs a decision (off, 10%, 100% sampled).
+	$(BIN)/python bench/tracing_cost.py
 
 # Regenerate the decision service's message classes after editing the .proto (tests check they match).
 proto: $(STAMP)

@@ -26,7 +26,8 @@ PACKAGE = SRC / "agentgov"
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("base", ("agentgov", "agentgov.engine", "agentgov.engine.errors", "agentgov.engine.keys",
               "agentgov.engine.model", "agentgov.engine.metrics", "agentgov.engine.protocols",
-              "agentgov.engine.proto", "agentgov.engine.policy_input", "agentgov.engine.yamldoc")),
+              "agentgov.engine.proto", "agentgov.engine.policy_input", "agentgov.engine.yamldoc",
+              "agentgov.engine.telemetry")),
     ("engines", ("agentgov.engine.backends", "agentgov.engine.policy", "agentgov.engine.bundles")),
     ("hooks", ("agentgov.engine.hooks",)),
     ("pipeline", ("agentgov.engine.pipeline",)),

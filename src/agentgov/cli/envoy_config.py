@@ -55,11 +55,12 @@ from agentgov.engine.server.envoy_bootstrap import EnvoyLayout, bootstrap_yaml
                    "the client's address is the connection's peer).")
 @click.option("--no-request-body", is_flag=True,
               help="Do not send bodies to agentgov (with --mcp-filter, MCP calls are read from the metadata).")
-def envoy_config(listen_port: int, listen_host: str, admin_port: int, backend: str, config_path: Path | None, agentgov_host: str | None,
-                 agentgov_port: int | None, workers: int | None, max_request_bytes: int | None, timeout_s: float,
-                 agentgov_socket_dir: str | None, tls_ca: str | None, tls_cert: str | None, tls_key: str | None,
-                 tls_server_name: str | None, ext_proc: bool | None, mcp_filter: bool, transport: str,
-                 agentgov_http_port: int | None, xff_num_trusted_hops: int, no_request_body: bool) -> None:
+def envoy_config(listen_port: int, listen_host: str, admin_port: int, backend: str, config_path: Path | None,
+                 agentgov_host: str | None, agentgov_port: int | None, workers: int | None,
+                 max_request_bytes: int | None, timeout_s: float, agentgov_socket_dir: str | None, tls_ca: str | None,
+                 tls_cert: str | None, tls_key: str | None, tls_server_name: str | None, ext_proc: bool | None,
+                 mcp_filter: bool, transport: str, agentgov_http_port: int | None, xff_num_trusted_hops: int,
+                 no_request_body: bool) -> None:
     """Print a working Envoy bootstrap: ext_authz with request body, fail closed, 503 on error."""
     # The same resolver as `serve` (file, AGENTGOV_* variables, flags), so both agree on the workers.
     flags: dict[str, tuple[str, Any]] = {

@@ -28,6 +28,7 @@ from agentgov.engine.pipeline import Governor, GovernorOptions
 from agentgov.engine.policy.discovery import discover
 from agentgov.engine.policy.policy_set import NO_POLICIES, PolicySet, UnavailableBackend, policy_set_builder
 from agentgov.engine.policy.problems import PolicyLoadError
+from agentgov.engine.telemetry.tracing import TracingSettings
 
 
 def build_backend(cfg: Config) -> DecisionBackend:
@@ -98,7 +99,8 @@ def build_governor(cfg: Config) -> Governor:
         policy = load_policy_set(cfg)
     governor = Governor(policy, identity, GovernorOptions(
         allow_truncated_body=bool(cfg.allow_truncated_body), mcp_paths=tuple(cfg.mcp_paths),
-        input_format=cfg.input_format, can_redact=bool(cfg.ext_proc), max_batch=cfg.max_batch),
+        input_format=cfg.input_format, can_redact=bool(cfg.ext_proc), max_batch=cfg.max_batch,
+        tracing=TracingSettings(**cfg.tracing) if cfg.tracing else None),
         hooks=build_hooks(cfg))
     build = policy_set_builder(cfg.engine, rule=cfg.rule, reader=_reader(cfg))
     for name, settings, activate in (("active", cfg.bundle, governor.swap), ("shadow", cfg.shadow, governor.set_shadow)):

@@ -20,7 +20,8 @@ def verdict(request: HookRequest, decision: Decision, runs: Sequence[HookRun], *
                    retry_after_s=retry, action=summary, consumed_headers=consumed, hooks=tuple(runs),
                    actions=tuple(request.actions),
                    response_headers=dict(request.extensions.get("_response_headers", {})),
-                   policy_revision=request.policy_revision)
+                   policy_revision=request.policy_revision,
+                   stage_seconds={k: v for k, v in request.timings.items() if k in ("parse", "policy")})
 
 
 def retry_after(decision: Decision, inputs: Sequence[dict[str, Any]]) -> int | None:

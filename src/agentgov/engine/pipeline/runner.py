@@ -37,6 +37,7 @@ from agentgov.engine.pipeline.types import Envelope, GovernorOptions, HookRun, V
 from agentgov.engine.policy.policy_set import PolicySet
 from agentgov.engine.protocols import ProtocolError
 from agentgov.engine.protocols.parsed import ParsedAction
+from agentgov.engine.telemetry.tracing import Tracing
 
 log = logging.getLogger("agentgov.governor")
 
@@ -95,6 +96,7 @@ class Governor:
         self.after = AfterStage(self.hooks, stages)
         self.shadow_runner = ShadowRunner(self.policies, self.hooks)
         self.exchange = ExchangeStages(self.hooks, self.policies, self.after, stages)
+        self.tracing = Tracing(self.options.tracing) if self.options.tracing is not None else None
 
     # --- what doors and operators read ---------------------------------------------------------
 
@@ -142,6 +144,8 @@ class Governor:
     async def start(self) -> None:
         """Start what hooks keep running (the audit log's writer, its sinks) and the attached
         services (bundle reloaders): inside the event loop."""
+        if self.tracing is not None:
+            self.tracing.start()
         for slot in self.hooks:
             if slot.start is not None:
                 await slot.start()
@@ -156,6 +160,8 @@ class Governor:
             if slot.close is not None:
                 await slot.close()
         await self.policies.active.backend.close()
+        if self.tracing is not None:
+            self.tracing.close()
 
     # --- the doors' entry points -----------------------------------------------------------------
 
@@ -205,12 +211,55 @@ class Governor:
         policy_set = self.policies.active  # read once: a swap never changes a check in flight
         request = self._new_request(entry_point, env, subject, policy_set)
         runs: list[HookRun] = []
+        traced = self.tracing is not None and env is not None and self.tracing.sampled(env.headers)
+        started_ns = time.time_ns() if traced else 0
         try:
             result: Verdict = await run(request, runs, policy_set)
-            return result
         except Exception:
             log.exception("internal error, decision %s denied with 503", request.decision_id)
-            return await self._finish(request, Decision.failed(Failure.INTERNAL, REASON_INTERNAL), runs)
+            result = await self._finish(request, Decision.failed(Failure.INTERNAL, REASON_INTERNAL), runs)
+        if started_ns:
+            self._trace(request, result, started_ns)
+        return result
+
+    def _trace(self, request: HookRequest, verdict: Verdict, started_ns: int) -> None:
+        """The decision's span and its stages' (never argument values or PII: names, outcomes, ids)."""
+        assert self.tracing is not None
+        runs = verdict.hooks
+        identity = [r for r in runs if r.phase == "before" and r.name == "identity"]
+        before = [r for r in runs if r.phase == "before" and r.name != "identity"]
+        after = [r for r in runs if r.phase == "after"]
+        seconds = verdict.stage_seconds
+        stages = [(r.name, r.seconds, r.outcome) for r in identity]
+        if "parse" in seconds:
+            stages.append(("parse", seconds["parse"], ""))
+        stages += [(f"hook.{r.name}", r.seconds, r.outcome) for r in before]
+        if "policy" in seconds:
+            stages.append(("policy", seconds["policy"], ""))
+        stages += [(f"hook.{r.name}", r.seconds, r.outcome) for r in after]
+        decision = verdict.decision
+        attributes: dict[str, Any] = {
+            "agentgov.decision": "allow" if decision.allow else "deny", "agentgov.status": decision.status,
+            "agentgov.decision_id": verdict.decision_id, "agentgov.entry_point": request.entry_point,
+            "agentgov.policy.revision": verdict.policy_revision, "enduser.id": verdict.subject.id}
+        if decision.reasons:
+            attributes["agentgov.reason"] = decision.reasons[0]
+        if request.method:
+            attributes["http.request.method"] = request.method
+            attributes["url.path"] = request.path.split("?", 1)[0]
+        if verdict.actions:
+            first = verdict.actions[0]
+            attributes["agentgov.action"] = f"{first.kind} {first.name}"
+            if first.kind == "llm.chat":
+                attributes["gen_ai.operation.name"] = "chat"
+                attributes["gen_ai.request.model"] = first.name
+            elif first.kind == "tool.call":
+                attributes["gen_ai.operation.name"] = "execute_tool"
+                attributes["gen_ai.tool.name"] = first.name
+        if decision.status >= 500:
+            attributes["error.type"] = decision.reasons[0] if decision.reasons else "internal_error"
+        self.tracing.record(headers=request.headers, started_ns=started_ns, ended_ns=time.time_ns(), stages=stages,
+                            attributes=attributes)
 
     async def _decide(self, env: Envelope, given: Sequence[ParsedAction] | None, request: HookRequest,
                       runs: list[HookRun], policy_set: PolicySet) -> Verdict:

@@ -10,6 +10,7 @@ from typing import Any, Literal
 from agentgov.engine.model import Decision, Subject
 from agentgov.engine.protocols.mcp import DEFAULT_MAX_BATCH
 from agentgov.engine.protocols.parsed import ParsedAction
+from agentgov.engine.telemetry.tracing import TracingSettings
 
 InputFormat = Literal["agentgov", "opa-envoy"]
 INPUT_FORMATS: tuple[str, ...] = ("agentgov", "opa-envoy")
@@ -57,6 +58,7 @@ class Verdict:
     actions: tuple[ParsedAction, ...] = ()  # what was decided, for the response phase (ext_proc)
     response_headers: Mapping[str, str] = field(default_factory=dict)  # hooks' headers for the client
     policy_revision: str = ""  # the policy set that decided: `<revision>@sha256:<digest>`
+    stage_seconds: Mapping[str, float] = field(default_factory=dict)  # parse, policy (hooks are in `hooks`)
 
 
 @dataclass(frozen=True)
@@ -68,3 +70,4 @@ class GovernorOptions:
     input_format: InputFormat = "agentgov"
     revision: str = ""  # the loaded policy set's revision (cache keys, records)
     max_batch: int = DEFAULT_MAX_BATCH  # JSON-RPC messages per MCP request
+    tracing: TracingSettings | None = None  # OpenTelemetry traces of decisions (off: None)

@@ -1,0 +1,1 @@
+"""Traces of decisions (OpenTelemetry); metrics live in engine/metrics.py."""
