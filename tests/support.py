@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
+import sys
+import sysconfig
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -16,6 +19,7 @@ from agentgov.engine.backends.base import Explanation
 from agentgov.engine.hooks.audit.verify import log_files, read_records
 from agentgov.engine.hooks.identity import IdentityVerifier, Issuer
 from agentgov.engine.model import Decision
+from tests.conftest import REPO
 
 POLL_S = 0.05
 
@@ -65,6 +69,26 @@ def alive(pid: int) -> bool:
 def records(directory: Path) -> list[dict[str, Any]]:
     """Every audit record under `directory`, in chain order per file."""
     return [json.loads(raw) for files in log_files([directory]).values() for _, _, raw in read_records(files)]
+
+
+def wheel_environment(base: Path) -> Path:
+    """The package as users get it: a wheel built with `pip wheel .`, installed into a fresh venv under
+    `base` (its dependencies taken from this environment's site-packages: no network, no second
+    download). Returns the venv's python."""
+    wheels = base / "wheels"
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation",
+                    "-w", str(wheels), str(REPO)], check=True, capture_output=True, timeout=300)
+    (wheel,) = wheels.glob("agentgov-*.whl")
+    venv = base / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120)
+    python = venv / "bin" / "python"
+    site = Path(subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                               check=True, capture_output=True, text=True).stdout.strip())
+    # A plain path entry, so this environment's editable agentgov is not visible there.
+    (site / "deps.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-compile", "--target",
+                    str(site), str(wheel)], check=True, capture_output=True, timeout=300)
+    return python
 
 
 def policy_folder(base: Path, name: str, engine: str, rego: str, cedar: str) -> Path:

@@ -12,8 +12,6 @@ import re
 import shutil
 import socket
 import subprocess
-import sys
-import sysconfig
 import tempfile
 import urllib.request
 from collections.abc import Iterator
@@ -25,7 +23,7 @@ import yaml
 from agentgov.cli.stack import free_port
 from tests.conftest import POLICIES, REPO
 from tests.http_helpers import request
-from tests.support import wait_for
+from tests.support import wait_for, wheel_environment
 
 DOCKERFILE = REPO / "deploy" / "Dockerfile"
 UID = 10001
@@ -48,18 +46,7 @@ def image_root() -> Iterator[Path]:
     root = Path(tempfile.mkdtemp(prefix="agentgov-image-"))
     root.chmod(0o755)
     try:
-        wheels = root / "wheels"
-        subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation",
-                        "-w", str(wheels), str(REPO)], check=True, capture_output=True, timeout=300)
-        (wheel,) = wheels.glob("agentgov-*.whl")
-        venv = root / "venv"
-        subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120)
-        site = Path(subprocess.run([str(venv / "bin" / "python"), "-c",
-                                    "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-                                   check=True, capture_output=True, text=True).stdout.strip())
-        (site / "deps.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")  # the dependencies, as installed
-        subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-compile",
-                        "--target", str(site), str(wheel)], check=True, capture_output=True, timeout=300)
+        wheel_environment(root)  # the wheel into root/venv, as the Dockerfile installs it
         for path in [root, *root.rglob("*")]:  # readable by the unprivileged user, writable by root only
             path.chmod(0o755 if path.is_dir() else 0o644 if not os.access(path, os.X_OK) else 0o755)
         yield root
