@@ -16,6 +16,9 @@ $(STAMP): pyproject.toml
 	# Real OPA as the tests' Rego oracle (tests/opa_oracle.py). It declares Python >= 3.14 but works on
 	# 3.11; a test-only dependency, pinned, never imported by agentgov itself.
 	$(BIN)/pip install --quiet --no-deps --ignore-requires-python opa-golib-python-bindings==0.4.4
+	# xds-protos (Envoy's API) ships an older copy of OpenTelemetry's generated protobuf modules under the
+	# same paths as opentelemetry-proto; the last installed wins, and the OTLP exporter needs the newer one.
+	$(BIN)/pip install --quiet --force-reinstall --no-deps opentelemetry-proto==1.45.2
 	rm -f $(VENV)/.installed-*
 	touch $(STAMP)
 

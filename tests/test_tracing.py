@@ -131,3 +131,28 @@ def test_tracing_settings_are_checked(tmp_path: Path) -> None:
         resolve(path)
     assert "tracing.endpoint must be the collector's http(s) URL" in str(err.value)
     assert "tracing.sample_ratio must be a number from 0 to 1" in str(err.value)
+
+
+def test_an_exporter_that_cannot_load_is_one_config_error_at_start(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """xds-protos ships an older copy of opentelemetry-proto's modules; installed last, it breaks the
+    exporter: `serve` must say so before any worker starts, not have every worker die."""
+    import builtins
+
+    from agentgov.engine.config import build_governor
+
+    real_import = builtins.__import__
+
+    def broken(name: str, *args: object, **kwargs: object) -> object:
+        if name.startswith("opentelemetry.exporter.otlp"):
+            raise ImportError("cannot import name 'InstrumentationScope' from 'opentelemetry.proto.common.v1.common_pb2'")
+        return real_import(name, *args, **kwargs)  # type: ignore[arg-type]
+
+    path = tmp_path / "agentgov.yaml"
+    path.write_text(f"policy: {{paths: ['{POLICIES}']}}\nidentity: {{required: false}}\n"
+                    "tracing: {endpoint: 'http://127.0.0.1:4318'}\n")
+    monkeypatch.setattr(builtins, "__import__", broken)
+    with pytest.raises(ConfigError) as err:
+        build_governor(resolve(path))
+    assert "tracing: the OTLP exporter cannot be loaded" in str(err.value)
+    assert "pip install --force-reinstall --no-deps opentelemetry-proto" in str(err.value)

@@ -28,7 +28,7 @@ from agentgov.engine.pipeline import Governor, GovernorOptions
 from agentgov.engine.policy.discovery import discover
 from agentgov.engine.policy.policy_set import NO_POLICIES, PolicySet, UnavailableBackend, policy_set_builder
 from agentgov.engine.policy.problems import PolicyLoadError
-from agentgov.engine.telemetry.tracing import TracingSettings
+from agentgov.engine.telemetry.tracing import TracingSettings, TracingUnavailable, check_exporter
 
 
 def build_backend(cfg: Config) -> DecisionBackend:
@@ -100,7 +100,7 @@ def build_governor(cfg: Config) -> Governor:
     governor = Governor(policy, identity, GovernorOptions(
         allow_truncated_body=bool(cfg.allow_truncated_body), mcp_paths=tuple(cfg.mcp_paths),
         input_format=cfg.input_format, can_redact=bool(cfg.ext_proc), max_batch=cfg.max_batch,
-        tracing=TracingSettings(**cfg.tracing) if cfg.tracing else None),
+        tracing=_tracing(cfg)),
         hooks=build_hooks(cfg))
     build = policy_set_builder(cfg.engine, rule=cfg.rule, reader=_reader(cfg))
     for name, settings, activate in (("active", cfg.bundle, governor.swap), ("shadow", cfg.shadow, governor.set_shadow)):
@@ -113,6 +113,18 @@ def build_governor(cfg: Config) -> Governor:
                               f"{exc.problems[0].message}") from None
         governor.attach(BundleReloader(name, source, build, activate, settings.reload))
     return governor
+
+
+def _tracing(cfg: Config) -> TracingSettings | None:
+    """The tracing settings, with the exporter checked now: a worker must not find out at start."""
+    if not cfg.tracing:
+        return None
+    settings = TracingSettings(**cfg.tracing)
+    try:
+        check_exporter(settings.protocol)
+    except TracingUnavailable as exc:
+        raise cfg.problem(f"tracing: {exc}", "tracing") from None
+    return settings
 
 
 def build_hooks(cfg: Config) -> list[HookSlot]:

@@ -30,6 +30,27 @@ class TracingSettings:
     export_delay_s: float = 1.0  # how often the batch processor ships what it has
 
 
+class TracingUnavailable(RuntimeError):
+    """The OTLP exporter cannot be loaded: said at start-up, in one line with the fix."""
+
+
+def check_exporter(protocol: str) -> None:
+    """Import the exporter `protocol` needs, or raise TracingUnavailable saying why. xds-protos (the
+    Envoy API, a dependency) ships an older copy of OpenTelemetry's generated protobuf modules under
+    the same paths as opentelemetry-proto; whichever is installed last wins, and the older one
+    breaks the exporter."""
+    try:
+        if protocol == "grpc":
+            import opentelemetry.exporter.otlp.proto.grpc.trace_exporter
+        else:
+            import opentelemetry.exporter.otlp.proto.http.trace_exporter  # noqa: F401
+    except ImportError as exc:
+        raise TracingUnavailable(
+            f"the OTLP exporter cannot be loaded ({exc}); if xds-protos' older copy of opentelemetry-proto's "
+            "modules was installed over it: pip install --force-reinstall --no-deps opentelemetry-proto==1.45.2"
+        ) from None
+
+
 class Tracing:
     """The tracer of one worker. `start()` inside the worker builds the export pipeline (its thread
     must belong to the worker, not to the parent that validated the configuration).
@@ -51,6 +72,7 @@ class Tracing:
         from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
         s = self.settings
+        check_exporter(s.protocol)
         if s.protocol == "grpc":
             from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as GrpcExporter
 
