@@ -1,7 +1,7 @@
 """The hook contract: what a decision hook is, what it sees, and what it may answer.
 
 A hook is a plain object with a declared `name`, the `phases` it takes part in and a
-`failure_mode`; the runner (`agentgov.engine.governor.Governor`) calls it in the configured order,
+`failure_mode`; the runner (`agentgov.engine.pipeline.Governor`) calls it in the configured order,
 times it, bounds it by `timeout_s` and applies its failure mode when it raises or times out. The
 built-in identity, PII, budget and audit features are hooks on this same interface, and third-party
 hooks arrive through the entry-point group `agentgov.hooks` (see `registry.py`, docs/hooks.md).
