@@ -16,12 +16,13 @@ from prometheus_client import REGISTRY
 
 from agentgov.cli.stack import DemoKeys, free_port
 from agentgov.engine.config import Config, build_backend
+from agentgov.engine.errors import REASON_UNAVAILABLE
 from agentgov.engine.model import Decision
 from agentgov.engine.pipeline import Envelope, Governor
 from agentgov.engine.proto import DECIDE
 from agentgov.engine.proto import decision_pb2 as pb
 from agentgov.engine.server.app import WorkerConfig, run_worker
-from agentgov.engine.server.decision_client import REASON_UNAVAILABLE, RemoteDecider, RemoteTLS
+from agentgov.engine.server.decision_client import RemoteDecider, RemoteTLS
 from tests.conftest import POLICIES
 from tests.pki import make_pki
 from tests.support import ExplodingBackend, verifier

@@ -71,7 +71,7 @@ class Failure(Enum):
 # uses these, so a dashboard can tell them apart.
 REASON_INTERNAL = "internal_error"
 REASON_HOOK = "hook_error"
-REASON_UNAVAILABLE = "decision_unavailable"
+REASON_UNAVAILABLE = "decision_service_unavailable"
 
 OK_STATUS = 200
 _BY_STATUS: dict[int, Failure] = {}

@@ -268,6 +268,3 @@ def _method_problems(spec: MethodSpec, method: object) -> list[str]:
         problems.append(f"{spec.name}() must take {spec.arity} positional argument(s)")
     return problems
 
-
-def method_spec(name: str) -> MethodSpec:
-    return _SPECS[name]

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import grpc
 
-from agentgov.engine.errors import Failure
+from agentgov.engine.errors import REASON_UNAVAILABLE, Failure
 from agentgov.engine.model import ANONYMOUS, Decision
 from agentgov.engine.pipeline import Envelope, Verdict
 from agentgov.engine.proto import DECIDE
@@ -22,7 +22,6 @@ from agentgov.engine.proto import decision_pb2 as pb
 from agentgov.engine.server.decision_codec import http_from_envelope, verdict_from_response
 
 log = logging.getLogger("agentgov.decision_client")
-REASON_UNAVAILABLE = "decision_service_unavailable"
 
 
 @dataclass(frozen=True)
