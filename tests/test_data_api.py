@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from agentgov.cli.stack import LocalStack, free_port
+from agentgov.cli.stack import LocalStack, free_ports
 from tests.conftest import POLICIES
 from tests.http_helpers import post, request
 
@@ -61,8 +61,10 @@ def test_bodies_are_read_strictly(stack: LocalStack, raw: bytes, status: int, me
 def test_one_process_serves_the_port(stack: LocalStack) -> None:
     """The workers do not share the Data API port; a second server on it fails with one line."""
     config = stack.workdir / "agentgov.yaml"
+    grpc_ports = free_ports(stack.workers)  # each worker listens on port + i
+    http_ports = free_ports(stack.workers, taken=grpc_ports)
     proc = subprocess.run([sys.executable, "-m", "agentgov.cli.main", "serve", "--config", str(config),
-                           "--port", str(free_port()), "--http-port", str(free_port())],
+                           "--port", str(grpc_ports[0]), "--http-port", str(http_ports[0])],
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 1
     assert f"the Data API port 127.0.0.1:{stack.data_api_port} is not available" in proc.stderr

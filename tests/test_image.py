@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from agentgov.cli.stack import free_port
+from agentgov.cli.stack import free_ports
 from tests.conftest import POLICIES, REPO
 from tests.http_helpers import request
 from tests.support import wait_for, wheel_environment
@@ -66,7 +66,7 @@ def test_serve_runs_unprivileged_writing_only_the_state_folder(image_root: Path)
     etc.mkdir(exist_ok=True)
     os.chown(state, UID, UID)
     state.chmod(0o750)
-    port, http_port = free_port(), free_port()
+    port, http_port = free_ports(2)  # distinct: two separate picks may return the same port
     config = {"policy": {"paths": [str(image_root / "venv-policies")]}, "identity": {"required": False},
               "server": {"host": "127.0.0.1", "port": port, "http_port": http_port},
               "audit": {"dir": str(state / "audit")},

@@ -15,7 +15,7 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,6 +39,24 @@ def free_port() -> int:
         s.bind(("127.0.0.1", 0))
         port: int = s.getsockname()[1]
         return port
+
+
+def free_ports(n: int, taken: Collection[int] = ()) -> list[int]:
+    """`n` consecutive ports free now and not in `taken`: a worker pool listens on `port + i`, so
+    one free base port is not enough."""
+    for _ in range(50):
+        base = free_port()
+        ports = list(range(base, base + n))
+        if not set(taken).isdisjoint(ports):
+            continue
+        try:
+            for p in ports:
+                with socket.socket() as s:
+                    s.bind(("127.0.0.1", p))
+        except OSError:
+            continue
+        return ports
+    raise OSError("no run of free ports found")
 
 
 def envoy_binary() -> str:
@@ -130,20 +148,9 @@ class LocalStack:
 
     def _consecutive_ports(self, n: int) -> list[int]:
         """`n` consecutive free ports, none already given to this stack."""
-        for _ in range(50):
-            base = free_port()
-            ports = list(range(base, base + n))
-            if self._taken.intersection(ports):
-                continue
-            try:
-                for p in ports:
-                    with socket.socket() as s:
-                        s.bind(("127.0.0.1", p))
-            except OSError:
-                continue
-            self._taken.update(ports)
-            return ports
-        raise OSError("no run of free ports found")
+        ports = free_ports(n, taken=self._taken)
+        self._taken.update(ports)
+        return ports
 
     @property
     def url(self) -> str:
