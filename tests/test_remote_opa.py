@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
 from aiohttp import web
 
+from agentgov.cli.stack import free_port
 from agentgov.engine.backends.opa_remote import OpaEndpoint, RemoteOpaBackend
 from agentgov.engine.backends.rego import RegoBackend
 from agentgov.engine.pipeline import Governor
@@ -22,13 +22,6 @@ CRM = normalize_input({
     "subject": {"id": "alice", "roles": ["analyst"], "tenant": "acme", "authenticated": True},
     "action": {"kind": "tool.call", "name": "crm.query"},
     "resource": {"type": "tool", "id": "crm.query"}, "arguments": {"tenant_id": "acme"}})
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 async def serve(app: web.Application) -> tuple[web.AppRunner, int]:
