@@ -27,38 +27,8 @@ from agentgov.cli.stack import LocalStack, free_port
 from agentgov.engine.hooks.budget.limits import BudgetConfigError, Limit, period, settings_from_config
 from tests.conftest import POLICIES
 from tests.http_helpers import CALL, bearer, request, send
+from tests.redis_servers import RedisServer
 from tests.support import wait_for
-
-
-class RedisServer:
-    """A real redis-server (Debian package), on a free loopback port, no persistence."""
-
-    def __init__(self) -> None:
-        self.port = free_port()
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> None:
-        binary = shutil.which("redis-server")
-        assert binary, "redis-server is not installed (.ci/run installs it with apt-get)"
-        self.proc = subprocess.Popen([binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-                                      "--appendonly", "no"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        import socket
-
-        def up() -> bool:
-            with socket.socket() as s:
-                return s.connect_ex(("127.0.0.1", self.port)) == 0
-
-        assert wait_for(up, 10)
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            self.proc.terminate()
-            self.proc.wait(10)
-            self.proc = None
 
 
 @pytest.fixture(scope="module")
@@ -475,3 +445,33 @@ def test_a_reservation_whose_worker_was_killed_is_released_by_its_ttl(tmp_path: 
 
     assert counted() == (1, 1)  # the dead worker's reservation still holds its place under the cap
     assert wait_for(lambda: counted() == (0, 0), 15)  # released by its TTL
+
+
+def test_redis_releases_a_reservation_of_zero_tokens(redis_server: RedisServer) -> None:
+    """A tool call reserves one request and no tokens; releasing it (the policy denied) must not trip
+    on Lua's "-0", which Redis refuses as an integer (found by the cluster tests)."""
+    from agentgov.engine.hooks.budget.limits import charges_for
+    from agentgov.engine.hooks.budget.redis_store import RedisStore
+    from agentgov.engine.model import Subject
+    from agentgov.engine.protocols.parsed import ParsedAction
+
+    subprocess.run(["redis-cli", "-p", str(redis_server.port), "FLUSHALL"], check=True, capture_output=True)
+    settings = settings_from_config(budgets(redis_server.url, 1)["budgets"])
+    subject = Subject("zero", ("analyst",), "acme", authenticated=True)
+    action = ParsedAction("tool.call", "crm.query", "tool", "crm.query")
+
+    async def run() -> tuple[bool, bool, int]:
+        store = RedisStore(redis_server.url)
+        try:
+            first = await store.reserve("r1", charges_for(settings, subject, [action], time.time()), time.time(), None)
+            await store.release("r1")
+            again = await store.reserve("r2", charges_for(settings, subject, [action], time.time()), time.time(), None)
+            # A client that retries a reserve whose reply it lost does not count it twice.
+            retried = await store.reserve("r2", charges_for(settings, subject, [action], time.time()), time.time(),
+                                          None)
+            return first.admitted, again.admitted and retried.admitted, \
+                sum(r.requests for r in await store.usage(time.time()))
+        finally:
+            await store.close()
+
+    assert asyncio.run(run()) == (True, True, 1)

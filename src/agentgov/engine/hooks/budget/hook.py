@@ -37,6 +37,10 @@ STORE_ERRORS = Counter("agentgov_budget_store_errors_total", "Budget store failu
 
 
 def open_store(settings: BudgetSettings, base: Path) -> BudgetStore:
+    if settings.store.startswith(("redis+cluster://", "rediss+cluster://")):
+        from agentgov.engine.hooks.budget.redis_cluster import RedisClusterStore
+
+        return RedisClusterStore(settings.store, wait_replicas=settings.wait_replicas)
     if settings.store.startswith(("redis://", "rediss://")):
         from agentgov.engine.hooks.budget.redis_store import RedisStore
 

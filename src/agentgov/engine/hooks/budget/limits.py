@@ -11,6 +11,8 @@ from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from agentgov.engine.hooks.budget.cluster_url import SCHEMES as CLUSTER_SCHEMES
+from agentgov.engine.hooks.budget.cluster_url import ClusterUrlError, cluster_options
 from agentgov.engine.keys import unknown_keys
 from agentgov.engine.model import Subject
 from agentgov.engine.protocols.parsed import ParsedAction
@@ -19,7 +21,13 @@ KEYS = ("subject", "tenant", "api_key", "model", "tool", "subject+model", "tenan
 _MATCH = {"roles", "tenants", "kinds", "models", "tools"}
 _LIMIT_KEYS = {"name", "key", "match", "window", "requests", "tokens", "cost_usd"}
 _TOP = {"store", "on_store_error", "prices", "limits", "time_zone", "default_output_tokens", "reservation_ttl_s",
-        "enforce"}
+        "enforce", "hash_tag", "wait_replicas"}
+# On a Redis Cluster, the keys of a bucket carry the hash tag of its owner: the first of its key's parts
+# in this order. A tenant's limits then share a slot (reserved atomically together); a limit keyed by
+# something wider (a model for every tenant) has a slot of its own.
+OWNERS = {"tenant": ("tenant", "subject", "api_key", "model", "tool"),
+          "subject": ("subject", "api_key", "tenant", "model", "tool")}
+STORES = ("sqlite", "sqlite:///", "redis://", "rediss://", "redis+cluster://", "rediss+cluster://")
 _ROLLING = re.compile(r"^(\d+)([smhd])$")
 _UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 # USD per 1M tokens (input, output): shipped defaults, overridable under budgets.prices.
@@ -65,6 +73,10 @@ class BudgetSettings:
     # "hook": an exhausted budget is a 429 whatever the policy says (a guarantee); "policy": the policy
     # decides from input.budget (the shipped library answers 429 too).
     enforce: str = "hook"
+    # Redis Cluster only: how buckets are spread over slots (tenant | subject | single) and how many
+    # replicas must hold a reservation before it admits anything.
+    hash_tag: str = "tenant"
+    wait_replicas: int = 1
 
 
 def tenant_caps_from_data(data: Mapping[str, Any], limits: Sequence[Limit]) -> dict[str, dict[str, dict[str, Any]]]:
@@ -94,8 +106,14 @@ def settings_from_config(doc: Mapping[str, Any]) -> BudgetSettings:
     if problem:
         raise BudgetConfigError(problem)
     store = str(doc.get("store", "sqlite"))
-    if not (store == "sqlite" or store.startswith(("sqlite:///", "redis://", "rediss://"))):
-        raise BudgetConfigError("budgets.store must be sqlite, sqlite:///PATH or redis://host:port/db")
+    if not (store == "sqlite" or store.startswith(STORES[1:])):
+        raise BudgetConfigError("budgets.store must be sqlite, sqlite:///PATH, redis://host:port/db or "
+                                "redis+cluster://host:port[,host:port…]")
+    if store.startswith(CLUSTER_SCHEMES):
+        try:
+            cluster_options(store)
+        except ClusterUrlError as exc:
+            raise BudgetConfigError(f"budgets.store: {exc}") from None
     mode = doc.get("on_store_error", "deny")
     if mode not in ("deny", "allow"):
         raise BudgetConfigError("budgets.on_store_error must be deny or allow")
@@ -126,7 +144,14 @@ def settings_from_config(doc: Mapping[str, Any]) -> BudgetSettings:
     enforce = doc.get("enforce", "hook")
     if enforce not in ("hook", "policy"):
         raise BudgetConfigError("budgets.enforce must be hook (429 whatever the policy says) or policy")
-    return BudgetSettings(store, str(mode), limits, prices, zone, out_tokens, float(ttl), enforce=str(enforce))
+    tag = doc.get("hash_tag", "tenant")
+    if tag not in (*OWNERS, "single"):
+        raise BudgetConfigError("budgets.hash_tag must be tenant, subject or single")
+    replicas = doc.get("wait_replicas", 1)
+    if isinstance(replicas, bool) or not isinstance(replicas, int) or not 0 <= replicas <= 16:
+        raise BudgetConfigError("budgets.wait_replicas must be an integer from 0 to 16")
+    return BudgetSettings(store, str(mode), limits, prices, zone, out_tokens, float(ttl), enforce=str(enforce),
+                          hash_tag=str(tag), wait_replicas=replicas)
 
 
 def _limit(i: int, item: Any) -> Limit:
@@ -183,7 +208,23 @@ def applies(limit: Limit, subject: Subject, action: ParsedAction) -> bool:
 
 def key_value(limit: Limit, subject: Subject, action: ParsedAction) -> str | None:
     """The value a limit counts under (None: the limit has nothing to count this request under)."""
-    parts: list[str] = []
+    parts = key_parts(limit, subject, action)
+    return None if parts is None else "|".join(f"{part}={value}" for part, value in parts)
+
+
+def owner(parts: Sequence[tuple[str, str]], hash_tag: str) -> str:
+    """Which slot a bucket lives in on a Redis Cluster: `part=value` of the first of its key's parts
+    in the configured order ("" with `hash_tag: single`: one slot for everything)."""
+    order = OWNERS.get(hash_tag)
+    if order is None:
+        return ""
+    found = dict(parts)
+    part = next(p for p in order if p in found)
+    return f"{part}={found[part]}"
+
+
+def key_parts(limit: Limit, subject: Subject, action: ParsedAction) -> list[tuple[str, str]] | None:
+    parts: list[tuple[str, str]] = []
     for part in limit.key.split("+"):
         if part == "subject":
             value = subject.id if subject.authenticated else None
@@ -197,8 +238,8 @@ def key_value(limit: Limit, subject: Subject, action: ParsedAction) -> str | Non
             value = action.name if action.kind == "tool.call" else None
         if not value:
             return None
-        parts.append(f"{part}={value}")
-    return "|".join(parts)
+        parts.append((part, value))
+    return parts
 
 
 # --- windows -------------------------------------------------------------------------------------
@@ -255,6 +296,7 @@ class Charge:
     requests: int
     tokens: int
     cost_usd: float
+    owner: str = ""  # the hash tag of its bucket on a Redis Cluster (see `owner`)
 
 
 def charges_for(settings: BudgetSettings, subject: Subject, actions: Sequence[ParsedAction],
@@ -270,8 +312,10 @@ def charges_for(settings: BudgetSettings, subject: Subject, actions: Sequence[Pa
             override = settings.tenant_caps.get(limit.name, {}).get(subject.tenant or "")
             if override:
                 limit = replace(limit, **override)
-            key = key_value(limit, subject, action)
-            if key is None:
+            parts = key_parts(limit, subject, action)
+            if parts is None:
                 continue
-            out.append(Charge(limit, period(limit, key, now, settings.time_zone), 1, prompt + output, usd))
+            key = "|".join(f"{part}={value}" for part, value in parts)
+            out.append(Charge(limit, period(limit, key, now, settings.time_zone), 1, prompt + output, usd,
+                              owner(parts, settings.hash_tag)))
     return out

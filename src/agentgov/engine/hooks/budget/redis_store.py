@@ -3,22 +3,28 @@
 One Lua script reserves against every limit a request touches, atomically, on the Redis server's
 clock (so nodes with skewed clocks still share one rolling window). Each bucket is a hash of
 reservation id → "at,requests,tokens,cost,reserved_until"; expired reservations and usage that left
-a rolling window are removed as the script passes. Every key carries the hash tag `{agentgov}`:
-a multi-key script needs all its keys in one slot, so in Redis Cluster budgets live on one shard.
+a rolling window are removed as the script passes.
+
+A multi-key script needs all its keys in one hash slot. On a single server every key carries the
+hash tag `{agentgov}`; on a Redis Cluster (redis_cluster.py) each bucket is tagged by its owner (the
+tenant, by default), so a tenant's limits stay atomic together while tenants spread over the shards.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError
+from redis.exceptions import RedisClusterException, RedisError
 
+from agentgov.engine.hooks.budget.cluster_url import redact
 from agentgov.engine.hooks.budget.limits import Charge
-from agentgov.engine.hooks.budget.store import Headroom, Reservation, UsageRow, aggregate, check
+from agentgov.engine.hooks.budget.store import Headroom, Reservation, StoreError, UsageRow, aggregate, check
 
 PREFIX = "{agentgov}:budget:"
+# What the client raises when the store cannot answer (a cluster client's own errors are not RedisError).
+FAILURES = (RedisError, RedisClusterException, OSError)
 RID_TTL_S = 40 * 86400
 
 # A bucket is three keys: a hash of entries (rid → "at,requests,tokens,cost,expires_at") that also
@@ -35,9 +41,10 @@ local function drop(h, times, expiries, rid)
   local entry = redis.call('HGET', h, rid)
   if entry then
     local _, req, tok, cost = parse(entry)
-    redis.call('HINCRBY', h, '@r', -req)
-    redis.call('HINCRBY', h, '@t', -tok)
-    redis.call('HINCRBYFLOAT', h, '@c', -cost)
+    -- `0 - x`, not `-x`: Lua prints -0 as "-0", which HINCRBY refuses as not an integer.
+    redis.call('HINCRBY', h, '@r', 0 - req)
+    redis.call('HINCRBY', h, '@t', 0 - tok)
+    redis.call('HINCRBYFLOAT', h, '@c', 0 - cost)
     redis.call('HDEL', h, rid)
   end
   redis.call('ZREM', times, rid)
@@ -54,6 +61,8 @@ local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
 local rid, ttl, keep = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
 local n = (#KEYS - 1) / 3
 local used, fits = {}, 1
+-- A client that lost the reply retries the script: the reservation it already made stands.
+local again = redis.call('HEXISTS', KEYS[1], rid) == 1
 for i = 1, n do
   local h, times, expiries = KEYS[3 * i - 2], KEYS[3 * i - 1], KEYS[3 * i]
   local b = 3 + (i - 1) * 8
@@ -68,11 +77,14 @@ for i = 1, n do
   local oldest = -1
   if #first == 2 then oldest = tonumber(first[2]) end
   local creq, ctok, ccost = tonumber(ARGV[b + 6]), tonumber(ARGV[b + 7]), tonumber(ARGV[b + 8])
-  if (creq >= 0 and req + tonumber(ARGV[b + 3]) > creq) or (ctok >= 0 and tok + tonumber(ARGV[b + 4]) > ctok)
+  if again then
+    local _, r0, t0, c0 = parse(redis.call('HGET', h, rid) or '0,0,0,0,0')
+    req, tok, cost = req - r0, tok - t0, cost - c0
+  elseif (creq >= 0 and req + tonumber(ARGV[b + 3]) > creq) or (ctok >= 0 and tok + tonumber(ARGV[b + 4]) > ctok)
      or (ccost >= 0 and cost + tonumber(ARGV[b + 5]) > ccost + 1e-12) then fits = 0 end
   used[i] = {tostring(req), tostring(tok), tostring(cost), tostring(oldest)}
 end
-if fits == 1 then
+if fits == 1 and not again then
   for i = 1, n do
     local h, times, expiries = KEYS[3 * i - 2], KEYS[3 * i - 1], KEYS[3 * i]
     local b = 3 + (i - 1) * 8
@@ -121,39 +133,69 @@ return #buckets
 """
 
 
-def _bucket_keys(bucket: str) -> list[str]:
-    h = PREFIX + "b:" + bucket
-    return [h, h + ":t", h + ":x"]
-
-
 class RedisStore:
+    """One Redis server (or any Redis whose keys all live in one slot). The cluster store overrides
+    where keys live (`_prefix`, `_groups`), how a script reaches its shard (`_run`) and how a
+    reservation's shards are found again (`_tags_of`)."""
+
     def __init__(self, url: str) -> None:
         self.url = url
-        self._redis: aioredis.Redis | None = None
+        self._redis: Any = None
 
-    def _client(self) -> aioredis.Redis:
+    def _client(self) -> Any:
         if self._redis is None:
             self._redis = aioredis.from_url(self.url, socket_timeout=1.0, socket_connect_timeout=1.0,
                                             decode_responses=True)
         return self._redis
 
-    async def reserve(self, rid: str, charges: Sequence[Charge], now: float, ttl_s: float | None) -> Reservation:
-        from agentgov.engine.hooks.budget.store import StoreError
+    def _error(self, exc: BaseException) -> StoreError:
+        return StoreError(f"redis {redact(self.url)}: {type(exc).__name__}: {exc}")
 
-        keys = [k for c in charges for k in _bucket_keys(c.period.bucket)] + [PREFIX + "r:" + rid]
-        args: list[Any] = [rid, -1 if ttl_s is None else ttl_s, RID_TTL_S]
-        for c in charges:
-            cap = c.limit
-            args += [c.limit.rolling_s or 0, c.period.since, c.requests, c.tokens, repr(c.cost_usd),
-                     -1 if cap.requests is None else cap.requests, -1 if cap.tokens is None else cap.tokens,
-                     -1 if cap.cost_usd is None else repr(cap.cost_usd)]
+    # --- where keys live -------------------------------------------------------------------------
+
+    def _prefix(self, tag: str) -> str:
+        return PREFIX
+
+    def _groups(self, charges: Sequence[Charge]) -> list[tuple[str, list[Charge]]]:
+        """The charges reserved together in one script, by hash tag: on one server, all of them."""
+        return [("", list(charges))]
+
+    async def _tags_of(self, rid: str) -> list[str]:
+        return [""]
+
+    async def _remember(self, rid: str, tags: Sequence[str]) -> None:
+        """Record which shards a reservation touched (nothing to record on one server)."""
+
+    async def _forget(self, rid: str) -> None:
+        """Drop that record once the reservation is released."""
+
+    async def _run(self, script: str, keys: Sequence[str], args: Sequence[Any], *, writes: bool) -> Any:
+        return await self._client().eval(script, len(keys), *keys, *args)
+
+    # --- the store interface ---------------------------------------------------------------------
+
+    async def reserve(self, rid: str, charges: Sequence[Charge], now: float, ttl_s: float | None) -> Reservation:
+        groups = self._groups(charges)
         try:
-            server_now, admitted, used = await self._client().eval(_RESERVE, len(keys), *keys, *args)
-        except (RedisError, OSError) as exc:
-            raise StoreError(f"redis {self.url}: {type(exc).__name__}: {exc}") from exc
-        at_now = float(server_now)
+            await self._remember(rid, [tag for tag, _ in groups])
+            # Group by group (one on a server, one per shard on a cluster): each is all-or-nothing and
+            # exact; when a later group refuses, the earlier ones are released, so no cap is ever
+            # exceeded (a sibling may briefly see capacity held that is then returned).
+            results: list[tuple[Charge, tuple[str, str, str, str]]] = []
+            admitted_all, at_now = True, now
+            for done, (tag, group) in enumerate(groups):
+                server_now, admitted, used = await self._reserve_group(tag, rid, group, ttl_s)
+                at_now = float(server_now)
+                results += list(zip(group, used, strict=True))
+                if int(admitted) != 1:
+                    admitted_all = False
+                    if done:
+                        await self._update_groups(rid, "release", [t for t, _ in groups[:done]])
+                    break
+        except FAILURES as exc:
+            raise self._error(exc) from exc
         headroom, exceeded, retry = [], [], []
-        for charge, (req, tok, usd, oldest) in zip(charges, used, strict=True):
+        for charge, (req, tok, usd, oldest) in results:
             first = float(oldest)
             fits, room, wait = check(charge, int(float(req)), int(float(tok)), float(usd),
                                      first if first >= 0 else None, at_now)
@@ -161,17 +203,34 @@ class RedisStore:
             if not fits:
                 exceeded.append(charge.limit.name)
                 retry.append(wait)
-        if int(admitted) == 1:
+        if admitted_all:
             return Reservation(True, tuple(headroom))
         return Reservation(False, tuple(headroom), tuple(exceeded or ["budget"]), int(max(retry or [1.0]) + 0.999))
 
-    async def _update(self, rid: str, mode: str, tokens: int = 0, cost_usd: float = 0.0) -> None:
-        from agentgov.engine.hooks.budget.store import StoreError
+    async def _reserve_group(self, tag: str, rid: str, charges: Sequence[Charge], ttl_s: float | None) -> Any:
+        prefix = self._prefix(tag)
+        keys = [k for c in charges for k in _bucket_keys(prefix, c.period.bucket)] + [prefix + "r:" + rid]
+        args: list[Any] = [rid, -1 if ttl_s is None else ttl_s, RID_TTL_S]
+        for c in charges:
+            cap = c.limit
+            args += [c.limit.rolling_s or 0, c.period.since, c.requests, c.tokens, repr(c.cost_usd),
+                     -1 if cap.requests is None else cap.requests, -1 if cap.tokens is None else cap.tokens,
+                     -1 if cap.cost_usd is None else repr(cap.cost_usd)]
+        return await self._run(_RESERVE, keys, args, writes=True)
 
+    async def _update_groups(self, rid: str, mode: str, tags: Sequence[str], tokens: int = 0,
+                             cost_usd: float = 0.0) -> None:
+        for tag in tags:
+            await self._run(_UPDATE, [self._prefix(tag) + "r:" + rid], [rid, mode, tokens, repr(cost_usd)],
+                            writes=True)
+
+    async def _update(self, rid: str, mode: str, tokens: int = 0, cost_usd: float = 0.0) -> None:
         try:
-            await self._client().eval(_UPDATE, 1, PREFIX + "r:" + rid, rid, mode, tokens, repr(cost_usd))
-        except (RedisError, OSError) as exc:
-            raise StoreError(f"redis {self.url}: {type(exc).__name__}: {exc}") from exc
+            await self._update_groups(rid, mode, await self._tags_of(rid), tokens, cost_usd)
+            if mode == "release":
+                await self._forget(rid)
+        except FAILURES as exc:
+            raise self._error(exc) from exc
 
     async def settle(self, rid: str, tokens: int, cost_usd: float) -> None:
         await self._update(rid, "settle", tokens, cost_usd)
@@ -182,42 +241,61 @@ class RedisStore:
     async def release(self, rid: str) -> None:
         await self._update(rid, "release")
 
+    async def _bucket_hashes(self) -> AsyncIterator[tuple[str, str]]:
+        """(key, bucket) of every bucket's hash, on every shard."""
+        async for key in self._client().scan_iter(match=SCAN_MATCH):
+            if key.endswith((":t", ":x")) or BUCKET_MARK not in key:
+                continue
+            yield key, key.split(BUCKET_MARK, 1)[1]
+
     async def usage(self, now: float, contains: str = "",
                     rolling: Mapping[str, int | None] | None = None) -> list[UsageRow]:
         rows: list[tuple[Any, ...]] = []
         client = self._client()
-        async for key in client.scan_iter(match=PREFIX + "b:*"):
-            if key.endswith((":t", ":x")):
-                continue
-            bucket = key[len(PREFIX) + 2:]
-            if contains not in bucket:
-                continue
-            limit, key_value = bucket.split("|")[0], bucket.split("|")[1]
-            entries: dict[Any, Any] = await client.hgetall(key)
-            for field_name, value in entries.items():
-                if str(field_name).startswith("@"):
+        try:
+            async for key, bucket in self._bucket_hashes():
+                if contains not in bucket:
                     continue
-                at, req, tok, usd, reserved = str(value).split(",")
-                if float(reserved) and float(reserved) < now:
-                    continue
-                rows.append((limit, key_value, bucket, float(at), int(req), int(tok), float(usd),
-                             float(reserved) or None))
+                limit, key_value = bucket.split("|")[0], bucket.split("|")[1]
+                entries: dict[Any, Any] = await client.hgetall(key)
+                for field_name, value in entries.items():
+                    if str(field_name).startswith("@"):
+                        continue
+                    at, req, tok, usd, reserved = str(value).split(",")
+                    if float(reserved) and float(reserved) < now:
+                        continue
+                    rows.append((limit, key_value, bucket, float(at), int(req), int(tok), float(usd),
+                                 float(reserved) or None))
+        except FAILURES as exc:
+            raise self._error(exc) from exc
         return aggregate(rows, now, rolling)
 
     async def reset(self, contains: str) -> int:
         client = self._client()
         removed = 0
-        async for key in client.scan_iter(match=PREFIX + "b:*"):
-            if key.endswith((":t", ":x")) or contains not in key[len(PREFIX) + 2:]:
-                continue
-            removed += len([f for f in await client.hkeys(key) if not str(f).startswith("@")])
-            await client.delete(key, key + ":t", key + ":x")
+        try:
+            async for key, bucket in self._bucket_hashes():
+                if contains not in bucket:
+                    continue
+                removed += len([f for f in await client.hkeys(key) if not str(f).startswith("@")])
+                await client.delete(key, key + ":t", key + ":x")  # one tag: one slot, one command
+        except FAILURES as exc:
+            raise self._error(exc) from exc
         return removed
 
     async def close(self) -> None:
         if self._redis is not None:
             await self._redis.aclose()
             self._redis = None
+
+
+BUCKET_MARK = "}:budget:b:"
+SCAN_MATCH = "{agentgov*}:budget:b:*"
+
+
+def _bucket_keys(prefix: str, bucket: str) -> list[str]:
+    h = prefix + "b:" + bucket
+    return [h, h + ":t", h + ":x"]
 
 
 __all__ = ["Headroom", "RedisStore"]
