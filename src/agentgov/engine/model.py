@@ -82,6 +82,7 @@ class AgentRequest:
     context: Mapping[str, Any] = field(default_factory=dict)
     http: Mapping[str, Any] = field(default_factory=dict)
     extensions: Mapping[str, Any] = field(default_factory=dict)  # third-party hooks' enrichments, by hook
+    llm: Mapping[str, Any] | None = None  # an LLM call's own section (the tools it offers the model)
 
     def to_input(self) -> dict[str, Any]:
         findings = [f.to_input() for f in self.findings]
@@ -97,6 +98,8 @@ class AgentRequest:
         }
         if self.extensions:
             doc["hooks"] = {name: dict(data) for name, data in self.extensions.items()}
+        if self.llm is not None:
+            doc["llm"] = dict(self.llm)
         return doc
 
 
@@ -113,9 +116,14 @@ class Obligations:
 
     redact: tuple[str, ...] = ()
     headers: Mapping[str, str] = field(default_factory=dict)
+    # An LLM request's offered tools the caller may not call: removed from its body (ext_proc).
+    remove_tools: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
-        return {"redact": list(self.redact), "headers": dict(self.headers)}
+        out: dict[str, Any] = {"redact": list(self.redact), "headers": dict(self.headers)}
+        if self.remove_tools:
+            out["remove_tools"] = list(self.remove_tools)
+        return out
 
 
 @dataclass(frozen=True, slots=True)

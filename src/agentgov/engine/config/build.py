@@ -21,6 +21,7 @@ from agentgov.engine.hooks.budget.hook import BudgetHook, open_store
 from agentgov.engine.hooks.budget.limits import BudgetConfigError, tenant_caps_from_data
 from agentgov.engine.hooks.budget.limits import settings_from_config as budget_settings
 from agentgov.engine.hooks.identity import IdentityVerifier, issuers_from_config
+from agentgov.engine.hooks.model_tools import ModelToolsHook
 from agentgov.engine.hooks.pii.hook import PiiConfigError, PiiHook, settings_from_config
 from agentgov.engine.hooks.registry import HookLoadError, HookSlot, assemble
 from agentgov.engine.hooks.tool_filter import ToolListHook
@@ -129,7 +130,7 @@ def _tracing(cfg: Config) -> TracingSettings | None:
 
 def build_hooks(cfg: Config) -> list[HookSlot]:
     """The configured hooks after identity, in order. Built-ins: `pii` (unless `pii.enabled: false`)
-    and `tools_list`; third-party hooks from the entry-point group `agentgov.hooks`."""
+    `tools_list` and `model_tools`; third-party hooks from the entry-point group `agentgov.hooks`."""
     builtins: dict[str, Hook] = {}
     pii = dict(cfg.pii)
     enabled = pii.pop("enabled", True)
@@ -141,6 +142,7 @@ def build_hooks(cfg: Config) -> list[HookSlot]:
         except PiiConfigError as exc:
             raise cfg.problem(str(exc)) from None
     builtins["tools_list"] = ToolListHook()
+    builtins["model_tools"] = ModelToolsHook()
     if cfg.budgets is not None:
         try:
             budget = budget_settings(cfg.budgets)

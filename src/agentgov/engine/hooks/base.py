@@ -123,7 +123,11 @@ class ResponseContext:
 
 @dataclass(frozen=True)
 class PolicyQuestion:
-    phase: Literal["response", "list"]
+    """A question put to the policy outside the request's own decision: a response's findings
+    (`response`), one tool of a listing (`list`, no arguments), or a call a model asked the agent to
+    make (`request`, with its arguments: judged as the agent's own call would be)."""
+
+    phase: Literal["response", "list", "request"]
     action: ParsedAction
     findings: Sequence[Finding] = ()
 

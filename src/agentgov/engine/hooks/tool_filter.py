@@ -10,11 +10,11 @@ from __future__ import annotations
 import json
 import time
 from collections import OrderedDict
-from collections.abc import Mapping
 from typing import Any
 
 from agentgov.engine.errors import REASON_HOOK, Failure
 from agentgov.engine.hooks.base import BodyVerdict, PolicyQuestion, ResponseContext
+from agentgov.engine.hooks.responses import JsonOrEventStream, complete_events
 from agentgov.engine.protocols import ProtocolError
 from agentgov.engine.protocols.jsonbody import decode_json
 from agentgov.engine.protocols.parsed import ParsedAction
@@ -54,23 +54,13 @@ class ToolListHook:
         return allowed
 
 
-class ToolListFilter:
+class ToolListFilter(JsonOrEventStream):
     """Filters the `result.tools` of JSON-RPC answers, in a JSON body or in SSE events."""
 
     def __init__(self, hook: ToolListHook, context: ResponseContext) -> None:
         self._hook = hook
         self._context = context
-        self._streaming = False
         self._buffer = bytearray()
-
-    def on_headers(self, status: int, headers: Mapping[str, str]) -> bool:
-        content_type = headers.get("content-type", "").lower()
-        self._streaming = "text/event-stream" in content_type
-        return 200 <= status < 300 and (self._streaming or "json" in content_type)
-
-    @property
-    def wants_buffering(self) -> bool:
-        return not self._streaming
 
     async def on_body(self, chunk: bytes, end_of_stream: bool) -> BodyVerdict:
         self._buffer += chunk
@@ -82,10 +72,7 @@ class ToolListFilter:
                                                       "reasons": [REASON_HOOK],
                                                       "detail": "the tool listing is too large to filter"}).encode())
         if self._streaming:
-            normalized = bytes(self._buffer).replace(b"\r\n", b"\n")
-            *events, rest = normalized.split(b"\n\n")
-            if end_of_stream and rest.strip():
-                events, rest = [*events, rest], b""
+            events, rest = complete_events(bytes(self._buffer), end_of_stream)
             self._buffer = bytearray(rest)
             out = bytearray()
             for event in events:

@@ -74,8 +74,16 @@ def agentgov_inputs(env: Envelope, request: HookRequest, hidden: Collection[str]
             context=dict(context),
             http=http,
             extensions=extensions,
+            llm=llm_section(parsed),
         ).to_input())
     return inputs
+
+
+def llm_section(parsed: ParsedAction) -> dict[str, Any] | None:
+    """`input.llm` of an LLM call: the tools it offers the model (each also asked about as a tool.call)."""
+    if parsed.kind != "llm.chat":
+        return None
+    return {"tools": [t.to_input() for t in parsed.tools]}
 
 
 def stated_action(policy_input: Mapping[str, Any]) -> tuple[ParsedAction, str]:
@@ -126,13 +134,14 @@ def with_agentgov_section(policy_input: dict[str, Any], request: HookRequest) ->
 
 
 def question_input(subject: Subject, question: PolicyQuestion, decision_id: str) -> dict[str, Any]:
-    """The policy, asked about a response (`context.phase` "response", with its findings) or about
-    one tool of a listing (`context.phase` "list", no arguments)."""
+    """The policy, asked about a response (`context.phase` "response", with its findings), about
+    one tool of a listing (`context.phase` "list", no arguments), or about a call a model made
+    (`context.phase` "request", with the model's arguments)."""
     action = question.action
     return AgentRequest(
         subject=subject, action=Action(action.kind, action.name),
         resource=Resource(action.resource_type, action.resource_id, None),
-        arguments=action.arguments if question.phase == "response" else {},
+        arguments=action.arguments if question.phase != "list" else {},
         findings=tuple(question.findings),
         context={"time": datetime.now(UTC).isoformat(), "request_id": decision_id, "phase": question.phase},
     ).to_input()

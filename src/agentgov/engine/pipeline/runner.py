@@ -30,6 +30,7 @@ from agentgov.engine.pipeline.after import AfterStage
 from agentgov.engine.pipeline.before import BeforeStage
 from agentgov.engine.pipeline.exchange import ExchangeStages
 from agentgov.engine.pipeline.identity import IdentityStage
+from agentgov.engine.pipeline.offered import OfferedTools
 from agentgov.engine.pipeline.parse import PARSE_STAGE, malformed, observe, parse, refuse_body
 from agentgov.engine.pipeline.shadow import ShadowRunner
 from agentgov.engine.pipeline.swap import PolicySlot
@@ -96,6 +97,7 @@ class Governor:
         self.after = AfterStage(self.hooks, stages)
         self.shadow_runner = ShadowRunner(self.policies, self.hooks)
         self.exchange = ExchangeStages(self.hooks, self.policies, self.after, stages)
+        self.offered_tools = OfferedTools()
         self.tracing = Tracing(self.options.tracing) if self.options.tracing is not None else None
 
     # --- what doors and operators read ---------------------------------------------------------
@@ -289,6 +291,8 @@ class Governor:
         request = request.evolve(timings={**request.timings, "policy": observe(policy.POLICY_STAGE, started)})
         self.shadow_runner.compare(request, inputs, decisions)
         decision, request = guarantees.apply(policy.combine(decisions, self.options.can_redact), request)
+        decision = await self.offered_tools.check(request.subject, actions, decision, policy_set, request.decision_id,
+                                                  can_remove=self.options.can_redact)
         asked = inputs[:len(decisions)]
         return await self._finish(request, decision, runs, inputs=tuple(asked), consumed=consumed,
                                   summary=", ".join(f"{a.kind} {a.name}" for a in actions[:len(decisions)]))

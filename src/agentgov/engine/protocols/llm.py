@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import Collection
 from typing import Any
 
 from agentgov.engine.protocols.errors import ProtocolError
 from agentgov.engine.protocols.jsonbody import decode_json, strings_in
-from agentgov.engine.protocols.parsed import ParsedAction
+from agentgov.engine.protocols.parsed import OfferedTool, ParsedAction
 
 OPENAI_CHAT = "/v1/chat/completions"
 OPENAI_RESPONSES = "/v1/responses"
@@ -48,7 +50,94 @@ def parse_llm(path: str, body: bytes) -> ParsedAction:
         arguments["max_tokens"] = max_tokens * choices
         if choices != 1:
             arguments["max_tokens_per_choice"] = max_tokens
-    return ParsedAction("llm.chat", model, "model", model, arguments, tuple(texts), protocol)
+    return ParsedAction("llm.chat", model, "model", model, arguments, tuple(texts), protocol,
+                        tools=offered_tools(doc, protocol))
+
+
+MAX_TOOLS = 512  # more tools than any provider accepts in one request
+
+
+def offered_tools(doc: dict[str, Any], protocol: str) -> tuple[OfferedTool, ...]:
+    """The tools a request lets the model call, by the name the model will use to call them:
+    OpenAI Chat `tools[].function.name` (and `tools[].custom.name`, legacy `functions[].name`),
+    Responses `tools[].name` (a built-in tool without a name, `web_search` say, by its `type`),
+    Anthropic `tools[].name`. Anything that is not a list of such objects is refused: a tool agentgov
+    cannot name is one it cannot govern."""
+    fields = ("tools", "functions") if protocol == "openai.chat" else ("tools",)
+    out: list[OfferedTool] = []
+    for field_name in fields:
+        items = doc.get(field_name)
+        if items is None:
+            continue
+        if not isinstance(items, list):
+            raise ProtocolError(f"`{field_name}` must be an array")
+        for i, item in enumerate(items):
+            if not isinstance(item, dict):
+                raise ProtocolError(f"{field_name}[{i}] must be an object")
+            name, schema = _tool_name_and_schema(item, protocol, field_name)
+            if not isinstance(name, str) or not name:
+                raise ProtocolError(f"{field_name}[{i}] has no tool name")
+            out.append(OfferedTool(name, len(json.dumps(schema, separators=(",", ":"))) if schema is not None else 0))
+    if len(out) > MAX_TOOLS:
+        raise ProtocolError(f"more than {MAX_TOOLS} tools offered")
+    return tuple(out)
+
+
+def without_tools(path: str, body: bytes, names: Collection[str]) -> bytes:
+    """The request body with the tools named removed from what it offers (and the JSON still valid).
+    A `tool_choice` that forces one of them cannot be honoured without it: refused."""
+    doc = decode_json(body)
+    if not isinstance(doc, dict):
+        raise ProtocolError("LLM request body must be a JSON object")
+    protocol = {OPENAI_RESPONSES: "openai.responses", ANTHROPIC_MESSAGES: "anthropic.messages"}.get(path, "openai.chat")
+    removed = set(names)
+    forced = _forced_tool(doc.get("tool_choice")) or _forced_tool(doc.get("function_call"))
+    if forced in removed:
+        raise ProtocolError(f"tool_choice forces {forced[:64]}, which the caller may not call")
+    for field_name in ("tools", "functions") if protocol == "openai.chat" else ("tools",):
+        items = doc.get(field_name)
+        if isinstance(items, list):
+            doc[field_name] = [i for i in items if _tool_name_and_schema(i, protocol, field_name)[0] not in removed]
+            if not doc[field_name]:
+                del doc[field_name]  # an empty list is refused by some providers: no tools at all
+    if not any(doc.get(f) for f in ("tools", "functions")):
+        choice = doc.get("tool_choice")
+        kind = choice.get("type") if isinstance(choice, dict) else choice
+        if kind in ("required", "any"):
+            raise ProtocolError("tool_choice requires a tool, and every tool offered was removed")
+        for option in ("tool_choice", "function_call", "parallel_tool_calls"):
+            doc.pop(option, None)  # meaningless (and refused by providers) without tools
+    return json.dumps(doc, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+
+def _forced_tool(choice: Any) -> str | None:
+    """The tool a `tool_choice` (or legacy `function_call`) forces, if it names one."""
+    if not isinstance(choice, dict):
+        return None
+    for value in (choice.get("name"), _name_in(choice.get("function")), _name_in(choice.get("custom"))):
+        if isinstance(value, str):
+            return value
+    return None
+
+
+def _name_in(value: Any) -> Any:
+    return value.get("name") if isinstance(value, dict) else None
+
+
+def _tool_name_and_schema(item: dict[str, Any], protocol: str, field_name: str) -> tuple[Any, Any]:
+    if field_name == "functions":
+        return item.get("name"), item.get("parameters")
+    if protocol == "openai.chat":
+        kind = item.get("type", "function")
+        inner = item.get(kind) if isinstance(kind, str) else None
+        if not isinstance(inner, dict):
+            raise ProtocolError(f"a `{kind}` tool needs its `{kind}` object")
+        return inner.get("name"), inner.get("parameters", inner.get("format"))
+    if protocol == "anthropic.messages":
+        return item.get("name"), item.get("input_schema")
+    # OpenAI Responses: function and custom tools are named; built-in tools are known by their type.
+    name = item.get("name") if "name" in item else item.get("type")
+    return name, item.get("parameters")
 
 
 MAX_CHOICES = 128  # OpenAI's own bound on `n`

@@ -16,3 +16,14 @@ class ParsedAction:
     # (path, text) pairs that detectors scan: prompt messages, tool arguments.
     texts: tuple[tuple[str, str], ...] = ()
     protocol: str = "http"
+    # An LLM request's tools the model may call (`input.llm.tools`): name and argument-schema size.
+    tools: tuple[OfferedTool, ...] = ()
+
+
+@dataclass(frozen=True)
+class OfferedTool:
+    name: str
+    schema_bytes: int = 0  # the size of its argument schema as sent (a policy may cap it)
+
+    def to_input(self) -> dict[str, Any]:
+        return {"name": self.name, "schema_bytes": self.schema_bytes}

@@ -124,7 +124,7 @@ def authzen_routes(governor: Governor, *, token: str | None = None, base_url: st
         count_decision("authzen", d)
         return {"decision": d.allow, "context": {
             "decision_id": verdict.decision_id, "status": d.status, "reasons": list(d.reasons),
-            "obligations": {"redact": list(d.obligations.redact), "headers": dict(d.obligations.headers)},
+            "obligations": d.obligations.to_dict(),
             "policy_revision": verdict.policy_revision}}
 
     async def refuse(failure: Failure, reason: str, detail: str, request_id: str) -> Response:

@@ -76,7 +76,8 @@ def response_from_verdict(verdict: Verdict, *, include_input: bool) -> pb.Decide
     d, s = verdict.decision, verdict.subject
     response = pb.DecideResponse(
         decision_id=verdict.decision_id, allow=d.allow, reasons=list(d.reasons), status=d.status,
-        obligations=pb.Obligations(redact=list(d.obligations.redact), headers=dict(d.obligations.headers)),
+        obligations=pb.Obligations(redact=list(d.obligations.redact), headers=dict(d.obligations.headers),
+                                   remove_tools=list(d.obligations.remove_tools)),
         subject=pb.Subject(id=s.id, roles=list(s.roles), tenant=s.tenant or "", authenticated=s.authenticated),
         retry_after_s=verdict.retry_after_s or 0, detail=d.detail, consumed_headers=list(verdict.consumed_headers),
         policy_revision=verdict.policy_revision,
@@ -119,7 +120,8 @@ def verdict_from_response(response: pb.DecideResponse) -> Verdict:
     decision = Decision(allow=response.allow, reasons=tuple(response.reasons) or (() if response.allow else ("denied",)),
                         status=status, engine="remote",
                         obligations=Obligations(redact=tuple(response.obligations.redact),
-                                                headers=dict(response.obligations.headers)),
+                                                headers=dict(response.obligations.headers),
+                                                remove_tools=tuple(response.obligations.remove_tools)),
                         directives=directives, detail=response.detail)
     s = response.subject
     subject = Subject(id=s.id or "anonymous", roles=tuple(s.roles), tenant=s.tenant or None,

@@ -50,9 +50,20 @@ def _fixture(kind: str) -> str:
 
 
 def _received(request: web.Request, raw: bytes) -> dict[str, str]:
-    """What arrived, for tests that check a rewritten body: its length and the declared length."""
-    return {"x-demo-seen": json.dumps(_seen(request)), "x-demo-body-length": str(len(raw)),
-            "x-demo-content-length": request.headers.get("content-length", "")}
+    """What arrived, for tests that check a rewritten body: its length and the declared length, and
+    for an LLM call the names of the tools it offered (`x-demo-tools`)."""
+    out = {"x-demo-seen": json.dumps(_seen(request)), "x-demo-body-length": str(len(raw)),
+           "x-demo-content-length": request.headers.get("content-length", "")}
+    try:
+        doc = json.loads(raw or b"{}")
+    except ValueError:
+        return out
+    if isinstance(doc, dict) and ("tools" in doc or "functions" in doc):
+        tools = [t for t in (doc.get("tools") or []) + (doc.get("functions") or []) if isinstance(t, dict)]
+        names = [t.get("name") or (t.get("function") or {}).get("name") or t.get("type") for t in tools]
+        out["x-demo-tools"] = json.dumps([n for n in names if isinstance(n, str)])
+        out["x-demo-tool-choice"] = json.dumps(doc.get("tool_choice"))
+    return out
 
 
 async def mcp(request: web.Request) -> web.Response:
@@ -91,6 +102,30 @@ def _last_user_text(doc: dict[str, Any]) -> str:
     return ""
 
 
+def _tool_call(doc: dict[str, Any]) -> tuple[str, str] | None:
+    """Asked `call TOOL {json}` with tools offered, the fake model calls TOOL with those arguments
+    (JSON text), whatever tools it was offered (tests show agentgov stops what it may not call)."""
+    prompt = _last_user_text(doc) or _responses_prompt(doc)
+    if not doc.get("tools") or not prompt.startswith("call "):
+        return None
+    name, _, arguments = prompt[5:].partition(" ")
+    return name, arguments.strip() or "{}"
+
+
+def _responses_prompt(doc: dict[str, Any]) -> str:
+    value = doc.get("input")
+    if isinstance(value, str):
+        return value
+    for item in reversed(value if isinstance(value, list) else []):
+        if isinstance(item, dict) and item.get("role") == "user" and isinstance(item.get("content"), str):
+            return str(item["content"])
+    return ""
+
+
+def _pieces(text: str, size: int = 5) -> list[str]:
+    return [text[i:i + size] for i in range(0, len(text), size)] or [""]
+
+
 def _answer(doc: dict[str, Any]) -> str:
     """The fake model: echoes the prompt it received (so the demo shows what crossed the boundary),
     and, asked for a contact, answers with an e-mail address (so tests see output inspection)."""
@@ -115,6 +150,9 @@ async def chat(request: web.Request) -> web.StreamResponse:
     usage = {"prompt_tokens": DEMO_INPUT_TOKENS, "completion_tokens": DEMO_OUTPUT_TOKENS,
              "total_tokens": DEMO_INPUT_TOKENS + DEMO_OUTPUT_TOKENS}
     answer = _answer(doc)
+    call = _tool_call(doc)
+    if call is not None:
+        return await _chat_tool_call(request, doc, call, usage)
     if doc.get("stream"):
         pieces = [answer[i:i + 7] for i in range(0, len(answer), 7)]
         chunks: list[Any] = [{"id": "chatcmpl-demo", "object": "chat.completion.chunk", "model": doc.get("model"),
@@ -130,14 +168,76 @@ async def chat(request: web.Request) -> web.StreamResponse:
     }, headers=_received(request, raw))
 
 
+async def _chat_tool_call(request: web.Request, doc: dict[str, Any], call: tuple[str, str],
+                          usage: dict[str, int]) -> web.StreamResponse:
+    name, arguments = call
+    base = {"id": "chatcmpl-demo", "object": "chat.completion.chunk", "model": doc.get("model")}
+    if not doc.get("stream"):
+        return web.json_response({
+            **base, "object": "chat.completion", "usage": usage,
+            "choices": [{"index": 0, "finish_reason": "tool_calls", "message": {
+                "role": "assistant", "content": None, "tool_calls": [
+                    {"id": "call_demo", "type": "function", "function": {"name": name, "arguments": arguments}}]}}]})
+    chunks: list[Any] = [{**base, "choices": [{"index": 0, "delta": {"role": "assistant", "content": "Let me check."}}]},
+                         {**base, "choices": [{"index": 0, "delta": {"tool_calls": [
+                             {"index": 0, "id": "call_demo", "type": "function",
+                              "function": {"name": name, "arguments": ""}}]}}]}]
+    chunks += [{**base, "choices": [{"index": 0, "delta": {"tool_calls": [{"index": 0, "function": {"arguments": p}}]}}]}
+               for p in _pieces(arguments)]
+    chunks.append({**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "tool_calls"}]})
+    return await _sse(request, [(None, c) for c in chunks] + [(None, "[DONE]")])
+
+
+async def responses(request: web.Request) -> web.StreamResponse:
+    """OpenAI Responses: a text answer, or a function call when asked `call TOOL {json}`; with
+    `stream`, its typed events."""
+    raw = await request.read()
+    doc = json.loads(raw or b"{}")
+    call = _tool_call(doc)
+    usage = {"input_tokens": DEMO_INPUT_TOKENS, "output_tokens": DEMO_OUTPUT_TOKENS,
+             "total_tokens": DEMO_INPUT_TOKENS + DEMO_OUTPUT_TOKENS}
+    text_item = {"type": "message", "id": "msg_demo", "role": "assistant",
+                 "content": [{"type": "output_text", "text": "demo answer"}]}
+    output: list[Any] = [text_item]
+    if call is not None:
+        output.append({"type": "function_call", "id": "fc_demo", "call_id": "call_demo", "name": call[0],
+                       "arguments": call[1], "status": "completed"})
+    response = {"id": "resp_demo", "object": "response", "model": doc.get("model"), "status": "completed",
+                "output": output, "usage": usage}
+    if not doc.get("stream"):
+        return web.json_response(response, headers=_received(request, raw))
+    events: list[tuple[str | None, Any]] = [
+        ("response.created", {"type": "response.created", "response": {**response, "output": [], "usage": None}}),
+        ("response.output_text.delta", {"type": "response.output_text.delta", "output_index": 0, "delta": "demo answer"}),
+        ("response.output_item.done", {"type": "response.output_item.done", "output_index": 0, "item": text_item})]
+    if call is not None:
+        item = output[1]
+        events.append(("response.output_item.added", {"type": "response.output_item.added", "output_index": 1,
+                                                      "item": {**item, "arguments": "", "status": "in_progress"}}))
+        events += [("response.function_call_arguments.delta", {"type": "response.function_call_arguments.delta",
+                                                               "output_index": 1, "delta": p})
+                   for p in _pieces(call[1])]
+        events.append(("response.function_call_arguments.done", {"type": "response.function_call_arguments.done",
+                                                                 "output_index": 1, "arguments": call[1]}))
+        events.append(("response.output_item.done", {"type": "response.output_item.done", "output_index": 1,
+                                                     "item": item}))
+    events.append(("response.completed", {"type": "response.completed", "response": response}))
+    return await _sse(request, events)
+
+
 async def messages(request: web.Request) -> web.StreamResponse:
-    """Anthropic Messages; with `stream`, its event sequence (usage in message_start and message_delta)."""
-    doc = json.loads(await request.read() or b"{}")
+    """Anthropic Messages; with `stream`, its event sequence (usage in message_start and message_delta).
+    Asked `call TOOL {json}` with tools offered, it answers with a `tool_use` block."""
+    raw = await request.read()
+    doc = json.loads(raw or b"{}")
+    call = _tool_call(doc)
+    if call is not None:
+        return await _messages_tool_use(request, doc, call)
     message = {"id": "msg_demo", "type": "message", "role": "assistant", "model": doc.get("model"),
                "content": [{"type": "text", "text": "demo answer"}], "stop_reason": "end_turn",
                "usage": {"input_tokens": DEMO_INPUT_TOKENS, "output_tokens": DEMO_OUTPUT_TOKENS}}
     if not doc.get("stream"):
-        return web.json_response(message, headers={"x-demo-seen": json.dumps(_seen(request))})
+        return web.json_response(message, headers=_received(request, raw))
     start = {**message, "content": [], "usage": {"input_tokens": DEMO_INPUT_TOKENS, "output_tokens": 1}}
     return await _sse(request, [
         ("message_start", {"type": "message_start", "message": start}),
@@ -147,6 +247,39 @@ async def messages(request: web.Request) -> web.StreamResponse:
                            "usage": {"output_tokens": DEMO_OUTPUT_TOKENS}}),
         ("message_stop", {"type": "message_stop"}),
     ])
+
+
+async def _messages_tool_use(request: web.Request, doc: dict[str, Any], call: tuple[str, str]) -> web.StreamResponse:
+    name, arguments = call
+    try:
+        parsed = json.loads(arguments)
+    except ValueError:
+        parsed = {"unreadable": arguments}
+    usage = {"input_tokens": DEMO_INPUT_TOKENS, "output_tokens": DEMO_OUTPUT_TOKENS}
+    message = {"id": "msg_demo", "type": "message", "role": "assistant", "model": doc.get("model"),
+               "content": [{"type": "text", "text": "Let me check."},
+                           {"type": "tool_use", "id": "toolu_demo", "name": name, "input": parsed}],
+               "stop_reason": "tool_use", "usage": usage}
+    if not doc.get("stream"):
+        return web.json_response(message, headers={"x-demo-seen": json.dumps(_seen(request))})
+    start = {**message, "content": [], "stop_reason": None, "usage": {**usage, "output_tokens": 1}}
+    events: list[tuple[str | None, Any]] = [
+        ("message_start", {"type": "message_start", "message": start}),
+        ("content_block_start", {"type": "content_block_start", "index": 0,
+                                 "content_block": {"type": "text", "text": ""}}),
+        ("content_block_delta", {"type": "content_block_delta", "index": 0,
+                                 "delta": {"type": "text_delta", "text": "Let me check."}}),
+        ("content_block_stop", {"type": "content_block_stop", "index": 0}),
+        ("content_block_start", {"type": "content_block_start", "index": 1, "content_block": {
+            "type": "tool_use", "id": "toolu_demo", "name": name, "input": {}}})]
+    events += [("content_block_delta", {"type": "content_block_delta", "index": 1,
+                                        "delta": {"type": "input_json_delta", "partial_json": p}})
+               for p in _pieces(arguments)]
+    events += [("content_block_stop", {"type": "content_block_stop", "index": 1}),
+               ("message_delta", {"type": "message_delta", "delta": {"stop_reason": "tool_use"},
+                                  "usage": {"output_tokens": DEMO_OUTPUT_TOKENS}}),
+               ("message_stop", {"type": "message_stop"})]
+    return await _sse(request, events)
 
 
 async def _sse(request: web.Request, events: Sequence[tuple[str | None, Any]]) -> web.StreamResponse:
@@ -174,6 +307,7 @@ def create_app() -> web.Application:
     app.router.add_post("/{server}/mcp", mcp)
     app.router.add_post("/v1/chat/completions", chat)
     app.router.add_post("/v1/messages", messages)
+    app.router.add_post("/v1/responses", responses)
     app.router.add_route("*", "/{tail:.*}", anything)
     return app
 

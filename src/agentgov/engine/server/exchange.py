@@ -50,6 +50,7 @@ def exchange_metadata(verdict: Verdict) -> dict[str, Any]:
         "actions": [{"kind": a.kind, "name": a.name, "resource_type": a.resource_type, "resource_id": a.resource_id,
                      "protocol": a.protocol} for a in verdict.actions],
         "redact": list(verdict.decision.obligations.redact),
+        "remove_tools": list(verdict.decision.obligations.remove_tools),
         # What ext_proc needs to hold a stream to its budget (reserved output, what was left).
         "budget": {k: v for k, v in ((verdict.inputs[0].get("budget") or {}) if verdict.inputs else {}).items()
                    if k in ("reserved_output_tokens", "remaining_tokens", "estimated_tokens")},

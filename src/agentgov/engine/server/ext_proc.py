@@ -35,8 +35,9 @@ from agentgov.engine.hooks.base import BodyVerdict, ResponseProcessor
 from agentgov.engine.metrics import RESPONSES, TOKENS, UNMETERED
 from agentgov.engine.model import Decision, Obligations, Subject
 from agentgov.engine.pipeline import Governor
+from agentgov.engine.pipeline.offered import REASON as REASON_TOOL
 from agentgov.engine.protocols import ProtocolError
-from agentgov.engine.protocols.llm import LLM_PATHS
+from agentgov.engine.protocols.llm import LLM_PATHS, without_tools
 from agentgov.engine.protocols.parsed import ParsedAction
 from agentgov.engine.protocols.usage import Usage, UsageMeter
 from agentgov.engine.server.exchange import EXT_AUTHZ_NAMESPACE, read_exchange
@@ -62,6 +63,7 @@ class _Exchange:
     done: bool = False
     context: Mapping[str, Any] | None = None  # what ext_authz decided (dynamic metadata)
     redact: tuple[str, ...] = ()
+    remove_tools: tuple[str, ...] = ()  # offered tools the caller may not call: out of the body
     processors: list[tuple[str, ResponseProcessor]] = field(default_factory=list)
     blocked: bool = False
     inspected: bool = False
@@ -69,6 +71,14 @@ class _Exchange:
     @property
     def metered(self) -> bool:
         return self.path.split("?", 1)[0] in LLM_PATHS
+
+
+def _body_replaced(body: bytes) -> ep.ProcessingResponse:
+    """The request body replaced (its length with it), as Envoy forwards it to the backend."""
+    common = ep.CommonResponse(
+        header_mutation=ep.HeaderMutation(set_headers=[_set_header("content-length", str(len(body)))]),
+        body_mutation=ep.BodyMutation(body=body))
+    return ep.ProcessingResponse(request_body=ep.BodyResponse(response=common))
 
 
 def _header_map(headers: base_pb2.HeaderMap) -> dict[str, str]:
@@ -154,10 +164,11 @@ class ExternalProcessorService(ep_grpc.ExternalProcessorServicer):  # type: igno
         exchange.context = _exchange_context(request)
         if exchange.context is not None:
             exchange.redact = tuple(str(t) for t in exchange.context.get("redact", []))
+            exchange.remove_tools = tuple(str(t) for t in exchange.context.get("remove_tools") or [])
         response = ep.ProcessingResponse(request_headers=ep.HeadersResponse())
         inspect = self._inspects(exchange)
         mode = _MODE()
-        if exchange.redact:
+        if exchange.redact or exchange.remove_tools:
             mode.request_body_mode = _MODE.BUFFERED
         if not inspect and not exchange.metered:
             mode.response_header_mode = _MODE.SKIP
@@ -178,6 +189,17 @@ class ExternalProcessorService(ep_grpc.ExternalProcessorServicer):  # type: igno
 
     def _request_body(self, exchange: _Exchange, body: ep.HttpBody) -> ep.ProcessingResponse:
         response = ep.ProcessingResponse(request_body=ep.BodyResponse())
+        original = body.body
+        if exchange.remove_tools:
+            try:
+                without = without_tools(exchange.path.split("?", 1)[0], original, exchange.remove_tools)
+            except ProtocolError as exc:
+                RESPONSES.labels(outcome="blocked", reason=REASON_TOOL).inc()
+                return _refused(Failure.FORBIDDEN, REASON_TOOL, exchange.decision_id, str(exc))
+            RESPONSES.labels(outcome="rewritten", reason="remove_tools").inc()
+            if not exchange.redact:
+                return _body_replaced(without)
+            original = without
         if not exchange.redact:
             return response
         if self.stages is None or not self.stages.rewrites_bodies:
@@ -185,16 +207,13 @@ class ExternalProcessorService(ep_grpc.ExternalProcessorServicer):  # type: igno
             return _refused(Failure.FORBIDDEN, "redaction_unavailable", exchange.decision_id,
                             "the policy requires redaction, which is not available here")
         try:
-            rewritten = self.stages.rewrite_request(body.body, exchange.redact)
+            rewritten = self.stages.rewrite_request(original, exchange.redact)
         except ProtocolError as exc:
             return _refused(Failure.MALFORMED, "malformed_request", exchange.decision_id, str(exc))
         if rewritten is None:
-            return response
+            return response if original is body.body else _body_replaced(original)
         RESPONSES.labels(outcome="redacted", reason="request").inc()
-        common = ep.CommonResponse(
-            header_mutation=ep.HeaderMutation(set_headers=[_set_header("content-length", str(len(rewritten)))]),
-            body_mutation=ep.BodyMutation(body=rewritten))
-        return ep.ProcessingResponse(request_body=ep.BodyResponse(response=common))
+        return _body_replaced(rewritten)
 
     # --- response ---------------------------------------------------------------------------------
 

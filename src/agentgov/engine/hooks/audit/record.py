@@ -57,7 +57,9 @@ def decision_body(request: HookRequest, decision: Decision, *, phase: str = "req
         "status": decision.status,
         "reasons": [_cut(r) for r in decision.reasons],
         "obligations": {"redact": list(decision.obligations.redact),
-                        "headers": sorted(decision.obligations.headers)},
+                        "headers": sorted(decision.obligations.headers),
+                        **({"remove_tools": [_cut(t) for t in decision.obligations.remove_tools]}
+                           if decision.obligations.remove_tools else {})},
         "errors": [_cut(e) for e in decision.errors],
         "policy": {"revision": request.policy_revision},
         "findings": [{"type": t, "category": c, "count": n} for (t, c), n in sorted(findings.items())],

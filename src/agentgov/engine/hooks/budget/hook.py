@@ -47,7 +47,7 @@ def open_store(settings: BudgetSettings, base: Path) -> BudgetStore:
         return RedisStore(settings.store)
     path = Path(settings.store.removeprefix("sqlite:///")) if settings.store.startswith("sqlite:///") \
         else base / "budgets.sqlite3"
-    return SqliteStore(path if path.is_absolute() else base / path)
+    return SqliteStore(path if path.is_absolute() else base / path, synchronous=settings.sqlite_synchronous)
 
 
 class BudgetHook:

@@ -21,7 +21,7 @@ KEYS = ("subject", "tenant", "api_key", "model", "tool", "subject+model", "tenan
 _MATCH = {"roles", "tenants", "kinds", "models", "tools"}
 _LIMIT_KEYS = {"name", "key", "match", "window", "requests", "tokens", "cost_usd"}
 _TOP = {"store", "on_store_error", "prices", "limits", "time_zone", "default_output_tokens", "reservation_ttl_s",
-        "enforce", "hash_tag", "wait_replicas"}
+        "enforce", "hash_tag", "wait_replicas", "sqlite_synchronous"}
 # On a Redis Cluster, the keys of a bucket carry the hash tag of its owner: the first of its key's parts
 # in this order. A tenant's limits then share a slot (reserved atomically together); a limit keyed by
 # something wider (a model for every tenant) has a slot of its own.
@@ -77,6 +77,9 @@ class BudgetSettings:
     # replicas must hold a reservation before it admits anything.
     hash_tag: str = "tenant"
     wait_replicas: int = 1
+    # SQLite only: `normal` (a power loss may forget the last commits: only capacity comes back) or
+    # `full` (every batch's commit is fsynced before its decisions are answered).
+    sqlite_synchronous: str = "normal"
 
 
 def tenant_caps_from_data(data: Mapping[str, Any], limits: Sequence[Limit]) -> dict[str, dict[str, dict[str, Any]]]:
@@ -150,8 +153,11 @@ def settings_from_config(doc: Mapping[str, Any]) -> BudgetSettings:
     replicas = doc.get("wait_replicas", 1)
     if isinstance(replicas, bool) or not isinstance(replicas, int) or not 0 <= replicas <= 16:
         raise BudgetConfigError("budgets.wait_replicas must be an integer from 0 to 16")
+    synchronous = doc.get("sqlite_synchronous", "normal")
+    if synchronous not in ("normal", "full"):
+        raise BudgetConfigError("budgets.sqlite_synchronous must be normal or full")
     return BudgetSettings(store, str(mode), limits, prices, zone, out_tokens, float(ttl), enforce=str(enforce),
-                          hash_tag=str(tag), wait_replicas=replicas)
+                          hash_tag=str(tag), wait_replicas=replicas, sqlite_synchronous=str(synchronous))
 
 
 def _limit(i: int, item: Any) -> Limit:

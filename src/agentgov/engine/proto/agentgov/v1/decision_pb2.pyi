@@ -85,7 +85,7 @@ class Subject(_message.Message):
     def __init__(self, id: _Optional[str] = ..., roles: _Optional[_Iterable[str]] = ..., tenant: _Optional[str] = ..., authenticated: _Optional[bool] = ...) -> None: ...
 
 class Obligations(_message.Message):
-    __slots__ = ("redact", "headers")
+    __slots__ = ("redact", "headers", "remove_tools")
     class HeadersEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -95,9 +95,11 @@ class Obligations(_message.Message):
         def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
     REDACT_FIELD_NUMBER: _ClassVar[int]
     HEADERS_FIELD_NUMBER: _ClassVar[int]
+    REMOVE_TOOLS_FIELD_NUMBER: _ClassVar[int]
     redact: _containers.RepeatedScalarFieldContainer[str]
     headers: _containers.ScalarMap[str, str]
-    def __init__(self, redact: _Optional[_Iterable[str]] = ..., headers: _Optional[_Mapping[str, str]] = ...) -> None: ...
+    remove_tools: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, redact: _Optional[_Iterable[str]] = ..., headers: _Optional[_Mapping[str, str]] = ..., remove_tools: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class Header(_message.Message):
     __slots__ = ("name", "value")
