@@ -201,10 +201,12 @@ def test_agentgov_up_check_runs_the_readme_demo() -> None:
                             capture_output=True, text=True, timeout=120, check=False)
     assert result.returncode == 0, result.stderr[-2000:]
     answers = [line.split()[1] for line in result.stdout.splitlines() if line.startswith("→ ")]
-    assert answers == ["200", "403", "401", "200", "200", "403", "200", "200", "200"]
+    assert answers == ["200", "403", "401", "200", "200", "403", "403", "200", "200", "200"]
     assert "you said: Send the receipt to [REDACTED:EMAIL], card [REDACTED:CREDIT_CARD]" in result.stdout
     assert not [line for line in result.stdout.splitlines() if line.startswith("→ ") and "jane.doe" in line]
     assert '"reasons": ["secret_detected"]' in result.stdout
+    assert '"reasons": ["approval_required"]' in result.stdout
+    assert '"approval_id": "apr_' in result.stdout
     assert '"tools":[{"name":"web.search"' in result.stdout  # a developer sees web.search and code.exec only
     assert '"reasons": ["tool_granted"]' in result.stdout  # the Data API answer
     assert '"decision": true' in result.stdout  # the AuthZEN answer

@@ -163,9 +163,26 @@ headers := {"x-agentgov-break-glass": "true"} if {
 }
 else := {}
 
+# A call the catalog marks (`approval_above_usd`, `approvers`) above its limit is allowed only once one
+# of the approvers says yes to this exact call: agentgov holds it and spends the approval (docs/approvals.md).
+approval := {"approvers": entry.approvers, "reason": "refund_above_limit", "ttl_s": 900, "uses": 1} if {
+	request_phase
+	input.action.kind == "tool.call"
+	is_number(entry.approval_above_usd)
+	is_number(input.arguments.amount_usd)
+	input.arguments.amount_usd > entry.approval_above_usd
+}
+
+base_obligations := {"redact": redact, "headers": headers}
+
+obligations := object.union(base_obligations, {"approval": approval}) if {
+	allow
+	approval
+} else := base_obligations
+
 decision := {
 	"allow": allow,
 	"reasons": reasons,
 	"status": status,
-	"obligations": {"redact": redact, "headers": headers},
+	"obligations": obligations,
 }

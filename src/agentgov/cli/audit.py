@@ -63,6 +63,11 @@ def records_in(paths: tuple[Path, ...]) -> Iterator[dict[str, Any]]:
                 click.echo(f"{file.name}:{number}: not a record (run `agentgov audit verify`)", err=True)
 
 
+def _about(record: dict[str, Any], approval_id: str) -> bool:
+    approval = record.get("approval") or {}
+    return approval_id in (approval.get("id"), *(approval.get("expired") or ()))
+
+
 def _when(value: str | None) -> datetime | None:
     if value is None:
         return None
@@ -82,12 +87,13 @@ def _when(value: str | None) -> datetime | None:
 @click.option("--until", help="ISO 8601 time (exclusive).")
 @click.option("--decision", type=click.Choice(["allow", "deny"]))
 @click.option("--reason", help="Records whose reasons include this one.")
+@click.option("--approval", "approval_id", help="The story of one approval: requested, decided, used, expired.")
 @click.option("--format", "fmt", type=click.Choice(["json", "table"]), default="json", show_default=True)
 @click.option("--include-shadow", is_flag=True,
               help="Also shadow-mode flips (phase shadow): what a candidate policy would have decided.")
 def query(paths: tuple[Path, ...], config_path: Path | None, subject: str | None, tenant: str | None,
-          since: str | None, until: str | None, decision: str | None, reason: str | None, fmt: str,
-          include_shadow: bool) -> None:
+          since: str | None, until: str | None, decision: str | None, reason: str | None, approval_id: str | None,
+          fmt: str, include_shadow: bool) -> None:
     """Records matching every filter given, oldest first per chain: JSON lines or a table."""
     paths = audit_paths(paths, config_path)
     start, end = _when(since), _when(until)
@@ -99,9 +105,12 @@ def query(paths: tuple[Path, ...], config_path: Path | None, subject: str | None
         at = datetime.fromisoformat(r["time"])
         if (subject and s.get("id") != subject) or (tenant and s.get("tenant") != tenant) or \
                 (decision and r.get("allow") != (decision == "allow")) or \
-                (reason and reason not in r.get("reasons", [])) or (start and at < start) or (end and at >= end):
+                (reason and reason not in r.get("reasons", [])) or (start and at < start) or (end and at >= end) or \
+                (approval_id and not _about(r, approval_id)):
             continue
         rows.append(r)
+    if approval_id:  # one story across chains (the workers' and the approvers'), in time order
+        rows.sort(key=lambda r: r["time"])
     if fmt == "json":
         for r in rows:
             click.echo(json.dumps(r, sort_keys=True))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 from collections.abc import Awaitable, Callable
@@ -11,6 +10,7 @@ from typing import Any, TypeVar
 
 import click
 
+from agentgov.cli.configured import with_store
 from agentgov.cli.output import EXIT_ERROR
 from agentgov.engine.config import ConfigError, default_config_path, environment, resolve
 from agentgov.engine.hooks.budget.hook import open_store
@@ -36,19 +36,8 @@ def _settings(config_path: Path | None) -> tuple[BudgetSettings, Path]:
 
 
 def _with_store(settings: BudgetSettings, base: Path, work: Callable[[BudgetStore], Awaitable[T]]) -> T:
-    """Open the configured store, do `work`, close it; a store that cannot answer is one line, exit 1."""
-    async def run() -> T:
-        store = open_store(settings, base)
-        try:
-            return await work(store)
-        finally:
-            await store.close()
-
-    try:
-        return asyncio.run(run())
-    except StoreError as exc:
-        click.echo(f"budget store unavailable: {exc}", err=True)
-        raise SystemExit(EXIT_ERROR) from None
+    return with_store(lambda: open_store(settings, base), lambda store: store.close(), work, StoreError,
+                      "budget store")
 
 
 def _filter(subject: str | None, tenant: str | None, key: str | None) -> str:

@@ -3,7 +3,8 @@ report its errors, and the audit folder as the default for the commands that rea
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import asyncio
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -13,6 +14,26 @@ from agentgov.cli.output import EXIT_ERROR
 from agentgov.engine.config import Config, ConfigError, environment, resolve
 
 F = TypeVar("F", bound=Callable[..., Any])
+T = TypeVar("T")
+S = TypeVar("S")
+
+
+def with_store(open_store: Callable[[], S], close: Callable[[S], Awaitable[None]], work: Callable[[S], Awaitable[T]],
+               unavailable: type[Exception], label: str) -> T:
+    """Open a store, do `work`, close it; a store that cannot answer is one line (`LABEL unavailable:
+    …`) and exit 1, never a traceback."""
+    async def run() -> T:
+        store = open_store()
+        try:
+            return await work(store)
+        finally:
+            await close(store)
+
+    try:
+        return asyncio.run(run())
+    except unavailable as exc:
+        click.echo(f"{label} unavailable: {exc}", err=True)
+        raise SystemExit(EXIT_ERROR) from None
 
 
 def config_option(help_text: str) -> Callable[[F], F]:

@@ -17,6 +17,8 @@ from agentgov.cli.output import EXIT_ERROR
 COMMANDS: dict[str, tuple[str, str, str]] = {  # name: (module under agentgov.cli, attribute, summary)
     "api-key": ("api_key", "api_key",
         'Print a fresh API key (once: it is not stored anywhere) and its identity.api_keys entry.'),
+    "approvals": ("approvals", "approvals",
+        "Calls the policy allows only once a person approves them (docs/approvals.md)."),
     "audit": ("audit", "audit",
         'The audit log: verify it, read it, query it, export it.'),
     "budget": ("budget", "budget",

@@ -54,6 +54,13 @@ def demo_calls(stack: LocalStack) -> list[tuple[str, str | None, dict[str, objec
          {**call, "params": {"name": "crm.query", "arguments": {"tenant_id": "acme",
                                                               "query": "is AKIAQ7RZ3KXW5MN2PL4T still valid?"}}},
          f"{stack.url}/mcp"),
+        ("a refund above its limit waits for a person: 403 approval_required with an approval_id. Approve it "
+         "as someone in finance, then send the same call again (it passes once):\n#   agentgov approvals approve "
+         f"APPROVAL_ID --config {stack.workdir / 'agentgov.yaml'} --token \"$(agentgov token --sub fiona "
+         "--role finance)\"", stack.keys.token("sam", ["support"], "acme"),
+         {**call, "params": {"name": "payments.refund",
+                             "arguments": {"tenant_id": "acme", "order": "A-1001", "amount_usd": 250}}},
+         f"{stack.url}/mcp"),
         ("tools/list shows only the tools this caller may call", dev,
          {"jsonrpc": "2.0", "id": 2, "method": "tools/list"}, f"{stack.url}/mcp"),
         ("the same policy through OPA's Data API (no Envoy; the caller states the subject)", None,
@@ -138,7 +145,9 @@ def up(config_path: Path | None, policies: Path | None, engine: str | None, work
         if workers is not None:
             options["workers"] = workers
     else:
-        options = {"policies": policies or default_policy_path(), "engine": engine or "rego", "workers": workers or 1}
+        options = {"policies": policies or default_policy_path(), "engine": engine or "rego", "workers": workers or 1,
+                   # the tour shows a call that waits for a person (docs/approvals.md)
+                   "config_extra": {"approvals": {"store": "sqlite"}}}
     engine = str(options["engine"])
     stack = LocalStack(data_api=True, ext_proc=True, keep_workdir=keep, **options)
     signal.signal(signal.SIGTERM, _exit_on_signal)  # `finally` below then stops every child process

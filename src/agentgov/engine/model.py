@@ -111,6 +111,33 @@ def summarize_findings(findings: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 @dataclass(frozen=True, slots=True)
+class ApprovalSpec:
+    """The policy's `obligations.approval`: allowed once a person with one of `approvers` says yes to
+    this exact call; the approval then serves `uses` calls within `ttl_s` of being given."""
+
+    approvers: tuple[str, ...]
+    reason: str = "approval_required"
+    ttl_s: float | None = None  # None: the configured approvals.default_ttl_s
+    uses: int = 1
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"approvers": list(self.approvers), "reason": self.reason, "uses": self.uses}
+        if self.ttl_s is not None:
+            out["ttl_s"] = self.ttl_s
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class ApprovalNote:
+    """What a decision did with an approval: `requested` (or `pending`: asked again while it waits),
+    or `used` (this call spent one of its uses). Sent to the caller and written to the audit record."""
+
+    id: str
+    event: str
+    expired: tuple[str, ...] = ()  # approvals for the same call found expired on the way
+
+
+@dataclass(frozen=True, slots=True)
 class Obligations:
     """What an allow obliges the enforcement point to do: redact these PII types, set these headers."""
 
@@ -118,11 +145,14 @@ class Obligations:
     headers: Mapping[str, str] = field(default_factory=dict)
     # An LLM request's offered tools the caller may not call: removed from its body (ext_proc).
     remove_tools: tuple[str, ...] = ()
+    approval: ApprovalSpec | None = None  # allowed once approved (the approvals stage carries it out)
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"redact": list(self.redact), "headers": dict(self.headers)}
         if self.remove_tools:
             out["remove_tools"] = list(self.remove_tools)
+        if self.approval is not None:
+            out["approval"] = self.approval.to_dict()
         return out
 
 
@@ -163,6 +193,7 @@ class Decision:
     errors: tuple[str, ...] = ()  # engine and operator detail: logged, never sent to clients
     directives: HttpDirectives | None = None
     detail: str = ""  # a client-safe explanation (e.g. where a body fails to parse), sent with the deny
+    approval: ApprovalNote | None = None  # the approval this decision asked for or used
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {

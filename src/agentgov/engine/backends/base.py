@@ -14,6 +14,7 @@ from agentgov.engine.model import (
     STATUS_ERROR,
     STATUS_FORBIDDEN,
     STATUS_OK,
+    ApprovalSpec,
     Decision,
     Obligations,
 )
@@ -121,7 +122,7 @@ def _read_obligations(raw: Any) -> Obligations | str:
         return Obligations()
     if not isinstance(raw, Mapping):
         return "`obligations` must be an object"
-    unknown = set(raw) - {"redact", "headers"}
+    unknown = set(raw) - {"redact", "headers", "approval"}
     if unknown:
         # An obligation we do not understand cannot be enforced; allowing without it would be fail-open.
         return f"unknown obligation(s): {', '.join(sorted(unknown))}"
@@ -133,7 +134,34 @@ def _read_obligations(raw: Any) -> Obligations | str:
         isinstance(k, str) and isinstance(v, str) for k, v in headers.items()
     ):
         return "`obligations.headers` must map strings to strings"
-    return Obligations(redact=tuple(sorted(set(redact))), headers=dict(headers))
+    approval = read_approval(raw.get("approval"))
+    if isinstance(approval, str):
+        return approval
+    return Obligations(redact=tuple(sorted(set(redact))), headers=dict(headers), approval=approval)
+
+
+def read_approval(raw: Any) -> ApprovalSpec | str | None:
+    """`obligations.approval: {approvers: [role, …], reason?, ttl_s?, uses?}` (None: absent), or why
+    it is malformed: an approval agentgov cannot read is a deny, never an allow without it."""
+    if raw is None:
+        return None
+    if not isinstance(raw, Mapping) or set(raw) - {"approvers", "reason", "ttl_s", "uses"}:
+        return "`obligations.approval` must be {approvers, reason?, ttl_s?, uses?}"
+    approvers = raw.get("approvers")
+    if isinstance(approvers, set | frozenset):
+        approvers = sorted(approvers)
+    if not isinstance(approvers, list | tuple) or not approvers or not all(isinstance(a, str) and a for a in approvers):
+        return "`obligations.approval.approvers` must be a non-empty list of roles"
+    reason = raw.get("reason", "approval_required")
+    ttl = raw.get("ttl_s")
+    uses = raw.get("uses", 1)
+    if not isinstance(reason, str) or not reason:
+        return "`obligations.approval.reason` must be a string"
+    if ttl is not None and (isinstance(ttl, bool) or not isinstance(ttl, int | float) or ttl <= 0):
+        return "`obligations.approval.ttl_s` must be a positive number"
+    if isinstance(uses, bool) or not isinstance(uses, int) or uses < 1:
+        return "`obligations.approval.uses` must be a positive integer"
+    return ApprovalSpec(tuple(approvers), reason, float(ttl) if ttl is not None else None, uses)
 
 
 def invalid_result(engine: str, why: str) -> Decision:

@@ -21,10 +21,11 @@ from agentgov.engine.model import (
     STATUS_OK,
     STATUS_RATE_LIMITED,
     STATUS_UNAUTHENTICATED,
+    ApprovalSpec,
     Decision,
     Obligations,
 )
-from agentgov.engine.policy.cedar_source import CedarPolicies, load_cedar, parse_schema
+from agentgov.engine.policy.cedar_source import CedarPolicies, approval_spec, load_cedar, parse_schema
 from agentgov.engine.policy.problems import PolicyLoadError, Problem
 
 DEFAULT_CATALOG_PATH = ("agentgov", "catalog")
@@ -125,6 +126,7 @@ class CedarBackend:
             raise RuntimeError("obligation policy error: " + "; ".join(result.diagnostics.errors))
         redact: set[str] = set()
         headers: dict[str, str] = {}
+        approval: ApprovalSpec | None = None
         for pid in result.diagnostics.reasons:
             display = self.policies.obligation_ids.get(pid, pid)
             self.applied[display] += 1
@@ -132,10 +134,12 @@ class CedarBackend:
             value = ann["obligation"]
             if value == "redact":
                 redact.update(policy_input.get("pii", {}).get("types", []))
+            elif value == "approval":
+                approval = approval or approval_spec(ann)  # checked when the policy was loaded
             else:
                 name, _, header_value = value.removeprefix("header:").partition("=")
                 headers[name.strip().lower()] = header_value.strip()
-        return Obligations(redact=tuple(sorted(redact)), headers=headers)
+        return Obligations(redact=tuple(sorted(redact)), headers=headers, approval=approval)
 
     def policy_ids(self) -> list[str]:
         return list(self._annotations)

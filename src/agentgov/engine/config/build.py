@@ -5,6 +5,9 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
+from agentgov.engine.approvals.settings import ApprovalsConfigError
+from agentgov.engine.approvals.settings import settings_from_config as approval_settings
+from agentgov.engine.approvals.stores import open_store as open_approval_store
 from agentgov.engine.backends.base import DecisionBackend, ResultReader, decision_from_document
 from agentgov.engine.backends.envoy_result import decision_from_envoy_result
 from agentgov.engine.backends.opa_remote import RemoteOpaBackend
@@ -26,6 +29,7 @@ from agentgov.engine.hooks.pii.hook import PiiConfigError, PiiHook, settings_fro
 from agentgov.engine.hooks.registry import HookLoadError, HookSlot, assemble
 from agentgov.engine.hooks.tool_filter import ToolListHook
 from agentgov.engine.pipeline import Governor, GovernorOptions
+from agentgov.engine.pipeline.approvals import ApprovalStage
 from agentgov.engine.policy.discovery import discover
 from agentgov.engine.policy.policy_set import NO_POLICIES, PolicySet, UnavailableBackend, policy_set_builder
 from agentgov.engine.policy.problems import PolicyLoadError
@@ -74,10 +78,9 @@ def _bundle_of(roots: list[Path]) -> bytes:
     return build_bundle(roots)
 
 
-def build_governor(cfg: Config) -> Governor:
-    """The Governor for this config. With `policy.bundle`, it starts with no policy (every check
-    refused with 503 policy_unavailable) and its reloader loads the bundle when the Governor starts,
-    from the source or else the persisted last good copy; likewise `policy.shadow`'s candidate."""
+def build_identity(cfg: Config) -> IdentityVerifier | None:
+    """The identity verifier the configuration describes (None: identity off, allowed only with
+    identity.required: false). Doors and `agentgov approvals` (approvers authenticate) share it."""
     identity = None
     if cfg.identity.get("issuers") or cfg.identity.get("api_keys"):
         try:
@@ -90,6 +93,14 @@ def build_governor(cfg: Config) -> Governor:
     elif cfg.identity.get("required", True):
         raise cfg.problem("identity has no issuers and no api_keys: every request would be anonymous "
                           "(set identity.required: false to accept that)")
+    return identity
+
+
+def build_governor(cfg: Config) -> Governor:
+    """The Governor for this config. With `policy.bundle`, it starts with no policy (every check
+    refused with 503 policy_unavailable) and its reloader loads the bundle when the Governor starts,
+    from the source or else the persisted last good copy; likewise `policy.shadow`'s candidate."""
+    identity = build_identity(cfg)
     if (cfg.bundle or cfg.shadow) and cfg.engine == "opa":
         raise cfg.problem("policy.bundle and policy.shadow load bundles into agentgov's engines (rego or "
                           "cedar); a remote OPA loads its own bundles")
@@ -102,7 +113,7 @@ def build_governor(cfg: Config) -> Governor:
         allow_truncated_body=bool(cfg.allow_truncated_body), mcp_paths=tuple(cfg.mcp_paths),
         input_format=cfg.input_format, can_redact=bool(cfg.ext_proc), max_batch=cfg.max_batch,
         tracing=_tracing(cfg)),
-        hooks=build_hooks(cfg))
+        hooks=build_hooks(cfg), approvals=_approvals(cfg))
     build = policy_set_builder(cfg.engine, rule=cfg.rule, reader=_reader(cfg))
     for name, settings, activate in (("active", cfg.bundle, governor.swap), ("shadow", cfg.shadow, governor.set_shadow)):
         if settings is None:
@@ -126,6 +137,17 @@ def _tracing(cfg: Config) -> TracingSettings | None:
     except TracingUnavailable as exc:
         raise cfg.problem(f"tracing: {exc}", "tracing") from None
     return settings
+
+
+def _approvals(cfg: Config) -> ApprovalStage | None:
+    """The approvals stage when agentgov.yaml has an `approvals:` section (docs/approvals.md)."""
+    if cfg.approvals is None:
+        return None
+    try:
+        settings = approval_settings(cfg.approvals)
+    except ApprovalsConfigError as exc:
+        raise cfg.problem(str(exc)) from None
+    return ApprovalStage(settings, open_approval_store(settings.store, cfg.base))
 
 
 def build_hooks(cfg: Config) -> list[HookSlot]:

@@ -157,9 +157,14 @@ def combine(decisions: Sequence[Decision], can_redact: bool) -> Decision:
         # An obligation no enforcement point here can carry out: refuse rather than leak.
         return Decision.failed(Failure.FORBIDDEN, "redaction_unavailable",
                                error=f"policy requires redacting {redact} but no body rewriting is configured")
+    approvals = [d.obligations.approval for d in decisions if d.obligations.approval is not None]
+    if approvals and len(decisions) > 1:
+        return Decision.failed(Failure.FORBIDDEN, "approval_unavailable",
+                               detail="a call that needs an approval cannot be sent in a batch")
     headers: dict[str, str] = {}
     for d in decisions:
         headers.update(d.obligations.headers)
     reasons = tuple(dict.fromkeys(r for d in decisions for r in d.reasons))
     return replace(decisions[0], allow=True, reasons=reasons, status=STATUS_OK,
-                   obligations=Obligations(redact=tuple(redact), headers=headers))
+                   obligations=Obligations(redact=tuple(redact), headers=headers,
+                                           approval=approvals[0] if approvals else None))

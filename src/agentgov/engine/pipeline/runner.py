@@ -27,6 +27,7 @@ from agentgov.engine.metrics import STAGE_LATENCY
 from agentgov.engine.model import ANONYMOUS, Decision, Subject
 from agentgov.engine.pipeline import answer, guarantees, policy
 from agentgov.engine.pipeline.after import AfterStage
+from agentgov.engine.pipeline.approvals import ApprovalStage
 from agentgov.engine.pipeline.before import BeforeStage
 from agentgov.engine.pipeline.exchange import ExchangeStages
 from agentgov.engine.pipeline.identity import IdentityStage
@@ -80,7 +81,8 @@ Stages = Callable[[HookRequest, list[HookRun], PolicySet], Awaitable[Verdict]]
 
 class Governor:
     def __init__(self, policy_set: DecisionBackend | PolicySet, identity: IdentityVerifier | None,
-                 options: GovernorOptions | None = None, hooks: Sequence[HookSlot] = ()) -> None:
+                 options: GovernorOptions | None = None, hooks: Sequence[HookSlot] = (),
+                 approvals: ApprovalStage | None = None) -> None:
         self.options = options or GovernorOptions()
         if not isinstance(policy_set, PolicySet):
             # A bare backend (remote OPA, tests): its identity is the configured revision, else a per-load id.
@@ -98,6 +100,8 @@ class Governor:
         self.shadow_runner = ShadowRunner(self.policies, self.hooks)
         self.exchange = ExchangeStages(self.hooks, self.policies, self.after, stages)
         self.offered_tools = OfferedTools()
+        # Without an approvals store, an allow that needs an approval is refused (approval_unavailable).
+        self.approvals = approvals or ApprovalStage(None, None)
         self.tracing = Tracing(self.options.tracing) if self.options.tracing is not None else None
 
     # --- what doors and operators read ---------------------------------------------------------
@@ -162,6 +166,8 @@ class Governor:
             if slot.close is not None:
                 await slot.close()
         await self.policies.active.backend.close()
+        if self.approvals.store is not None:
+            await self.approvals.store.close()
         if self.tracing is not None:
             self.tracing.close()
 
@@ -293,6 +299,8 @@ class Governor:
         decision, request = guarantees.apply(policy.combine(decisions, self.options.can_redact), request)
         decision = await self.offered_tools.check(request.subject, actions, decision, policy_set, request.decision_id,
                                                   can_remove=self.options.can_redact)
+        decision = await self.approvals.apply(request.subject, actions[:len(decisions)], decision, policy_set.label,
+                                              request.decision_id)
         asked = inputs[:len(decisions)]
         return await self._finish(request, decision, runs, inputs=tuple(asked), consumed=consumed,
                                   summary=", ".join(f"{a.kind} {a.name}" for a in actions[:len(decisions)]))
@@ -328,6 +336,8 @@ class Governor:
         decision = await policy_set.backend.evaluate(document)
         self.shadow_runner.compare(request, (document,), [decision])
         decision, request = guarantees.apply(decision, request)
+        decision = await self.approvals.apply(request.subject, (parsed,), decision, policy_set.label,
+                                              request.decision_id)
         return await self._finish(request, decision, runs, inputs=(document,))
 
     async def _decide_envoy_input(self, request: HookRequest, policy_input: dict[str, Any], runs: list[HookRun],

@@ -17,6 +17,8 @@ from typing import Any
 
 import cedarpy
 
+from agentgov.engine.backends.base import read_approval
+from agentgov.engine.model import ApprovalSpec
 from agentgov.engine.policy.problems import PolicyLoadError, Problem
 
 OBLIGATION = "obligation"
@@ -127,8 +129,13 @@ def load_cedar(files: list[tuple[str, str]], schema: tuple[str, str] | None) -> 
         if obligation is not None and not _valid_obligation(obligation):
             st = by_index[pid]
             problems.append(Problem(st.file, st.line, st.col,
-                                    f"@obligation(\"{obligation}\") must be \"redact\" or \"header:Name=Value\"",
-                                    "cedar_parse_error"))
+                                    f"@obligation(\"{obligation}\") must be \"redact\", \"approval\" or "
+                                    "\"header:Name=Value\"", "cedar_parse_error"))
+        if obligation == "approval":
+            why = approval_annotation_problem(ann)
+            if why:
+                st = by_index[pid]
+                problems.append(Problem(st.file, st.line, st.col, why, "cedar_parse_error"))
         if obligation is not None and policies[pid]["effect"] != "permit":
             st = by_index[pid]
             problems.append(Problem(st.file, st.line, st.col, "an @obligation policy must be a permit",
@@ -149,8 +156,32 @@ def load_cedar(files: list[tuple[str, str]], schema: tuple[str, str] | None) -> 
     )
 
 
+def approval_spec(annotations: dict[str, str]) -> ApprovalSpec:
+    """An `@obligation("approval")` policy's approval: `@approvers("role,role")` (required), and
+    `@reason`, `@ttl_s`, `@uses` (optional), read as Rego's `obligations.approval` is."""
+    doc: dict[str, Any] = {"approvers": [a.strip() for a in annotations.get("approvers", "").split(",") if a.strip()]}
+    if "reason" in annotations:
+        doc["reason"] = annotations["reason"]
+    for key in ("ttl_s", "uses"):
+        if key in annotations:
+            text = annotations[key].strip()
+            doc[key] = int(text) if text.isdigit() else text
+    spec = read_approval(doc)
+    if not isinstance(spec, ApprovalSpec):
+        raise ValueError(spec or "no approval")
+    return spec
+
+
+def approval_annotation_problem(annotations: dict[str, str]) -> str:
+    try:
+        approval_spec(annotations)
+    except ValueError as exc:
+        return f"@obligation(\"approval\"): {exc} (annotations @approvers, @reason, @ttl_s, @uses)"
+    return ""
+
+
 def _valid_obligation(value: str) -> bool:
-    if value == "redact":
+    if value in ("redact", "approval"):
         return True
     name, sep, _ = value.removeprefix("header:").partition("=")
     return value.startswith("header:") and bool(sep) and bool(name)

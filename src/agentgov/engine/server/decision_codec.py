@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from agentgov.engine.model import ACTION_KINDS, Decision, HttpDirectives, Obligations, Subject, json_default
+from agentgov.engine.model import ACTION_KINDS, ApprovalNote, Decision, HttpDirectives, Obligations, Subject, json_default
 from agentgov.engine.pipeline import Envelope, Verdict
 from agentgov.engine.pipeline.policy import CONTEXT_HEADERS, JUSTIFICATION_HEADER
 from agentgov.engine.proto import decision_pb2 as pb
@@ -80,7 +80,7 @@ def response_from_verdict(verdict: Verdict, *, include_input: bool) -> pb.Decide
                                    remove_tools=list(d.obligations.remove_tools)),
         subject=pb.Subject(id=s.id, roles=list(s.roles), tenant=s.tenant or "", authenticated=s.authenticated),
         retry_after_s=verdict.retry_after_s or 0, detail=d.detail, consumed_headers=list(verdict.consumed_headers),
-        policy_revision=verdict.policy_revision,
+        policy_revision=verdict.policy_revision, approval_id=d.approval.id if d.approval else "",
     )
     if include_input:
         response.inputs_json.extend(json.dumps(i, sort_keys=True, default=json_default) for i in verdict.inputs)
@@ -122,7 +122,8 @@ def verdict_from_response(response: pb.DecideResponse) -> Verdict:
                         obligations=Obligations(redact=tuple(response.obligations.redact),
                                                 headers=dict(response.obligations.headers),
                                                 remove_tools=tuple(response.obligations.remove_tools)),
-                        directives=directives, detail=response.detail)
+                        directives=directives, detail=response.detail,
+                        approval=ApprovalNote(response.approval_id, "remote") if response.approval_id else None)
     s = response.subject
     subject = Subject(id=s.id or "anonymous", roles=tuple(s.roles), tenant=s.tenant or None,
                       authenticated=s.authenticated)

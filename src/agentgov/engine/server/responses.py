@@ -47,10 +47,13 @@ def _struct(doc: Mapping[str, Any]) -> struct_pb2.Struct:
     return s
 
 
-def error_body(status: int, reasons: Iterable[str], decision_id: str, detail: str = "") -> bytes:
+def error_body(status: int, reasons: Iterable[str], decision_id: str, detail: str = "",
+               approval_id: str = "") -> bytes:
     doc: dict[str, Any] = {"error": error_code(status), "reasons": list(reasons), "decision_id": decision_id}
     if detail:
         doc["detail"] = detail
+    if approval_id:
+        doc["approval_id"] = approval_id  # the approval this call waits for (docs/approvals.md)
     return json.dumps(doc).encode()
 
 
@@ -94,12 +97,13 @@ def allowed(verdict: Verdict, client_headers: Iterable[str]) -> Allowed:
 def denied(verdict: Verdict) -> Denied:
     d = verdict.decision
     return deny_parts(d.status, d.reasons, verdict.decision_id, verdict.retry_after_s, d.directives, d.detail,
-                      verdict.response_headers, verdict.policy_revision)
+                      verdict.response_headers, verdict.policy_revision, d.approval.id if d.approval else "")
 
 
 def deny_parts(status: int, reasons: Iterable[str], decision_id: str, retry_after_s: int | None = None,
                directives: HttpDirectives | None = None, detail: str = "",
-               extra_headers: Mapping[str, str] | None = None, policy_revision: str = "") -> Denied:
+               extra_headers: Mapping[str, str] | None = None, policy_revision: str = "",
+               approval_id: str = "") -> Denied:
     reasons = list(reasons)
     policy_body = directives.body if directives is not None else None
     headers: list[tuple[str, str, bool]] = []
@@ -117,7 +121,8 @@ def deny_parts(status: int, reasons: Iterable[str], decision_id: str, retry_afte
         headers.extend((k, v, False) for k, v in (extra_headers or {}).items())
     if directives is not None:
         headers = _pairs_with_append(directives.headers) + headers
-    body = policy_body if policy_body is not None else error_body(status, reasons, decision_id, detail).decode()
+    body = policy_body if policy_body is not None else error_body(status, reasons, decision_id, detail,
+                                                                   approval_id).decode()
     return Denied(status, headers, body)
 
 
@@ -160,8 +165,10 @@ def allow_response(verdict: Verdict, client_headers: Iterable[str], *, exchange:
 
 def deny_response(status: int, reasons: Iterable[str], decision_id: str, retry_after_s: int | None = None,
                   directives: HttpDirectives | None = None, detail: str = "",
-                  extra_headers: Mapping[str, str] | None = None, policy_revision: str = "") -> authz.CheckResponse:
-    parts = deny_parts(status, reasons, decision_id, retry_after_s, directives, detail, extra_headers, policy_revision)
+                  extra_headers: Mapping[str, str] | None = None, policy_revision: str = "",
+                  approval_id: str = "") -> authz.CheckResponse:
+    parts = deny_parts(status, reasons, decision_id, retry_after_s, directives, detail, extra_headers, policy_revision,
+                       approval_id)
     denied_http = authz.DeniedHttpResponse(status=http_status_pb2.HttpStatus(code=parts.status),
                                            headers=_options(parts.headers), body=parts.body)
     grpc_code = code_pb2.Code.Value(category_of(status).answer.grpc_check)
@@ -176,4 +183,4 @@ def verdict_response(verdict: Verdict, client_headers: Iterable[str], *, exchang
     if d.allow:
         return allow_response(verdict, client_headers, exchange=exchange)
     return deny_response(d.status, d.reasons, verdict.decision_id, verdict.retry_after_s, d.directives, d.detail,
-                         verdict.response_headers, verdict.policy_revision)
+                         verdict.response_headers, verdict.policy_revision, d.approval.id if d.approval else "")

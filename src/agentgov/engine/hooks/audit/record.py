@@ -65,6 +65,8 @@ def decision_body(request: HookRequest, decision: Decision, *, phase: str = "req
         "findings": [{"type": t, "category": c, "count": n} for (t, c), n in sorted(findings.items())],
         "latency_ms": {stage: round(seconds * 1000, 3) for stage, seconds in request.timings.items()},
         "http": {"method": request.method, "path": _cut(request.path.split("?", 1)[0]), "host": _cut(request.host)},
+        **({"approval": {"id": decision.approval.id, "event": decision.approval.event,
+                         "expired": list(decision.approval.expired)}} if decision.approval else {}),
     }
 
 

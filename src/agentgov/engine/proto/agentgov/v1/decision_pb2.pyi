@@ -130,7 +130,7 @@ class HttpDirectives(_message.Message):
     def __init__(self, headers: _Optional[_Iterable[_Union[Header, _Mapping]]] = ..., response_headers_to_add: _Optional[_Iterable[_Union[Header, _Mapping]]] = ..., request_headers_to_remove: _Optional[_Iterable[str]] = ..., has_body: _Optional[bool] = ..., body: _Optional[str] = ..., query_parameters_to_set: _Optional[_Iterable[_Union[Header, _Mapping]]] = ..., query_parameters_to_remove: _Optional[_Iterable[str]] = ..., dynamic_metadata_json: _Optional[str] = ...) -> None: ...
 
 class DecideResponse(_message.Message):
-    __slots__ = ("decision_id", "allow", "reasons", "status", "obligations", "subject", "inputs_json", "directives", "retry_after_s", "detail", "consumed_headers", "policy_revision")
+    __slots__ = ("decision_id", "allow", "reasons", "status", "obligations", "subject", "inputs_json", "directives", "retry_after_s", "detail", "consumed_headers", "policy_revision", "approval_id")
     DECISION_ID_FIELD_NUMBER: _ClassVar[int]
     ALLOW_FIELD_NUMBER: _ClassVar[int]
     REASONS_FIELD_NUMBER: _ClassVar[int]
@@ -143,6 +143,7 @@ class DecideResponse(_message.Message):
     DETAIL_FIELD_NUMBER: _ClassVar[int]
     CONSUMED_HEADERS_FIELD_NUMBER: _ClassVar[int]
     POLICY_REVISION_FIELD_NUMBER: _ClassVar[int]
+    APPROVAL_ID_FIELD_NUMBER: _ClassVar[int]
     decision_id: str
     allow: bool
     reasons: _containers.RepeatedScalarFieldContainer[str]
@@ -155,7 +156,8 @@ class DecideResponse(_message.Message):
     detail: str
     consumed_headers: _containers.RepeatedScalarFieldContainer[str]
     policy_revision: str
-    def __init__(self, decision_id: _Optional[str] = ..., allow: _Optional[bool] = ..., reasons: _Optional[_Iterable[str]] = ..., status: _Optional[int] = ..., obligations: _Optional[_Union[Obligations, _Mapping]] = ..., subject: _Optional[_Union[Subject, _Mapping]] = ..., inputs_json: _Optional[_Iterable[str]] = ..., directives: _Optional[_Union[HttpDirectives, _Mapping]] = ..., retry_after_s: _Optional[int] = ..., detail: _Optional[str] = ..., consumed_headers: _Optional[_Iterable[str]] = ..., policy_revision: _Optional[str] = ...) -> None: ...
+    approval_id: str
+    def __init__(self, decision_id: _Optional[str] = ..., allow: _Optional[bool] = ..., reasons: _Optional[_Iterable[str]] = ..., status: _Optional[int] = ..., obligations: _Optional[_Union[Obligations, _Mapping]] = ..., subject: _Optional[_Union[Subject, _Mapping]] = ..., inputs_json: _Optional[_Iterable[str]] = ..., directives: _Optional[_Union[HttpDirectives, _Mapping]] = ..., retry_after_s: _Optional[int] = ..., detail: _Optional[str] = ..., consumed_headers: _Optional[_Iterable[str]] = ..., policy_revision: _Optional[str] = ..., approval_id: _Optional[str] = ...) -> None: ...
 
 class BatchDecideRequest(_message.Message):
     __slots__ = ("requests",)

@@ -1,0 +1,1 @@
+"""Approvals: a human says yes to one exact call (docs/approvals.md)."""

@@ -1,0 +1,72 @@
+"""The approvals stage: an allow that carries `obligations.approval` stands only for a call a person
+approved. The call is bound to its subject, tenant, action, canonical arguments and (by default) the
+policy revision; one use of a matching approval is spent, or the call is refused with the id of the
+approval it waits for (docs/approvals.md)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+from dataclasses import replace
+
+from agentgov.engine.approvals.binding import Binding, argument_hash, canonical_arguments
+from agentgov.engine.approvals.settings import ApprovalSettings
+from agentgov.engine.approvals.store import ApprovalStore, ApprovalStoreError, Taken
+from agentgov.engine.errors import Failure
+from agentgov.engine.model import ApprovalNote, ApprovalSpec, Decision, Subject
+from agentgov.engine.protocols.parsed import ParsedAction
+
+REASON = "approval_required"
+POLL_S = 0.25
+
+
+class ApprovalStage:
+    def __init__(self, settings: ApprovalSettings | None, store: ApprovalStore | None) -> None:
+        self.settings = settings
+        self.store = store
+
+    async def apply(self, subject: Subject, actions: Sequence[ParsedAction], decision: Decision, revision: str,
+                    decision_id: str) -> Decision:
+        spec = decision.obligations.approval
+        if spec is None or not decision.allow:
+            return decision
+        if self.store is None or self.settings is None:
+            return Decision.failed(Failure.FORBIDDEN, "approval_unavailable",
+                                   detail="the policy requires an approval, and no approvals store is configured")
+        if len(actions) != 1:
+            return Decision.failed(Failure.FORBIDDEN, "approval_unavailable",
+                                   detail="a call that needs an approval cannot be sent in a batch")
+        action = actions[0]
+        binding = Binding(subject.id, subject.tenant or "", action.kind, action.name, argument_hash(action.arguments),
+                          revision if self.settings.bind_revision else "")
+        if spec.ttl_s is None:
+            spec = replace(spec, ttl_s=self.settings.default_ttl_s)
+        arguments = canonical_arguments(action.arguments)
+        try:
+            taken = await self._take(self.store, self.settings, binding, arguments, spec, decision_id)
+        except ApprovalStoreError:
+            return Decision.failed(Failure.UNAVAILABLE, "approval_store_unavailable",
+                                   detail="the approvals store did not answer")
+        note = ApprovalNote(taken.approval.id, taken.outcome, taken.expired)
+        if taken.outcome == "used":
+            return replace(decision, obligations=replace(decision.obligations, approval=None), approval=note)
+        approvers = ", ".join(spec.approvers)
+        return replace(Decision.failed(Failure.FORBIDDEN, REASON,
+                                       detail=f"{spec.reason}: waiting for one of [{approvers}] to approve "
+                                              f"{taken.approval.id}"), approval=note)
+
+    @staticmethod
+    async def _take(store: ApprovalStore, settings: ApprovalSettings, binding: Binding, arguments: str,
+                    spec: ApprovalSpec, decision_id: str) -> Taken:
+        taken = await store.take(binding, arguments, spec, settings.pending_ttl_s, decision_id, time.time())
+        deadline = time.monotonic() + settings.wait_s
+        # approvals.wait_s: hold the call open until it is decided (then spend it) or the bound passes.
+        while taken.outcome != "used" and time.monotonic() < deadline:
+            await asyncio.sleep(POLL_S)
+            current = await store.get(taken.approval.id)
+            if current is None or current.status in ("denied", "expired", "used"):
+                break
+            if current.status == "approved":
+                return await store.take(binding, arguments, spec, settings.pending_ttl_s, decision_id, time.time())
+        return taken

@@ -1,0 +1,214 @@
+"""A human in the loop, through the real Envoy on Rego and Cedar: a refund above its limit is refused
+with an approval id; approved by a second identity with the approvers' role it passes exactly its
+number of uses; the same tool with one argument changed needs its own approval; self-approval and
+an approver without the role are refused; a request nobody answered expires; every step is in the
+audit log and the chains verify. Two concurrent uses of a single-use approval: one passes (SQLite
+and Redis)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from agentgov.cli.stack import LocalStack
+from agentgov.engine.approvals.binding import Binding, argument_hash, canonical_arguments
+from agentgov.engine.approvals.store import ApprovalRefused, SqliteApprovalStore
+from agentgov.engine.backends.base import read_approval
+from agentgov.engine.model import ApprovalSpec
+from tests.conftest import POLICIES, REPO
+from tests.http_helpers import bearer, send
+from tests.redis_servers import RedisServer
+from tests.support import wait_for
+
+AGENTGOV = str(REPO / ".venv/bin/agentgov")
+
+
+def refund(amount: int, order: str = "A-1001", *, spaced: bool = False) -> dict[str, Any]:
+    arguments: dict[str, Any] = {"tenant_id": "acme", "order": order, "amount_usd": amount}
+    if spaced:  # the same call, its keys in another order (250 vs 250.0: the unit test below; Cedar
+        # reads a JSON number with a fraction as a decimal, which the library's Long comparison refuses)
+        arguments = {"amount_usd": amount, "order": order, "tenant_id": "acme"}
+    return {"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+            "params": {"name": "payments.refund", "arguments": arguments}}
+
+
+@pytest.fixture(scope="module", params=["rego", "cedar"])
+def stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
+    extra = {"approvals": {"store": "sqlite", "pending_ttl_s": 3600}, "audit": {"dir": "audit"}}
+    with LocalStack(policies=POLICIES, engine=request.param, workers=2, config_extra=extra,
+                    workdir=tmp_path_factory.mktemp("approvals")) as running:
+        running.keep_workdir = True  # pytest's folder: it cleans it
+        yield running
+
+
+def cli(stack: LocalStack, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([AGENTGOV, *args, "--config", str(stack.workdir / "agentgov.yaml")],
+                          capture_output=True, text=True, timeout=60)
+
+
+def call(stack: LocalStack, body: dict[str, Any], who: str = "sam") -> tuple[int, Any]:
+    status, _, answer = send(stack, "/mcp", body, bearer(stack.keys.token(who, ["support"], "acme")))
+    return status, answer
+
+
+@pytest.mark.envoy
+def test_an_approved_call_passes_exactly_its_uses_and_only_that_call(stack: LocalStack) -> None:
+    order = f"R-{stack.engine}"
+    status, answer = call(stack, refund(250, order))
+    assert (status, answer["reasons"]) == (403, ["approval_required"])
+    approval_id = answer["approval_id"]
+    assert "finance" in answer["detail"]
+    # Asked again while it waits: the same pending approval, not a new one.
+    assert call(stack, refund(250, order))[1]["approval_id"] == approval_id
+    assert call(stack, refund(40, order))[0] == 200  # within the limit: no approval needed
+
+    shown = json.loads(cli(stack, "approvals", "show", approval_id, "--format", "json").stdout)
+    assert (shown["status"], shown["subject"], shown["name"], shown["approvers"]) == \
+        ("pending", "sam", "payments.refund", ["finance"])
+    assert shown["arguments"] == {"amount_usd": 250, "order": order, "tenant_id": "acme"}
+    listed = json.loads(cli(stack, "approvals", "list", "--format", "json").stdout)
+    assert approval_id in [a["id"] for a in listed]
+
+    own = cli(stack, "approvals", "approve", approval_id, "--token", stack.keys.token("sam", ["finance"], "acme"))
+    assert own.returncode == 1
+    assert "own request" in own.stderr
+    no_role = cli(stack, "approvals", "approve", approval_id, "--token", stack.keys.token("fay", ["support"], "acme"))
+    assert no_role.returncode == 1
+    assert "finance" in no_role.stderr
+    forged = cli(stack, "approvals", "approve", approval_id, "--token", "not-a-jwt")
+    assert forged.returncode == 1
+    assert "not authenticated" in forged.stderr
+    approved = cli(stack, "approvals", "approve", approval_id, "--token",
+                   stack.keys.token("fiona", ["finance"], "acme"))
+    assert approved.returncode == 0, approved.stderr
+    assert "approved by fiona" in approved.stdout
+    again = cli(stack, "approvals", "deny", approval_id, "--token", stack.keys.token("fiona", ["finance"], "acme"))
+    assert again.returncode == 1  # final
+    assert "approved: decisions are final" in again.stderr
+
+    # One argument changed: another call, its own approval.
+    changed = call(stack, refund(251, order))
+    assert changed[1]["reasons"] == ["approval_required"]
+    assert changed[1]["approval_id"] != approval_id
+    # The approved call (its keys reordered): passes once, its one use.
+    assert call(stack, refund(250, order, spaced=True))[0] == 200
+    spent = call(stack, refund(250, order))
+    assert spent[1]["reasons"] == ["approval_required"]
+    assert spent[1]["approval_id"] != approval_id
+    # Someone else making the same call is not covered by sam's approval.
+    assert call(stack, refund(250, order), who="sue")[1]["reasons"] == ["approval_required"]
+
+    story = cli(stack, "audit", "query", "--approval", approval_id)
+    events = [(r["approval"]["event"], r["allow"]) for r in map(json.loads, story.stdout.splitlines())]
+    assert events[0] == ("requested", False)
+    assert ("pending", False) in events
+    assert ("refused", False) in events  # the self-approval attempt is evidence too
+    assert ("approved", True) in events
+    assert events[-1] == ("used", True)
+    verified = subprocess.run([AGENTGOV, "audit", "verify", str(stack.workdir / "audit")], capture_output=True,
+                              text=True, timeout=60)
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+
+
+@pytest.mark.envoy
+def test_a_denied_call_stays_refused(stack: LocalStack) -> None:
+    status, answer = call(stack, refund(999, f"D-{stack.engine}"))
+    assert status == 403
+    denied = cli(stack, "approvals", "deny", answer["approval_id"], "--token",
+                 stack.keys.token("fiona", ["finance"], "acme"))
+    assert denied.returncode == 0, denied.stderr
+    after = call(stack, refund(999, f"D-{stack.engine}"))
+    assert after[1]["reasons"] == ["approval_required"]
+    assert after[1]["approval_id"] != answer["approval_id"]  # a denial is final: asking again is a new request
+
+
+@pytest.mark.envoy
+@pytest.mark.parametrize("store", ["sqlite", "redis"])
+def test_two_concurrent_uses_of_a_single_use_approval_one_passes(store: str, tmp_path: Path) -> None:
+    redis = RedisServer() if store == "redis" else None
+    if redis is not None:
+        redis.start()
+    extra = {"approvals": {"store": redis.url if redis else "sqlite"}}
+    try:
+        with LocalStack(policies=POLICIES, workers=2, config_extra=extra, workdir=tmp_path / "stack") as running:
+            running.keep_workdir = True
+            _, answer = call(running, refund(500, "C-1"))
+            done = cli(running, "approvals", "approve", answer["approval_id"], "--token",
+                       running.keys.token("fiona", ["finance"], "acme"))
+            assert done.returncode == 0, done.stderr
+            with ThreadPoolExecutor(12) as pool:
+                statuses = list(pool.map(lambda _: call(running, refund(500, "C-1"))[0], range(12)))
+    finally:
+        if redis is not None:
+            redis.stop()
+    assert statuses.count(200) == 1
+    assert statuses.count(403) == 11
+
+
+@pytest.mark.envoy
+def test_a_request_nobody_answers_expires(tmp_path: Path) -> None:
+    extra = {"approvals": {"store": "sqlite", "pending_ttl_s": 1}}
+    with LocalStack(policies=POLICIES, config_extra=extra, workdir=tmp_path / "stack") as running:
+        running.keep_workdir = True
+        first = call(running, refund(300, "E-1"))[1]["approval_id"]
+        assert wait_for(lambda: call(running, refund(300, "E-1"))[1]["approval_id"] != first, 10)
+        late = cli(running, "approvals", "approve", first, "--token", running.keys.token("fiona", ["finance"], "acme"))
+        assert late.returncode == 1
+        assert "expired" in late.stderr
+        shown = json.loads(cli(running, "approvals", "show", first, "--format", "json").stdout)
+        assert shown["status"] == "expired"
+
+
+@pytest.mark.envoy
+def test_without_an_approvals_store_a_call_that_needs_one_is_refused() -> None:
+    with LocalStack(policies=POLICIES) as running:
+        status, answer = call(running, refund(300, "N-1"))
+    assert (status, answer["reasons"]) == (403, ["approval_unavailable"])
+
+
+# --- units -------------------------------------------------------------------------------------
+
+def test_the_argument_hash_ignores_spelling_and_sees_every_value() -> None:
+    base = {"a": 1, "b": {"c": [1, 2.5, "x"]}}
+    assert argument_hash(base) == argument_hash({"b": {"c": [1.0, 2.5, "x"]}, "a": 1e0})
+    assert argument_hash(json.loads('{ "b" : {"c":[1,2.50,"x"]}, "a":1 }')) == argument_hash(base)
+    for changed in ({"a": 2, "b": base["b"]}, {"a": 1, "b": {"c": [1, 2.5, "y"]}}, {"a": 1},
+                    {"a": "1", "b": base["b"]}, {"a": True, "b": base["b"]}):
+        assert argument_hash(changed) != argument_hash(base)
+    assert canonical_arguments({"z": 1, "a": "é"}) == '{"a":"é","z":1}'
+
+
+def test_an_approval_obligation_is_read_strictly() -> None:
+    assert read_approval({"approvers": ["finance"]}) == ApprovalSpec(("finance",))
+    for bad in ({"approvers": []}, {"approvers": "finance"}, {"approvers": ["x"], "uses": 0},
+                {"approvers": ["x"], "ttl_s": -1}, {"approvers": ["x"], "extra": 1}, ["finance"]):
+        assert isinstance(read_approval(bad), str)
+
+
+def test_an_approval_expires_after_its_ttl_and_uses_are_final(tmp_path: Path) -> None:
+    store = SqliteApprovalStore(tmp_path / "a.sqlite3")
+    binding = Binding("sam", "acme", "tool.call", "payments.refund", argument_hash({"x": 1}), "rev")
+    spec = ApprovalSpec(("finance",), ttl_s=10, uses=2)
+
+    async def run() -> list[str]:
+        out = []
+        taken = await store.take(binding, "{}", spec, 60, "d1", now=1000)
+        out.append(taken.outcome)
+        await store.decide(taken.approval.id, True, "fiona", ["finance"], now=1001)
+        out.append((await store.take(binding, "{}", spec, 60, "d2", now=1002)).outcome)
+        late = await store.take(binding, "{}", spec, 60, "d3", now=1012)  # its second use, after the TTL
+        out.append(late.outcome)
+        out.append("expired" if ",".join(late.expired) == taken.approval.id else "kept")
+        with pytest.raises(ApprovalRefused, match="final"):
+            await store.decide(taken.approval.id, True, "fiona", ["finance"], now=1013)
+        await store.close()
+        return out
+
+    assert asyncio.run(run()) == ["requested", "used", "requested", "expired"]
