@@ -12,6 +12,7 @@ import json
 import subprocess
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -19,11 +20,16 @@ import pytest
 
 from agentgov.cli.stack import LocalStack
 from agentgov.engine.approvals.binding import Binding, argument_hash, canonical_arguments
+from agentgov.engine.approvals.settings import ApprovalsConfigError, settings_from_config
 from agentgov.engine.approvals.store import ApprovalRefused, SqliteApprovalStore
 from agentgov.engine.backends.base import read_approval
-from agentgov.engine.model import ApprovalSpec
+from agentgov.engine.errors import Failure
+from agentgov.engine.model import ApprovalNote, ApprovalSpec, Decision, Subject
+from agentgov.engine.pipeline import Verdict
+from agentgov.engine.server.decision_codec import response_from_verdict, verdict_from_response
+from agentgov.engine.server.responses import denied
 from tests.conftest import POLICIES, REPO
-from tests.http_helpers import bearer, send
+from tests.http_helpers import bearer, request, send
 from tests.redis_servers import RedisServer
 from tests.support import wait_for
 
@@ -54,8 +60,20 @@ def cli(stack: LocalStack, *args: str) -> subprocess.CompletedProcess[str]:
 
 
 def call(stack: LocalStack, body: dict[str, Any], who: str = "sam") -> tuple[int, Any]:
+    """The answer; a refusal that waits for an approval is a JSON-RPC error for the call's id, and
+    its `data` (the fields every door carries) is returned."""
     status, _, answer = send(stack, "/mcp", body, bearer(stack.keys.token(who, ["support"], "acme")))
+    if isinstance(answer, dict) and "jsonrpc" in answer and "error" in answer:
+        assert (answer["id"], answer["error"]["code"]) == (body["id"], -32010)
+        return status, answer["error"]["data"]
     return status, answer
+
+
+def status_of(stack: LocalStack, url: str) -> dict[str, Any]:
+    status, headers, text = request(url, "GET")  # the caller's status_url, as given
+    assert (status, headers["cache-control"]) == (200, "no-store"), text
+    doc: dict[str, Any] = json.loads(text)
+    return doc
 
 
 @pytest.mark.envoy
@@ -65,6 +83,11 @@ def test_an_approved_call_passes_exactly_its_uses_and_only_that_call(stack: Loca
     assert (status, answer["reasons"]) == (403, ["approval_required"])
     approval_id = answer["approval_id"]
     assert "finance" in answer["detail"]
+    assert answer["status_url"].endswith(f"/approvals/v1/{approval_id}")
+    waiting = status_of(stack, answer["status_url"])
+    assert (waiting["status"], waiting["action"], waiting["approvers"]) == \
+        ("pending", {"kind": "tool.call", "name": "payments.refund"}, ["finance"])
+    assert "arguments" not in waiting  # the status says where it stands, never what was asked
     # Asked again while it waits: the same pending approval, not a new one.
     assert call(stack, refund(250, order))[1]["approval_id"] == approval_id
     assert call(stack, refund(40, order))[0] == 200  # within the limit: no approval needed
@@ -92,6 +115,8 @@ def test_an_approved_call_passes_exactly_its_uses_and_only_that_call(stack: Loca
     again = cli(stack, "approvals", "deny", approval_id, "--token", stack.keys.token("fiona", ["finance"], "acme"))
     assert again.returncode == 1  # final
     assert "approved: decisions are final" in again.stderr
+    assert (status_of(stack, answer["status_url"])["status"], status_of(stack, answer["status_url"])["uses_left"]) \
+        == ("approved", 1)
 
     # One argument changed: another call, its own approval.
     changed = call(stack, refund(251, order))
@@ -102,6 +127,7 @@ def test_an_approved_call_passes_exactly_its_uses_and_only_that_call(stack: Loca
     spent = call(stack, refund(250, order))
     assert spent[1]["reasons"] == ["approval_required"]
     assert spent[1]["approval_id"] != approval_id
+    assert status_of(stack, answer["status_url"])["status"] == "used"
     # Someone else making the same call is not covered by sam's approval.
     assert call(stack, refund(250, order), who="sue")[1]["reasons"] == ["approval_required"]
 
@@ -118,6 +144,14 @@ def test_an_approved_call_passes_exactly_its_uses_and_only_that_call(stack: Loca
 
 
 @pytest.mark.envoy
+def test_the_status_url_answers_only_for_real_approvals(stack: LocalStack) -> None:
+    base = f"http://127.0.0.1:{stack.agentgov_http_ports[0]}/approvals/v1/"
+    for missing in ("apr_" + "0" * 24, "../../etc/passwd", "apr_XYZ", ""):
+        assert request(base + missing, "GET")[0] == 404
+    assert request(base + "apr_" + "0" * 24, "POST", {})[0] == 405
+
+
+@pytest.mark.envoy
 def test_a_denied_call_stays_refused(stack: LocalStack) -> None:
     status, answer = call(stack, refund(999, f"D-{stack.engine}"))
     assert status == 403
@@ -127,6 +161,7 @@ def test_a_denied_call_stays_refused(stack: LocalStack) -> None:
     after = call(stack, refund(999, f"D-{stack.engine}"))
     assert after[1]["reasons"] == ["approval_required"]
     assert after[1]["approval_id"] != answer["approval_id"]  # a denial is final: asking again is a new request
+    assert status_of(stack, answer["status_url"])["status"] == "denied"
 
 
 @pytest.mark.envoy
@@ -164,6 +199,8 @@ def test_a_request_nobody_answers_expires(tmp_path: Path) -> None:
         assert "expired" in late.stderr
         shown = json.loads(cli(running, "approvals", "show", first, "--format", "json").stdout)
         assert shown["status"] == "expired"
+        assert status_of(running, f"http://127.0.0.1:{running.agentgov_http_ports[0]}/approvals/v1/{first}")[
+            "status"] == "expired"
 
 
 @pytest.mark.envoy
@@ -212,3 +249,35 @@ def test_an_approval_expires_after_its_ttl_and_uses_are_final(tmp_path: Path) ->
         return out
 
     assert asyncio.run(run()) == ["requested", "used", "requested", "expired"]
+
+
+def test_approvals_settings_are_read_strictly() -> None:
+    assert settings_from_config({}).status_url_for("apr_1") == "/approvals/v1/apr_1"
+    assert settings_from_config({"status_url": "https://gw.example.com/a/{id}?x=1"}).status_url_for("apr_1") == \
+        "https://gw.example.com/a/apr_1?x=1"
+    for bad in ({"status_url": "https://gw.example.com/a"}, {"status_url": "ftp://x/{id}"},
+                {"status_url": "/a/{id}/{id}"}, {"status_url": "/a b/{id}"}, {"status_url": 1},
+                {"store": "mysql://x"}, {"wait_s": 61}, {"default_ttl_s": 0}, {"bind_revision": "yes"},
+                {"unknown": 1}):
+        with pytest.raises(ApprovalsConfigError):
+            settings_from_config(bad)
+
+
+@pytest.mark.parametrize("rpc_id", [7, "req-7", None])
+def test_a_waiting_refusal_keeps_its_shape_through_the_decision_service(rpc_id: str | int | None) -> None:
+    """The decision service carries the approval id, status URL and JSON-RPC id to a remote ext_authz,
+    which answers the caller exactly as a local one would."""
+    note = ApprovalNote("apr_" + "a" * 24, "requested", status_url="https://gw/approvals/v1/x", jsonrpc=True,
+                        rpc_id=rpc_id)
+    decision = replace(Decision.failed(Failure.FORBIDDEN, "approval_required", detail="waiting"), approval=note)
+    verdict = Verdict(decision, Subject("sam"), "d1")
+    remote = verdict_from_response(response_from_verdict(verdict, include_input=False))
+    assert remote.decision.approval is not None
+    assert (remote.decision.approval.fields(), remote.decision.approval.rpc_id) == (note.fields(), rpc_id)
+    for answered in (verdict, remote):
+        body = json.loads(denied(answered).body)
+        assert (body["jsonrpc"], body["id"], body["error"]["code"]) == ("2.0", rpc_id, -32010)
+        assert body["error"]["data"] == {"error": "forbidden", "reasons": ["approval_required"], "decision_id": "d1",
+                                         "detail": "waiting", "approval_id": note.id, "status_url": note.status_url}
+    plain = replace(decision, approval=replace(note, jsonrpc=False, rpc_id=None))
+    assert json.loads(denied(replace(verdict, decision=plain)).body)["approval_id"] == note.id

@@ -183,6 +183,11 @@ class LocalStack:
             "server": server,
             **self.config_extra,
         }
+        approvals = config.get("approvals")
+        if isinstance(approvals, dict) and "status_url" not in approvals:
+            # The caller's status_url, reachable here: the first worker's HTTP door.
+            config["approvals"] = {**approvals, "status_url":
+                                   f"http://127.0.0.1:{self.agentgov_http_ports[0]}/approvals/v1/{{id}}"}
         path = self.workdir / "agentgov.yaml"
         path.write_text(yaml.safe_dump(config))
         layout = EnvoyLayout(listen_port=self.listen_port, admin_port=self.admin_port, backend_host="127.0.0.1",

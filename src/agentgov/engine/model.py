@@ -135,6 +135,17 @@ class ApprovalNote:
     id: str
     event: str
     expired: tuple[str, ...] = ()  # approvals for the same call found expired on the way
+    status_url: str = ""  # where the caller can ask how its approval stands (approvals.status_url)
+    # The call was one MCP JSON-RPC request: a refusal is answered as a JSON-RPC error for `rpc_id`.
+    jsonrpc: bool = False
+    rpc_id: str | int | None = None
+
+    def fields(self) -> dict[str, str]:
+        """What each door adds to a refusal that waits for this approval."""
+        out = {"approval_id": self.id}
+        if self.status_url:
+            out["status_url"] = self.status_url
+        return out
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,7 +8,9 @@ from typing import Any
 
 from agentgov.engine.keys import unknown_keys
 
-_KEYS = {"store", "default_ttl_s", "pending_ttl_s", "wait_s", "bind_revision"}
+_KEYS = {"store", "default_ttl_s", "pending_ttl_s", "wait_s", "bind_revision", "status_url"}
+STATUS_PATH = "/approvals/v1/"
+DEFAULT_STATUS_URL = STATUS_PATH + "{id}"  # relative: served by agentgov's HTTP door
 
 
 class ApprovalsConfigError(ValueError):
@@ -22,6 +24,12 @@ class ApprovalSettings:
     pending_ttl_s: float = 86400.0  # how long a request waits for a decision before it expires
     wait_s: float = 0.0  # hold the call open this long for a decision (0: answer at once)
     bind_revision: bool = True  # an approval serves only the policy revision that asked for it
+    # Where a caller asks how its approval stands; `{id}` is the approval id. The default is relative
+    # to agentgov's HTTP door; a deployment that exposes it elsewhere writes the absolute URL.
+    status_url: str = DEFAULT_STATUS_URL
+
+    def status_url_for(self, approval_id: str) -> str:
+        return self.status_url.replace("{id}", approval_id)
 
 
 def settings_from_config(doc: Mapping[str, Any]) -> ApprovalSettings:
@@ -42,4 +50,10 @@ def settings_from_config(doc: Mapping[str, Any]) -> ApprovalSettings:
     bind = doc.get("bind_revision", True)
     if not isinstance(bind, bool):
         raise ApprovalsConfigError("approvals.bind_revision must be true or false")
-    return ApprovalSettings(store, numbers["default_ttl_s"], numbers["pending_ttl_s"], numbers["wait_s"], bind)
+    status_url = doc.get("status_url", DEFAULT_STATUS_URL)
+    if not isinstance(status_url, str) or status_url.count("{id}") != 1 or any(c.isspace() for c in status_url) \
+            or not status_url.startswith(("/", "http://", "https://")):
+        raise ApprovalsConfigError("approvals.status_url must be a path or an http(s) URL containing {id} once, "
+                                   "e.g. https://agentgov.example.com/approvals/v1/{id}")
+    return ApprovalSettings(store, numbers["default_ttl_s"], numbers["pending_ttl_s"], numbers["wait_s"], bind,
+                            status_url)

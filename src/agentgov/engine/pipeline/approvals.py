@@ -48,7 +48,8 @@ class ApprovalStage:
         except ApprovalStoreError:
             return Decision.failed(Failure.UNAVAILABLE, "approval_store_unavailable",
                                    detail="the approvals store did not answer")
-        note = ApprovalNote(taken.approval.id, taken.outcome, taken.expired)
+        note = ApprovalNote(taken.approval.id, taken.outcome, taken.expired,
+                            self.settings.status_url_for(taken.approval.id), action.protocol == "mcp", action.rpc_id)
         if taken.outcome == "used":
             return replace(decision, obligations=replace(decision.obligations, approval=None), approval=note)
         approvers = ", ".join(spec.approvers)

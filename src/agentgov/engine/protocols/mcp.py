@@ -64,21 +64,24 @@ def parse_message(message: Any, server: str) -> ParsedAction:
         params = {}
     if not isinstance(params, dict):
         raise ProtocolError("JSON-RPC params must be an object")
+    raw_id = message.get("id")
+    rpc_id = raw_id if isinstance(raw_id, str | int) and not isinstance(raw_id, bool) else None
     if method == "tools/call":
         name, arguments = _name_and_arguments(method, params)
         return ParsedAction("tool.call", name, "tool", name, arguments,
-                            tuple(strings_in(arguments, "arguments")), "mcp")
+                            tuple(strings_in(arguments, "arguments")), "mcp", rpc_id=rpc_id)
     if method == "tools/list":
         return ParsedAction("tool.list", method, "server", server, protocol="mcp")
     if method == "resources/read":
         uri = params.get("uri")
         if not isinstance(uri, str) or not uri:
             raise ProtocolError("resources/read needs params.uri")
-        return ParsedAction("resource.read", uri, "resource", uri, {"uri": uri}, (("params.uri", uri),), "mcp")
+        return ParsedAction("resource.read", uri, "resource", uri, {"uri": uri}, (("params.uri", uri),), "mcp",
+                            rpc_id=rpc_id)
     if method == "prompts/get":
         name, arguments = _name_and_arguments(method, params)
         return ParsedAction("prompt.get", name, "prompt", name, arguments,
-                            tuple(strings_in(arguments, "arguments")), "mcp")
+                            tuple(strings_in(arguments, "arguments")), "mcp", rpc_id=rpc_id)
     # initialize, ping, notifications/* and any other method (resources/list, prompts/list, …) are
     # session-level actions named by their method: policy decides, nothing is allowed implicitly.
     return ParsedAction("mcp.session", method, "server", server, protocol="mcp")

@@ -18,6 +18,9 @@ class ParsedAction:
     protocol: str = "http"
     # An LLM request's tools the model may call (`input.llm.tools`): name and argument-schema size.
     tools: tuple[OfferedTool, ...] = ()
+    # A JSON-RPC request's id (MCP): a refusal that the client must act on (an approval) is answered
+    # as a JSON-RPC error for this id.
+    rpc_id: str | int | None = None
 
 
 @dataclass(frozen=True)

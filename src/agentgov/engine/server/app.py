@@ -28,6 +28,7 @@ from prometheus_client import start_http_server
 
 from agentgov.engine.pipeline import Decider
 from agentgov.engine.proto import SERVICE as DECISION_SERVICE
+from agentgov.engine.server.approval_status import approval_status_routes
 from agentgov.engine.server.authzen import authzen_routes
 from agentgov.engine.server.data_api import create_app
 from agentgov.engine.server.decision_service import DecisionService, add_decision_service
@@ -98,6 +99,8 @@ async def run_worker(decider: Decider, cfg: WorkerConfig, ready: asyncio.Event |
         if local is not None:
             base = f"http://{cfg.host}:{cfg.http_port}" if cfg.http_port else ""
             http_handler.routes.update(authzen_routes(local, token=cfg.authzen_token, base_url=base))
+            if local.approvals.store is not None:
+                http_handler.routes.update(approval_status_routes(local.approvals.store))
         http_server = HttpServer(http_handler, max_body_bytes=cfg.max_body_bytes)
         if cfg.http_socket_path:
             _remove_stale_socket(cfg.http_socket_path)

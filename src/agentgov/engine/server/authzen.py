@@ -126,7 +126,7 @@ def authzen_routes(governor: Governor, *, token: str | None = None, base_url: st
             "decision_id": verdict.decision_id, "status": d.status, "reasons": list(d.reasons),
             "obligations": d.obligations.to_dict(),
             "policy_revision": verdict.policy_revision,
-            **({"approval_id": d.approval.id} if d.approval else {})}}
+            **(d.approval.fields() if d.approval else {})}}
 
     async def refuse(failure: Failure, reason: str, detail: str, request_id: str) -> Response:
         """A request AuthZEN could not decide: recorded (audited, counted) and answered with the table's

@@ -80,8 +80,13 @@ def response_from_verdict(verdict: Verdict, *, include_input: bool) -> pb.Decide
                                    remove_tools=list(d.obligations.remove_tools)),
         subject=pb.Subject(id=s.id, roles=list(s.roles), tenant=s.tenant or "", authenticated=s.authenticated),
         retry_after_s=verdict.retry_after_s or 0, detail=d.detail, consumed_headers=list(verdict.consumed_headers),
-        policy_revision=verdict.policy_revision, approval_id=d.approval.id if d.approval else "",
+        policy_revision=verdict.policy_revision,
     )
+    if d.approval is not None:
+        response.approval_id = d.approval.id
+        response.approval_status_url = d.approval.status_url
+        if d.approval.jsonrpc:
+            response.approval_rpc_id_json = json.dumps(d.approval.rpc_id)
     if include_input:
         response.inputs_json.extend(json.dumps(i, sort_keys=True, default=json_default) for i in verdict.inputs)
     if d.directives is not None:
@@ -123,13 +128,27 @@ def verdict_from_response(response: pb.DecideResponse) -> Verdict:
                                                 headers=dict(response.obligations.headers),
                                                 remove_tools=tuple(response.obligations.remove_tools)),
                         directives=directives, detail=response.detail,
-                        approval=ApprovalNote(response.approval_id, "remote") if response.approval_id else None)
+                        approval=_approval(response))
     s = response.subject
     subject = Subject(id=s.id or "anonymous", roles=tuple(s.roles), tenant=s.tenant or None,
                       authenticated=s.authenticated)
     return Verdict(decision, subject, response.decision_id, retry_after_s=response.retry_after_s or None,
                    consumed_headers=tuple(h.lower() for h in response.consumed_headers),
                    policy_revision=response.policy_revision)
+
+
+def _approval(response: pb.DecideResponse) -> ApprovalNote | None:
+    if not response.approval_id:
+        return None
+    rpc_id: str | int | None = None
+    if response.approval_rpc_id_json:
+        try:
+            value = json.loads(response.approval_rpc_id_json)
+        except ValueError:
+            value = None  # still answered as a JSON-RPC error, with a null id (JSON-RPC's "unknown")
+        rpc_id = value if isinstance(value, str | int) and not isinstance(value, bool) else None
+    return ApprovalNote(response.approval_id, "remote", status_url=response.approval_status_url,
+                        jsonrpc=bool(response.approval_rpc_id_json), rpc_id=rpc_id)
 
 
 def _json_object(text: str, field: str) -> dict[str, Any]:

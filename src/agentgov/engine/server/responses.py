@@ -19,7 +19,7 @@ from google.protobuf import struct_pb2, wrappers_pb2
 from google.rpc import code_pb2, status_pb2
 
 from agentgov.engine.errors import category_of, error_code
-from agentgov.engine.model import HttpDirectives, json_default
+from agentgov.engine.model import ApprovalNote, HttpDirectives, json_default
 from agentgov.engine.pipeline import Verdict
 from agentgov.engine.server.exchange import EXCHANGE_KEY, exchange_metadata
 
@@ -47,13 +47,27 @@ def _struct(doc: Mapping[str, Any]) -> struct_pb2.Struct:
     return s
 
 
+# The JSON-RPC error code of an MCP call that waits for a person (a stable contract: docs/approvals.md).
+# In the implementation-defined server-error range -32000..-32099, clear of the codes MCP assigns.
+APPROVAL_REQUIRED_RPC_CODE = -32010
+
+
+def waiting_of(verdict: Verdict) -> ApprovalNote | None:
+    """The approval a refusal waits for (None for any other answer)."""
+    d = verdict.decision
+    return None if d.allow else d.approval
+
+
 def error_body(status: int, reasons: Iterable[str], decision_id: str, detail: str = "",
-               approval_id: str = "") -> bytes:
+               waiting: ApprovalNote | None = None) -> bytes:
     doc: dict[str, Any] = {"error": error_code(status), "reasons": list(reasons), "decision_id": decision_id}
     if detail:
         doc["detail"] = detail
-    if approval_id:
-        doc["approval_id"] = approval_id  # the approval this call waits for (docs/approvals.md)
+    if waiting is not None:
+        doc.update(waiting.fields())  # the approval this call waits for (docs/approvals.md)
+        if waiting.jsonrpc:
+            doc = {"jsonrpc": "2.0", "id": waiting.rpc_id,
+                   "error": {"code": APPROVAL_REQUIRED_RPC_CODE, "message": "approval required", "data": doc}}
     return json.dumps(doc).encode()
 
 
@@ -97,13 +111,13 @@ def allowed(verdict: Verdict, client_headers: Iterable[str]) -> Allowed:
 def denied(verdict: Verdict) -> Denied:
     d = verdict.decision
     return deny_parts(d.status, d.reasons, verdict.decision_id, verdict.retry_after_s, d.directives, d.detail,
-                      verdict.response_headers, verdict.policy_revision, d.approval.id if d.approval else "")
+                      verdict.response_headers, verdict.policy_revision, waiting_of(verdict))
 
 
 def deny_parts(status: int, reasons: Iterable[str], decision_id: str, retry_after_s: int | None = None,
                directives: HttpDirectives | None = None, detail: str = "",
                extra_headers: Mapping[str, str] | None = None, policy_revision: str = "",
-               approval_id: str = "") -> Denied:
+               waiting: ApprovalNote | None = None) -> Denied:
     reasons = list(reasons)
     policy_body = directives.body if directives is not None else None
     headers: list[tuple[str, str, bool]] = []
@@ -122,7 +136,7 @@ def deny_parts(status: int, reasons: Iterable[str], decision_id: str, retry_afte
     if directives is not None:
         headers = _pairs_with_append(directives.headers) + headers
     body = policy_body if policy_body is not None else error_body(status, reasons, decision_id, detail,
-                                                                   approval_id).decode()
+                                                                   waiting).decode()
     return Denied(status, headers, body)
 
 
@@ -166,9 +180,9 @@ def allow_response(verdict: Verdict, client_headers: Iterable[str], *, exchange:
 def deny_response(status: int, reasons: Iterable[str], decision_id: str, retry_after_s: int | None = None,
                   directives: HttpDirectives | None = None, detail: str = "",
                   extra_headers: Mapping[str, str] | None = None, policy_revision: str = "",
-                  approval_id: str = "") -> authz.CheckResponse:
+                  waiting: ApprovalNote | None = None) -> authz.CheckResponse:
     parts = deny_parts(status, reasons, decision_id, retry_after_s, directives, detail, extra_headers, policy_revision,
-                       approval_id)
+                       waiting)
     denied_http = authz.DeniedHttpResponse(status=http_status_pb2.HttpStatus(code=parts.status),
                                            headers=_options(parts.headers), body=parts.body)
     grpc_code = code_pb2.Code.Value(category_of(status).answer.grpc_check)
@@ -183,4 +197,4 @@ def verdict_response(verdict: Verdict, client_headers: Iterable[str], *, exchang
     if d.allow:
         return allow_response(verdict, client_headers, exchange=exchange)
     return deny_response(d.status, d.reasons, verdict.decision_id, verdict.retry_after_s, d.directives, d.detail,
-                         verdict.response_headers, verdict.policy_revision, d.approval.id if d.approval else "")
+                         verdict.response_headers, verdict.policy_revision, waiting_of(verdict))

@@ -130,7 +130,7 @@ class HttpDirectives(_message.Message):
     def __init__(self, headers: _Optional[_Iterable[_Union[Header, _Mapping]]] = ..., response_headers_to_add: _Optional[_Iterable[_Union[Header, _Mapping]]] = ..., request_headers_to_remove: _Optional[_Iterable[str]] = ..., has_body: _Optional[bool] = ..., body: _Optional[str] = ..., query_parameters_to_set: _Optional[_Iterable[_Union[Header, _Mapping]]] = ..., query_parameters_to_remove: _Optional[_Iterable[str]] = ..., dynamic_metadata_json: _Optional[str] = ...) -> None: ...
 
 class DecideResponse(_message.Message):
-    __slots__ = ("decision_id", "allow", "reasons", "status", "obligations", "subject", "inputs_json", "directives", "retry_after_s", "detail", "consumed_headers", "policy_revision", "approval_id")
+    __slots__ = ("decision_id", "allow", "reasons", "status", "obligations", "subject", "inputs_json", "directives", "retry_after_s", "detail", "consumed_headers", "policy_revision", "approval_id", "approval_status_url", "approval_rpc_id_json")
     DECISION_ID_FIELD_NUMBER: _ClassVar[int]
     ALLOW_FIELD_NUMBER: _ClassVar[int]
     REASONS_FIELD_NUMBER: _ClassVar[int]
@@ -144,6 +144,8 @@ class DecideResponse(_message.Message):
     CONSUMED_HEADERS_FIELD_NUMBER: _ClassVar[int]
     POLICY_REVISION_FIELD_NUMBER: _ClassVar[int]
     APPROVAL_ID_FIELD_NUMBER: _ClassVar[int]
+    APPROVAL_STATUS_URL_FIELD_NUMBER: _ClassVar[int]
+    APPROVAL_RPC_ID_JSON_FIELD_NUMBER: _ClassVar[int]
     decision_id: str
     allow: bool
     reasons: _containers.RepeatedScalarFieldContainer[str]
@@ -157,7 +159,9 @@ class DecideResponse(_message.Message):
     consumed_headers: _containers.RepeatedScalarFieldContainer[str]
     policy_revision: str
     approval_id: str
-    def __init__(self, decision_id: _Optional[str] = ..., allow: _Optional[bool] = ..., reasons: _Optional[_Iterable[str]] = ..., status: _Optional[int] = ..., obligations: _Optional[_Union[Obligations, _Mapping]] = ..., subject: _Optional[_Union[Subject, _Mapping]] = ..., inputs_json: _Optional[_Iterable[str]] = ..., directives: _Optional[_Union[HttpDirectives, _Mapping]] = ..., retry_after_s: _Optional[int] = ..., detail: _Optional[str] = ..., consumed_headers: _Optional[_Iterable[str]] = ..., policy_revision: _Optional[str] = ..., approval_id: _Optional[str] = ...) -> None: ...
+    approval_status_url: str
+    approval_rpc_id_json: str
+    def __init__(self, decision_id: _Optional[str] = ..., allow: _Optional[bool] = ..., reasons: _Optional[_Iterable[str]] = ..., status: _Optional[int] = ..., obligations: _Optional[_Union[Obligations, _Mapping]] = ..., subject: _Optional[_Union[Subject, _Mapping]] = ..., inputs_json: _Optional[_Iterable[str]] = ..., directives: _Optional[_Union[HttpDirectives, _Mapping]] = ..., retry_after_s: _Optional[int] = ..., detail: _Optional[str] = ..., consumed_headers: _Optional[_Iterable[str]] = ..., policy_revision: _Optional[str] = ..., approval_id: _Optional[str] = ..., approval_status_url: _Optional[str] = ..., approval_rpc_id_json: _Optional[str] = ...) -> None: ...
 
 class BatchDecideRequest(_message.Message):
     __slots__ = ("requests",)
