@@ -3,13 +3,14 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml Makefile | cksum | cut -d' ' -f1)
+CONSOLE_VENDOR := src/agentgov/console/static/vendor
 
-.PHONY: demo decisions test lint typecheck policy-test unit proto bench clean system-deps
+.PHONY: demo decisions test lint typecheck policy-test unit proto bench clean system-deps console-assets
 
 decisions: $(STAMP)
 	$(BIN)/agentgov demo --policies policies
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml $(CONSOLE_VENDOR)/.built
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[dev]'
@@ -21,6 +22,20 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet --force-reinstall --no-deps opentelemetry-proto==1.45.2
 	rm -f $(VENV)/.installed-*
 	touch $(STAMP)
+
+# The console's browser libraries (htmx, Chart.js), from npm at the versions console/package-lock.json
+# pins, copied into the package so the wheel ships them and users need no build step.
+console-assets: $(CONSOLE_VENDOR)/.built
+
+$(CONSOLE_VENDOR)/.built: console/package.json console/package-lock.json
+	@command -v npm >/dev/null || { echo "installing npm (Debian package) for the console's browser libraries"; \
+		apt-get update -qq && apt-get install -y -qq nodejs npm; }
+	cd console && npm ci --no-audit --no-fund --loglevel=error
+	mkdir -p $(CONSOLE_VENDOR)
+	cp console/node_modules/htmx.org/dist/htmx.min.js console/node_modules/chart.js/dist/chart.umd.js $(CONSOLE_VENDOR)/
+	cp console/node_modules/htmx.org/LICENSE $(CONSOLE_VENDOR)/htmx.LICENSE
+	cp console/node_modules/chart.js/LICENSE.md $(CONSOLE_VENDOR)/chart.js.LICENSE.md
+	touch $@
 
 demo: $(STAMP)
 	$(BIN)/agentgov up --policies policies
@@ -46,6 +61,9 @@ system-deps:
 	@command -v promtool >/dev/null || { echo "installing prometheus (Debian package) for promtool, which checks the alert rules"; \
 		(apt-get update -qq && apt-get install -y -qq prometheus) || \
 		{ echo "promtool is needed by the tests: install it (apt-get install prometheus)"; exit 1; }; }
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || { echo "installing chromium and chromium-driver (Debian packages) for the console's browser tests"; \
+		(apt-get update -qq && apt-get install -y -qq chromium chromium-driver) || \
+		{ echo "chromium is needed by the tests: install it (apt-get install chromium chromium-driver)"; exit 1; }; }
 	@command -v git >/dev/null || { echo "installing git (Debian package) for the diff and CI-gate tests"; \
 		(apt-get update -qq && apt-get install -y -qq git) || \
 		{ echo "git is needed by the tests: install it (apt-get install git)"; exit 1; }; }

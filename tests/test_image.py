@@ -32,7 +32,9 @@ UID = 10001
 def test_the_dockerfile_builds_the_wheel_and_runs_as_non_root_without_a_shell() -> None:
     text = DOCKERFILE.read_text()
     stages = re.findall(r"^FROM (\S+)", text, re.MULTILINE)
-    assert stages == ["${PYTHON_IMAGE}", "${PYTHON_IMAGE}"]  # multi-stage, one pinnable base
+    # multi-stage: the console's npm libraries, the wheel, the image (one pinnable Python base)
+    assert stages == ["${NODE_IMAGE}", "${PYTHON_IMAGE}", "${PYTHON_IMAGE}"]
+    assert "npm ci" in text
     assert "USER 10001:10001" in text
     assert re.search(r'^HEALTHCHECK .*\n\s+CMD \["python"', text, re.MULTILINE)  # exec form
     assert re.search(r'^ENTRYPOINT \["agentgov"\]', text, re.MULTILINE)
@@ -52,6 +54,13 @@ def image_root() -> Iterator[Path]:
         yield root
     finally:
         shutil.rmtree(root, ignore_errors=True)
+
+
+def test_the_wheel_ships_the_console_pages_and_browser_libraries(image_root: Path) -> None:
+    """Users need no build step: templates, styles and the npm libraries are in the wheel."""
+    shipped = {p.name for p in image_root.rglob("agentgov/console/**/*") if p.is_file()}
+    assert {"base.html", "approvals.html", "console.css", "console.js", "htmx.min.js", "chart.umd.js",
+            "htmx.LICENSE", "chart.js.LICENSE.md"} <= shipped
 
 
 def _snapshot(root: Path) -> set[str]:

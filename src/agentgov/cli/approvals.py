@@ -8,19 +8,17 @@ log (its own chain, `<host>-approvals`), linked to the calls by the approval id.
 
 from __future__ import annotations
 
-import asyncio
 import json
-import secrets
-import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import click
 
 from agentgov.cli.configured import with_store
 from agentgov.cli.output import EXIT_ERROR
+from agentgov.engine.approvals.people import NotAuthenticated, NotRecorded, decide_recorded, verify_person
 from agentgov.engine.approvals.settings import ApprovalsConfigError, ApprovalSettings, settings_from_config
 from agentgov.engine.approvals.store import Approval, ApprovalRefused, ApprovalStore, ApprovalStoreError
 from agentgov.engine.approvals.stores import open_store
@@ -56,25 +54,12 @@ def _with_store(cfg: Config, settings: ApprovalSettings, work: Callable[[Approva
 
 def _approver(cfg: Config, token: str | None, api_key: str | None) -> Subject:
     """The approver, verified as any caller is (never taken on their word)."""
-    from agentgov.engine.config.build import build_identity
-    from agentgov.engine.hooks.identity import IdentityError
-
     if bool(token) == bool(api_key):
         raise click.UsageError("authenticate with one of --token JWT or --api-key KEY")
     try:
-        verifier = build_identity(cfg)
-    except ConfigError as exc:
-        raise _fail(f"config error: {exc}") from None
-    if verifier is None:
-        raise _fail("identity is off in this configuration: approvers cannot be authenticated")
-    headers = {"authorization": f"Bearer {token}"} if token else {verifier.api_key_header: str(api_key)}
-    try:
-        subject = verifier.verify_headers(headers)
-    except IdentityError as exc:
-        raise _fail(f"not authenticated: {exc.reason}") from None
-    if not subject.authenticated:
-        raise _fail("not authenticated")
-    return subject
+        return verify_person(cfg, token=token, api_key=api_key)
+    except NotAuthenticated as exc:
+        raise _fail(str(exc)) from None
 
 
 def _when(epoch: float | None) -> str:
@@ -133,68 +118,14 @@ def _decide(approval_id: str, config_path: Path | None, token: str | None, api_k
             approve: bool) -> None:
     cfg, settings = _config(config_path)
     approver = _approver(cfg, token, api_key)
-
-    async def work(store: ApprovalStore) -> Approval:
-        return await store.decide(approval_id, approve, approver.id, approver.roles, time.time())
-
     try:
-        approval = _with_store(cfg, settings, work)
+        approval = _with_store(cfg, settings, lambda store: decide_recorded(cfg, store, approval_id, approve, approver))
     except ApprovalRefused as exc:
-        _record(cfg, approval_id, approver, "refused", str(exc))
         raise _fail(f"refused: {exc}") from None
-    _record(cfg, approval_id, approver, approval.status, "", approval)
+    except NotRecorded as exc:
+        raise _fail(str(exc)) from None
     click.echo(f"{approval.id} {approval.status} by {approver.id}" +
                (f": {approval.uses} use(s) within {approval.ttl_s:g} s" if approve else ""))
-
-
-def _record(cfg: Config, approval_id: str, approver: Subject, event: str, why: str,
-            approval: Approval | None = None) -> None:
-    """The decision (or the refused attempt) as a record of the approvals chain, when audit is on."""
-    from agentgov.engine.hooks.audit.chain import AuditError, ChainWriter
-    from agentgov.engine.hooks.audit.hook import AuditConfigError, chain_name
-    from agentgov.engine.hooks.audit.hook import settings_from_config as audit_settings
-
-    try:
-        settings = audit_settings(cfg.audit, cfg.base)
-    except AuditConfigError as exc:
-        raise _fail(f"config error: {exc}") from None
-    if settings is None:
-        return
-    body: dict[str, Any] = {
-        "v": 1, "decision_id": secrets.token_hex(16), "time": datetime.now(UTC).isoformat(timespec="microseconds"),
-        "entry_point": "approvals", "phase": "approval",
-        "subject": {"id": approver.id, "tenant": approver.tenant, "roles": list(approver.roles),
-                    "authenticated": approver.authenticated},
-        "actions": [{"kind": approval.kind, "name": approval.name, "resource_type": "tool",
-                     "resource_id": approval.name}] if approval else [],
-        "allow": event == "approved", "status": 200 if event in ("approved", "denied") else 403,
-        "reasons": [f"approval_{event}"] + ([why[:200]] if why else []),
-        "approval": {"id": approval_id, "event": event, "by": approver.id,
-                     **({"requested_by": approval.subject, "arguments_sha256": approval.arguments_sha256,
-                         "policy_revision": approval.revision} if approval else {})},
-    }
-
-    async def append() -> None:
-        writer = ChainWriter(settings.directory, chain_name(0).rsplit("-w", 1)[0] + "-approvals")
-        for _ in range(100):  # another approver's command may hold the chain for a moment
-            try:
-                writer.open()
-                break
-            except AuditError as exc:
-                if "in use" not in str(exc):
-                    raise
-                await asyncio.sleep(0.05)
-        else:
-            raise AuditError("the approvals audit chain stayed in use")
-        try:
-            await writer.append(body)
-        finally:
-            await writer.close()
-
-    try:
-        asyncio.run(append())
-    except (AuditError, OSError) as exc:
-        raise _fail(f"the decision was taken but could not be recorded: {exc}") from None
 
 
 _AUTH = [click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import click
 
@@ -15,7 +14,8 @@ from agentgov.cli.output import EXIT_ERROR
 from agentgov.engine.config import ConfigError, default_config_path, environment, resolve
 from agentgov.engine.hooks.budget.hook import open_store
 from agentgov.engine.hooks.budget.limits import BudgetConfigError, BudgetSettings, settings_from_config
-from agentgov.engine.hooks.budget.store import BudgetStore, StoreError, UsageRow
+from agentgov.engine.hooks.budget.report import usage_report
+from agentgov.engine.hooks.budget.store import BudgetStore, StoreError
 
 T = TypeVar("T")
 
@@ -62,22 +62,7 @@ def show(config_path: Path | None, subject: str | None, tenant: str | None, key:
     """Usage per limit and key in the current window: requests, tokens, USD, and what is left."""
     settings, base = _settings(config_path)
     contains = _filter(subject, tenant, key)
-    limits = {limit.name: limit for limit in settings.limits}
-
-    async def read(store: BudgetStore) -> list[UsageRow]:
-        rows = await store.usage(time.time(), contains, {n: limit.rolling_s for n, limit in limits.items()})
-        return [row for row in rows if row.limit in limits]
-
-    rows = _with_store(settings, base, read)
-    out: list[dict[str, Any]] = []
-    for row in rows:
-        limit = limits[row.limit]
-        out.append({"limit": row.limit, "key": row.key, "window": limit.window, "requests": row.requests,
-                    "tokens": row.tokens, "cost_usd": round(row.cost_usd, 9), "reserved": row.reserved,
-                    "remaining": {"requests": None if limit.requests is None else max(0, limit.requests - row.requests),
-                                  "tokens": None if limit.tokens is None else max(0, limit.tokens - row.tokens),
-                                  "cost_usd": None if limit.cost_usd is None else
-                                  round(max(0.0, limit.cost_usd - row.cost_usd), 9)}})
+    out = _with_store(settings, base, lambda store: usage_report(settings, store, contains))
     if fmt == "json":
         click.echo(json.dumps(out, indent=2))
         return

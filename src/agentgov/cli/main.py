@@ -29,6 +29,8 @@ COMMANDS: dict[str, tuple[str, str, str]] = {  # name: (module under agentgov.cl
     "check": ("check", "check",
         'Check policies (default: ./policies, else the shipped library): syntax, unsupported builtins (with '
         'rule and line), what real OPA would refuse, Cedar schema validation.'),
+    "console": ("console", "console",
+        'Serve the web console: decisions, refusals, budgets, approvals, audit and policy.'),
     "config": ("config", "config",
         'agentgov.yaml: its schema, and checking one.'),
     "demo": ("demo", "demo",

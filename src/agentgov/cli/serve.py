@@ -77,6 +77,36 @@ def _worker(cfg: Config, index: int) -> None:
     uvloop.run(main())
 
 
+def _process(cfg: Config, index: int) -> None:
+    if index == cfg.workers:
+        from agentgov.cli.console import serve_console
+
+        serve_console(cfg)
+        return
+    _worker(cfg, index)
+
+
+def _check_console(cfg: Config) -> None:
+    """The console's settings, sources and browser assets, checked before any process starts."""
+    if cfg.console is None:
+        return
+    from agentgov.cli.console import console_settings_of
+    from agentgov.console.app import ConsoleAssetsMissing, check_assets
+    from agentgov.console.settings import ConsoleConfigError
+    from agentgov.console.views import sources_from
+    from agentgov.engine.approvals.settings import ApprovalsConfigError
+    from agentgov.engine.hooks.audit.hook import AuditConfigError
+    from agentgov.engine.hooks.budget.limits import BudgetConfigError
+
+    try:
+        console_settings_of(cfg)
+        sources_from(cfg)
+        check_assets()
+    except (ConsoleConfigError, ApprovalsConfigError, AuditConfigError, BudgetConfigError,
+            ConsoleAssetsMissing) as exc:
+        raise ConfigError(f"console: {exc}") from None
+
+
 def _check_free(cfg: Config) -> None:
     """Every address the workers will bind, tried in the parent: one clear line instead of one
     traceback per worker after a timeout."""
@@ -90,6 +120,8 @@ def _check_free(cfg: Config) -> None:
             wanted.append((cfg.host, cfg.metrics_port + i, f"worker {i}'s metrics port"))
     if cfg.data_api_port:
         wanted.append((cfg.data_api_host, cfg.data_api_port, "the Data API port"))
+    if cfg.console and cfg.console.get("port"):
+        wanted.append((str(cfg.console.get("host", "127.0.0.1")), int(cfg.console["port"]), "the console port"))
     for host, port, what in wanted:
         with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
             # As the real listeners do (asyncio and gRPC set SO_REUSEADDR): connections from Envoy left in
@@ -166,6 +198,7 @@ def serve(config_path: Path | None, host: str | None, port: int | None, http_por
                 for warning in unread_results(cfg, discover([cfg.base / p for p in cfg.paths])):
                     click.echo(f"warning: {warning}", err=True)
         worker_config(cfg, 0)
+        _check_console(cfg)
         _check_free(cfg)
     except PolicyLoadError as exc:
         report_problems(exc, "pretty")
@@ -173,10 +206,12 @@ def serve(config_path: Path | None, host: str | None, port: int | None, http_por
     except ConfigError as exc:
         click.echo(f"config error: {exc}", err=True)
         raise SystemExit(EXIT_ERROR) from None
-    if cfg.workers == 1:
+    if cfg.workers == 1 and cfg.console is None:
         # One worker: this process is the worker; the platform's restart policy is its supervisor.
         _worker(cfg, 0)
         return
     logsafe.configure("supervisor", cfg.log_level)
-    supervisor = Supervisor(_worker, (cfg,), cfg.workers, stop_timeout_s=float(cfg.drain_s) + 5)
+    # The console (when configured) is one more supervised process, after the workers.
+    processes = cfg.workers + (1 if cfg.console is not None else 0)
+    supervisor = Supervisor(_process, (cfg,), processes, stop_timeout_s=float(cfg.drain_s) + 5)
     sys.exit(supervisor.run())

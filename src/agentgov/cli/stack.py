@@ -131,6 +131,7 @@ class LocalStack:
     policy_extra: dict[str, Any] = field(default_factory=dict)
     workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="agentgov-stack-")))
     keep_workdir: bool = False  # leave config and logs behind after stop (agentgov up --keep)
+    console: bool = False  # `agentgov serve` also runs the web console (console.port: console_port)
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -145,6 +146,7 @@ class LocalStack:
         self.chosen_transport = choose_transport(self.transport, mcp_filter=self.mcp_filter,
                                                  input_format=self.input_format, http_port=1)
         self.data_api_port = self._consecutive_ports(1)[0] if self.data_api else None
+        self.console_port = self._consecutive_ports(1)[0] if self.console else None
 
     def _consecutive_ports(self, n: int) -> list[int]:
         """`n` consecutive free ports, none already given to this stack."""
@@ -155,6 +157,10 @@ class LocalStack:
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.listen_port}"
+
+    @property
+    def console_url(self) -> str:
+        return f"http://127.0.0.1:{self.console_port}" if self.console_port else ""
 
     def write_config(self) -> Path:
         (self.workdir / "jwks.json").write_text(json.dumps(self.keys.jwks()))
@@ -183,6 +189,8 @@ class LocalStack:
             "server": server,
             **self.config_extra,
         }
+        if self.console_port:
+            config["console"] = {"port": self.console_port, **(config.get("console") or {})}
         approvals = config.get("approvals")
         if isinstance(approvals, dict) and "status_url" not in approvals:
             # The caller's status_url, reachable here: the first worker's HTTP door.
@@ -224,6 +232,8 @@ class LocalStack:
             return
         for port in self.agentgov_ports + self.agentgov_http_ports:
             self._wait_port(port, "agentgov")
+        if self.console_port:
+            self._wait_port(self.console_port, "agentgov")
 
     @property
     def socket_paths(self) -> tuple[str, ...]:

@@ -146,10 +146,14 @@ def up(config_path: Path | None, policies: Path | None, engine: str | None, work
             options["workers"] = workers
     else:
         options = {"policies": policies or default_policy_path(), "engine": engine or "rego", "workers": workers or 1,
-                   # the tour shows a call that waits for a person (docs/approvals.md)
-                   "config_extra": {"approvals": {"store": "sqlite"}}}
+                   # the tour shows a call that waits for a person (docs/approvals.md); the console
+                   # (docs/console.md) shows it, the decisions from the audit log and a budget filling up
+                   "config_extra": {"approvals": {"store": "sqlite"}, "audit": {"dir": "audit"},
+                                    "budgets": {"store": "sqlite", "limits": [
+                                        {"name": "requests-per-subject", "key": "subject", "window": "1h",
+                                         "requests": 100}]}}}
     engine = str(options["engine"])
-    stack = LocalStack(data_api=True, ext_proc=True, keep_workdir=keep, **options)
+    stack = LocalStack(data_api=True, ext_proc=True, keep_workdir=keep, console=True, **options)
     signal.signal(signal.SIGTERM, _exit_on_signal)  # `finally` below then stops every child process
     try:
         stack.start()
@@ -165,6 +169,8 @@ def up(config_path: Path | None, policies: Path | None, engine: str | None, work
     click.echo(f"agentgov workers: HTTP ext_authz and AuthZEN on {list(stack.agentgov_http_ports)}, "
                f"gRPC (ext_proc, agentgov.v1.DecisionService) on {list(stack.agentgov_ports)}; "
                f"OPA Data API on {stack.data_api_port}")
+    click.echo(f"console: {stack.console_url} (sign in with the JWT from "
+               "`agentgov token --sub olivia --role admin --role finance`)")
     click.echo(f"logs and config: {stack.workdir}" + ("" if keep else " (removed on exit; --keep keeps it)") + "\n")
     try:
         # The curated tour for the shipped library; for a policy of your own, one call per role it names.

@@ -401,6 +401,7 @@ def _build(doc: Mapping[str, Any], origins: Origins, file: Path | None) -> Confi
     changes["audit"] = dict(doc.get("audit") or {})
     changes["budgets"] = dict(doc["budgets"] or {}) if "budgets" in doc else None
     changes["approvals"] = dict(doc["approvals"] or {}) if "approvals" in doc else None
+    changes["console"] = dict(doc["console"] or {}) if "console" in doc else None
     changes["tracing"] = dict(doc["tracing"]) if doc.get("tracing") is not None else None
     cfg = replace(cfg, **changes)
     cfg = replace(cfg, rule=str(policy.get("rule", cfg.default_rule())))

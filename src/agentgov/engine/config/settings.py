@@ -107,6 +107,7 @@ class Config:
     audit: Mapping[str, Any] = field(default_factory=dict)  # with `dir`, the audit hook is on
     budgets: Mapping[str, Any] | None = None  # with a `budgets:` section, the budget hook is on
     approvals: Mapping[str, Any] | None = None  # with an `approvals:` section, approvals are held and spent
+    console: Mapping[str, Any] | None = None  # with a `console:` section, `serve` also runs the web console
     tracing: Mapping[str, Any] | None = None  # with a `tracing:` section, decisions are traced (OTLP)
     worker_index: int = 0  # which worker builds from this config (its audit chain is named after it)
     log_level: str = "info"
