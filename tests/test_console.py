@@ -11,29 +11,21 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from selenium.webdriver.common.by import By
+from selenium.webdriver.remote.webdriver import WebDriver
+from selenium.webdriver.support import expected_conditions as ec
 
 from agentgov.cli.stack import LocalStack
+from tests.browser import chromium, sign_in, wait
 from tests.conftest import POLICIES
 from tests.http_helpers import CALL, bearer, request, send
 
-selenium = pytest.importorskip("selenium")
-from selenium import webdriver  # noqa: E402
-from selenium.common.exceptions import WebDriverException  # noqa: E402
-from selenium.webdriver.chrome.service import Service  # noqa: E402
-from selenium.webdriver.common.by import By  # noqa: E402
-from selenium.webdriver.remote.webdriver import WebDriver  # noqa: E402
-from selenium.webdriver.support import expected_conditions as ec  # noqa: E402
-from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
-
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
 LIMIT = 50  # requests per subject per hour: the budget bar the test watches
 pytestmark = pytest.mark.envoy
 
@@ -51,23 +43,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[WebDriver]:
-    if not (Path(CHROMIUM).exists() and Path(CHROMEDRIVER).exists()):
-        pytest.fail("the console tests need Debian's chromium and chromium-driver (make system-deps installs them)")
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-quic",
-                 "--no-first-run", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--window-size=1400,1000"):
-        options.add_argument(flag)
-    driver = webdriver.Chrome(options=options, service=Service(CHROMEDRIVER))
-    try:
+    with chromium() as driver:
         yield driver
-    finally:
-        driver.quit()
-
-
-def wait(driver: WebDriver, timeout_s: float = 20) -> WebDriverWait[WebDriver]:
-    return WebDriverWait(driver, timeout_s, poll_frequency=0.1)
 
 
 def screenshot(driver: WebDriver, name: str) -> None:
@@ -79,16 +56,6 @@ def screenshot(driver: WebDriver, name: str) -> None:
 
 def admin_token(stack: LocalStack) -> str:
     return stack.keys.token("olivia", ["admin", "finance"], "acme")
-
-
-def sign_in(driver: WebDriver, stack: LocalStack, token: str) -> None:
-    driver.get(stack.console_url + "/login")
-    driver.find_element(By.ID, "token").send_keys(token)
-    button = driver.find_element(By.ID, "sign-in")
-    button.click()
-    # The answer page has replaced the form (Chrome may report the old node as gone either way).
-    WebDriverWait(driver, 20, poll_frequency=0.1, ignored_exceptions=[WebDriverException]).until(
-        ec.staleness_of(button))
 
 
 @pytest.fixture(scope="module")
@@ -112,8 +79,8 @@ def test_sign_in_needs_a_verified_token_with_the_admin_role(browser: WebDriver, 
     sign_in(browser, stack, stack.keys.token("alice", ["analyst"], "acme"))
     assert "needs the role admin" in browser.find_element(By.ID, "login-error").text
     screenshot(browser, "login")
-    browser.get(stack.console_url + "/budgets")  # still not signed in: back to the sign-in page
-    assert browser.current_url.endswith("/login")
+    browser.get(stack.console_url + "/budgets")  # still not signed in: the sign-in page, then back here
+    assert browser.current_url.endswith("/login?next=%2Fbudgets") or browser.current_url.endswith("/login?next=/budgets")
 
 
 def test_a_refused_request_appears_live_with_its_detail(signed_in: WebDriver, stack: LocalStack) -> None:
@@ -391,3 +358,12 @@ def test_a_bundle_source_is_shown_without_its_credentials() -> None:
 
     assert _redacted("https://user:secret@bundles.example.com/b.tar.gz") == "https://…@bundles.example.com/b.tar.gz"
     assert _redacted("oci://registry.example.com/policies:1") == "oci://registry.example.com/policies:1"
+
+
+def test_after_sign_in_the_console_goes_only_to_its_own_pages() -> None:
+    from agentgov.console.app import _safe_next
+
+    assert _safe_next("/approvals/apr_1/approve?exp=1&sig=x") == "/approvals/apr_1/approve?exp=1&sig=x"
+    for foreign in ("//evil.example/x", "https://evil.example/", "/\\evil.example", "evil", "/login?next=/x",
+                    "/static/console.js"):
+        assert _safe_next(foreign) == ""

@@ -68,6 +68,7 @@ def serve_console(cfg: Config) -> None:
 def console(config_path: Path | None, port: int | None, host: str | None) -> None:
     """Serve the web console: decisions, refusals, budgets, approvals, audit and policy."""
     from agentgov.console.app import ConsoleAssetsMissing
+    from agentgov.engine.approvals.links import LinkKeyError
     from agentgov.engine.approvals.settings import ApprovalsConfigError
     from agentgov.engine.hooks.audit.hook import AuditConfigError
     from agentgov.engine.hooks.budget.limits import BudgetConfigError
@@ -84,6 +85,6 @@ def console(config_path: Path | None, port: int | None, host: str | None) -> Non
     except (ConsoleConfigError, ApprovalsConfigError, AuditConfigError, BudgetConfigError) as exc:
         click.echo(f"config error: {exc}", err=True)
         raise SystemExit(EXIT_ERROR) from None
-    except (ConsoleAssetsMissing, OSError) as exc:
+    except (ConsoleAssetsMissing, LinkKeyError, OSError) as exc:
         click.echo(f"console: {exc}", err=True)
         raise SystemExit(EXIT_ERROR) from None

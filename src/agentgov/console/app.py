@@ -15,6 +15,7 @@ import secrets
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import jinja2
 from aiohttp import web
@@ -32,7 +33,9 @@ from agentgov.console.views import (
     run_verify,
     shadow_summary,
 )
+from agentgov.engine.approvals.links import link_problem, load_link_key
 from agentgov.engine.approvals.people import NotAuthenticated, NotRecorded, decide_recorded, verify_person
+from agentgov.engine.approvals.settings import link_key_path
 from agentgov.engine.approvals.store import ApprovalRefused, ApprovalStore, ApprovalStoreError
 from agentgov.engine.approvals.stores import open_store as open_approvals
 from agentgov.engine.hooks.budget.hook import open_store as open_budgets
@@ -72,6 +75,9 @@ class Console:
                                             autoescape=True, undefined=jinja2.StrictUndefined)
         self.budgets: BudgetStore | None = None
         self.approvals: ApprovalStore | None = None
+        settings_ = sources.approvals
+        self.link_key = load_link_key(link_key_path(settings_.links, sources.cfg.base)) \
+            if settings_ is not None and settings_.links is not None else None
         self._verify: dict[str, Any] | None = None
 
     # --- plumbing ---------------------------------------------------------------------------
@@ -107,7 +113,9 @@ class Console:
         if session is None:
             if request.headers.get("HX-Request"):
                 return web.Response(status=401, headers={"HX-Redirect": "/login"})
-            raise web.HTTPSeeOther("/login")
+            # Back to where the person was going once signed in (an approve link from a notification).
+            target = request.path_qs if request.method == "GET" else ""
+            raise web.HTTPSeeOther("/login" + (f"?next={quote(target, safe='')}" if _safe_next(target) else ""))
         request[SESSION_KEY] = session
         if request.method not in ("GET", "HEAD"):
             form = await request.post()
@@ -124,30 +132,34 @@ class Console:
 
     # --- sign in and out --------------------------------------------------------------------
 
-    async def login_page(self, request: web.Request, error: str = "", status: int = 200) -> web.Response:
+    async def login_page(self, request: web.Request, error: str = "", status: int = 200,
+                         next_path: str = "") -> web.Response:
         # One token per browser, kept while it is valid: a second tab (or the browser's own fetch of
         # a favicon, redirected here) must not invalidate the form already on screen.
         current = request.cookies.get(LOGIN_COOKIE, "")
         token = current if len(current) >= 32 else secrets.token_urlsafe(24)
-        response = self.render(request, "login.html", status, login_csrf=token, error=error)
+        next_path = _safe_next(next_path or request.query.get("next", ""))
+        response = self.render(request, "login.html", status, login_csrf=token, error=error, next_path=next_path)
         response.set_cookie(LOGIN_COOKIE, token, httponly=True, samesite="Strict", path="/login",
                             secure=self.settings.secure_cookie)
         return response
 
     async def login(self, request: web.Request) -> web.StreamResponse:
         form = await request.post()
+        next_path = _safe_next(str(form.get("next", "")))
         expected = request.cookies.get(LOGIN_COOKIE, "")
         if not expected or not secrets.compare_digest(expected, str(form.get("login_csrf", ""))):
-            return await self.login_page(request, "the sign-in form expired: try again", 403)
+            return await self.login_page(request, "the sign-in form expired: try again", 403, next_path)
         token, api_key = str(form.get("token", "")).strip(), str(form.get("api_key", "")).strip()
         try:
             person = verify_person(self.sources.cfg, token=token or None, api_key=api_key or None)
         except NotAuthenticated as exc:
-            return await self.login_page(request, str(exc), 401)
+            return await self.login_page(request, str(exc), 401, next_path)
         if self.settings.admin_role not in person.roles:
-            return await self.login_page(request, f"signing in needs the role {self.settings.admin_role}", 403)
+            return await self.login_page(request, f"signing in needs the role {self.settings.admin_role}", 403,
+                                         next_path)
         session = self.sessions.create(person)
-        response = web.HTTPSeeOther("/decisions")
+        response = web.HTTPSeeOther(next_path or "/decisions")
         response.set_cookie(COOKIE, session.id, httponly=True, samesite="Strict", path="/",
                             max_age=int(self.settings.session_ttl_s), secure=self.settings.secure_cookie)
         response.del_cookie(LOGIN_COOKIE, path="/login")
@@ -224,13 +236,40 @@ class Console:
         if self.approvals is None:
             return await self.approval_rows(request, error="approvals are off in this configuration")
         person = request[SESSION_KEY].person
+        htmx = bool(request.headers.get("HX-Request"))
         try:
             approval = await decide_recorded(self.sources.cfg, self.approvals, approval_id, approve, person)
         except ApprovalRefused as exc:
+            if not htmx:
+                return self.render(request, "message.html", 409, title="Refused", message=str(exc))
             return await self.approval_rows(request, error=f"refused: {exc}")
         except (NotRecorded, ApprovalStoreError) as exc:
+            if not htmx:
+                return self.render(request, "message.html", 503, title="Not done", message=str(exc))
             return await self.approval_rows(request, error=str(exc))
-        return await self.approval_rows(request, notice=f"{approval.id} {approval.status} by {person.id}")
+        notice = f"{approval.id} {approval.status} by {person.id}"
+        if not htmx:
+            return self.render(request, "message.html", title=approval.status.capitalize(), message=notice)
+        return await self.approval_rows(request, notice=notice)
+
+    async def link(self, request: web.Request) -> web.Response:
+        """An approve/deny link from a notification: checked (signature, expiry), then a confirmation
+        page; the decision itself is the signed-in person's POST, as from the queue."""
+        approval_id, verb = request.match_info["approval_id"], request.match_info["verb"]
+        if self.link_key is None or self.approvals is None:
+            return self.render(request, "message.html", 404, title="No such link",
+                               message="This console does not accept approval links (approvals.links).")
+        problem = link_problem(self.link_key, approval_id, verb, request.query.get("exp", ""),
+                               request.query.get("sig", ""))
+        if problem:
+            return self.render(request, "message.html", 403, title="Link refused", message=problem)
+        try:
+            approval = await self.approvals.get(approval_id)
+        except ApprovalStoreError as exc:
+            return self.render(request, "message.html", 503, title="Not available", message=str(exc))
+        if approval is None:
+            return self.render(request, "message.html", 404, title="No such approval", message=approval_id)
+        return self.render(request, "approval_confirm.html", approval=approval.to_dict(), verb=verb)
 
     async def audit_page(self, request: web.Request) -> web.Response:
         listed = await asyncio.to_thread(chains, self.sources.audit_dir)
@@ -297,6 +336,7 @@ class Console:
         app.router.add_get("/approvals", self.approvals_page)
         app.router.add_get("/approvals/rows", self.approval_rows)
         app.router.add_post(r"/approvals/{approval_id}/{verb:approve|deny}", self.decide)
+        app.router.add_get(r"/approvals/{approval_id}/{verb:approve|deny}", self.link)
         app.router.add_get("/audit", self.audit_page)
         app.router.add_post("/audit/verify", self.verify)
         app.router.add_get("/policy", self.policy_page)
@@ -304,6 +344,15 @@ class Console:
         app.on_startup.append(self.on_startup)
         app.on_cleanup.append(self.on_cleanup)
         return app
+
+
+def _safe_next(path: str) -> str:
+    """Where to go after signing in: a path on this console only (never another site)."""
+    if not path.startswith("/") or path.startswith("//") or "\\" in path or len(path) > 2000:
+        return ""
+    if path.startswith(("/login", "/logout", "/static/")):
+        return ""
+    return path
 
 
 def _redacted(source: str) -> str:

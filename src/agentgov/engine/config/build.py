@@ -5,8 +5,12 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
-from agentgov.engine.approvals.settings import ApprovalsConfigError
+from agentgov.engine.approvals.links import LinkKeyError
+from agentgov.engine.approvals.notify import Notifier
+from agentgov.engine.approvals.people import record
+from agentgov.engine.approvals.settings import ApprovalsConfigError, link_signer
 from agentgov.engine.approvals.settings import settings_from_config as approval_settings
+from agentgov.engine.approvals.store import Approval
 from agentgov.engine.approvals.stores import open_store as open_approval_store
 from agentgov.engine.backends.base import DecisionBackend, ResultReader, decision_from_document
 from agentgov.engine.backends.envoy_result import decision_from_envoy_result
@@ -28,6 +32,7 @@ from agentgov.engine.hooks.model_tools import ModelToolsHook
 from agentgov.engine.hooks.pii.hook import PiiConfigError, PiiHook, settings_from_config
 from agentgov.engine.hooks.registry import HookLoadError, HookSlot, assemble
 from agentgov.engine.hooks.tool_filter import ToolListHook
+from agentgov.engine.model import Subject
 from agentgov.engine.pipeline import Governor, GovernorOptions
 from agentgov.engine.pipeline.approvals import ApprovalStage
 from agentgov.engine.policy.discovery import discover
@@ -145,9 +150,16 @@ def _approvals(cfg: Config) -> ApprovalStage | None:
         return None
     try:
         settings = approval_settings(cfg.approvals)
-    except ApprovalsConfigError as exc:
+        signer = link_signer(settings, cfg.base)
+    except (ApprovalsConfigError, LinkKeyError) as exc:
         raise cfg.problem(str(exc)) from None
-    return ApprovalStage(settings, open_approval_store(settings.store, cfg.base))
+    notifier = None
+    if settings.webhooks:
+        async def recorder(approval: Approval, event: str, detail: str) -> None:
+            await record(cfg, approval.id, Subject("agentgov"), event, detail, approval)
+
+        notifier = Notifier(settings.webhooks, signer, recorder)
+    return ApprovalStage(settings, open_approval_store(settings.store, cfg.base), notifier)
 
 
 def build_hooks(cfg: Config) -> list[HookSlot]:

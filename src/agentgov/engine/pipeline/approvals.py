@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 
 from agentgov.engine.approvals.binding import Binding, argument_hash, canonical_arguments
+from agentgov.engine.approvals.notify import Notifier
 from agentgov.engine.approvals.settings import ApprovalSettings
 from agentgov.engine.approvals.store import ApprovalStore, ApprovalStoreError, Taken
 from agentgov.engine.errors import Failure
@@ -22,9 +23,17 @@ POLL_S = 0.25
 
 
 class ApprovalStage:
-    def __init__(self, settings: ApprovalSettings | None, store: ApprovalStore | None) -> None:
+    def __init__(self, settings: ApprovalSettings | None, store: ApprovalStore | None,
+                 notifier: Notifier | None = None) -> None:
         self.settings = settings
         self.store = store
+        self.notifier = notifier  # tells the approvers of each new request (approvals.webhooks)
+
+    async def close(self) -> None:
+        if self.notifier is not None:
+            await self.notifier.drain()
+        if self.store is not None:
+            await self.store.close()
 
     async def apply(self, subject: Subject, actions: Sequence[ParsedAction], decision: Decision, revision: str,
                     decision_id: str) -> Decision:
@@ -48,8 +57,11 @@ class ApprovalStage:
         except ApprovalStoreError:
             return Decision.failed(Failure.UNAVAILABLE, "approval_store_unavailable",
                                    detail="the approvals store did not answer")
-        note = ApprovalNote(taken.approval.id, taken.outcome, taken.expired,
-                            self.settings.status_url_for(taken.approval.id), action.protocol == "mcp", action.rpc_id)
+        status_url = self.settings.status_url_for(taken.approval.id)
+        note = ApprovalNote(taken.approval.id, taken.outcome, taken.expired, status_url, action.protocol == "mcp",
+                            action.rpc_id)
+        if taken.outcome == "requested" and self.notifier is not None:
+            self.notifier.requested(taken.approval, status_url)
         if taken.outcome == "used":
             return replace(decision, obligations=replace(decision.obligations, approval=None), approval=note)
         approvers = ", ".join(spec.approvers)

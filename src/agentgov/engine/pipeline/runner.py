@@ -166,8 +166,7 @@ class Governor:
             if slot.close is not None:
                 await slot.close()
         await self.policies.active.backend.close()
-        if self.approvals.store is not None:
-            await self.approvals.store.close()
+        await self.approvals.close()
         if self.tracing is not None:
             self.tracing.close()
 

@@ -1,0 +1,59 @@
+"""Debian's chromium driven by Selenium through Debian's chromedriver, for the console's tests."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+from selenium import webdriver
+from selenium.common.exceptions import WebDriverException
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+from selenium.webdriver.remote.webdriver import WebDriver
+from selenium.webdriver.support import expected_conditions as ec
+from selenium.webdriver.support.ui import WebDriverWait
+
+from agentgov.cli.stack import LocalStack
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
+
+
+@contextmanager
+def chromium() -> Iterator[WebDriver]:
+    if not (Path(CHROMIUM).exists() and Path(CHROMEDRIVER).exists()):
+        pytest.fail("the console tests need Debian's chromium and chromium-driver (make system-deps installs them)")
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    # Headless, and nothing that reaches for the network this machine does not have.
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-quic",
+                 "--no-first-run", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--window-size=1400,1000"):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(options=options, service=Service(CHROMEDRIVER))
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+def wait(driver: WebDriver, timeout_s: float = 20) -> WebDriverWait[WebDriver]:
+    return WebDriverWait(driver, timeout_s, poll_frequency=0.1)
+
+
+def submit_sign_in(driver: WebDriver, token: str) -> None:
+    """Fill in the sign-in form on screen and wait for the answer page."""
+    driver.find_element(By.ID, "token").send_keys(token)
+    button = driver.find_element(By.ID, "sign-in")
+    button.click()
+    # The answer page has replaced the form (Chrome may report the old node as gone either way).
+    WebDriverWait(driver, 20, poll_frequency=0.1, ignored_exceptions=[WebDriverException]).until(
+        ec.staleness_of(button))
+
+
+def sign_in(driver: WebDriver, stack: LocalStack, token: str) -> None:
+    driver.get(stack.console_url + "/login")
+    submit_sign_in(driver, token)
