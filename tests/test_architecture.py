@@ -30,9 +30,10 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
               "agentgov.engine.telemetry")),
     ("engines", ("agentgov.engine.backends", "agentgov.engine.policy", "agentgov.engine.bundles")),
     ("hooks", ("agentgov.engine.hooks",)),
+    ("approvals", ("agentgov.engine.approvals",)),
     ("pipeline", ("agentgov.engine.pipeline",)),
     ("assembly", ("agentgov.engine.config", "agentgov.engine.testing")),
-    ("adapters", ("agentgov.engine.server",)),
+    ("adapters", ("agentgov.engine.server", "agentgov.console")),
     ("cli", ("agentgov.cli",)),
 ]
 # Parsers take bytes and return fields: no I/O, no clocks, no engines.

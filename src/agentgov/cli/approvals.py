@@ -18,11 +18,12 @@ import click
 
 from agentgov.cli.configured import with_store
 from agentgov.cli.output import EXIT_ERROR
-from agentgov.engine.approvals.people import NotAuthenticated, NotRecorded, decide_recorded, verify_person
+from agentgov.engine.approvals.evidence import NotRecorded, decide_recorded
 from agentgov.engine.approvals.settings import ApprovalsConfigError, ApprovalSettings, settings_from_config
 from agentgov.engine.approvals.store import Approval, ApprovalRefused, ApprovalStore, ApprovalStoreError
 from agentgov.engine.approvals.stores import open_store
 from agentgov.engine.config import Config, ConfigError, default_config_path, environment, resolve
+from agentgov.engine.config.people import NotAuthenticated, audit_of, verify_person
 from agentgov.engine.model import Subject
 
 T = TypeVar("T")
@@ -119,7 +120,12 @@ def _decide(approval_id: str, config_path: Path | None, token: str | None, api_k
     cfg, settings = _config(config_path)
     approver = _approver(cfg, token, api_key)
     try:
-        approval = _with_store(cfg, settings, lambda store: decide_recorded(cfg, store, approval_id, approve, approver))
+        audit = audit_of(cfg)
+    except ValueError as exc:
+        raise _fail(str(exc)) from None
+    try:
+        approval = _with_store(cfg, settings,
+                               lambda store: decide_recorded(audit, store, approval_id, approve, approver))
     except ApprovalRefused as exc:
         raise _fail(f"refused: {exc}") from None
     except NotRecorded as exc:

@@ -33,11 +33,12 @@ from agentgov.console.views import (
     run_verify,
     shadow_summary,
 )
+from agentgov.engine.approvals.evidence import NotRecorded, decide_recorded
 from agentgov.engine.approvals.links import link_problem, load_link_key
-from agentgov.engine.approvals.people import NotAuthenticated, NotRecorded, decide_recorded, verify_person
 from agentgov.engine.approvals.settings import link_key_path
 from agentgov.engine.approvals.store import ApprovalRefused, ApprovalStore, ApprovalStoreError
 from agentgov.engine.approvals.stores import open_store as open_approvals
+from agentgov.engine.config.people import NotAuthenticated, verify_person
 from agentgov.engine.hooks.budget.hook import open_store as open_budgets
 from agentgov.engine.hooks.budget.report import usage_report
 from agentgov.engine.hooks.budget.store import BudgetStore, StoreError
@@ -238,7 +239,7 @@ class Console:
         person = request[SESSION_KEY].person
         htmx = bool(request.headers.get("HX-Request"))
         try:
-            approval = await decide_recorded(self.sources.cfg, self.approvals, approval_id, approve, person)
+            approval = await decide_recorded(self.sources.audit, self.approvals, approval_id, approve, person)
         except ApprovalRefused as exc:
             if not htmx:
                 return self.render(request, "message.html", 409, title="Refused", message=str(exc))

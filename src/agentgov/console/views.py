@@ -1,7 +1,7 @@
 """What the console shows, read from where agentgov keeps it: decisions, refusals and shadow flips
 from the hash-chained audit log; budgets and approvals from their stores; chain status and verify
 from the audit directory. Pure reading: nothing here changes state except an approver's decision,
-which goes through the same code as `agentgov approvals` (engine.approvals.people)."""
+which goes through the same code as `agentgov approvals` (engine.approvals.evidence)."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from agentgov.engine.approvals.settings import ApprovalSettings
 from agentgov.engine.approvals.settings import settings_from_config as approval_settings
 from agentgov.engine.config import Config
 from agentgov.engine.hooks.audit.chain import CHECKPOINTS_SUFFIX, load_signing_key
+from agentgov.engine.hooks.audit.hook import AuditSettings
 from agentgov.engine.hooks.audit.hook import settings_from_config as audit_settings
 from agentgov.engine.hooks.audit.verify import VerifyReport, log_files, verify
 from agentgov.engine.hooks.budget.limits import BudgetSettings
@@ -32,6 +33,7 @@ FILTERS = ("subject", "tenant", "action", "decision", "reason")
 class Sources:
     cfg: Config
     audit_dir: Path | None
+    audit: AuditSettings | None
     verify_key: Any  # Ed25519PublicKey | None: authenticates checkpoints when the signing key is configured
     budgets: BudgetSettings | None
     approvals: ApprovalSettings | None
@@ -43,7 +45,7 @@ def sources_from(cfg: Config) -> Sources:
     key = None
     if audit is not None and audit.signing_key_file is not None and audit.signing_key_file.exists():
         key = load_signing_key(audit.signing_key_file).public_key()
-    return Sources(cfg, audit.directory if audit else None, key,
+    return Sources(cfg, audit.directory if audit else None, audit, key,
                    budget_settings(cfg.budgets) if cfg.budgets is not None else None,
                    approval_settings(cfg.approvals) if cfg.approvals is not None else None)
 

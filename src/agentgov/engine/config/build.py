@@ -5,9 +5,9 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
+from agentgov.engine.approvals.evidence import record
 from agentgov.engine.approvals.links import LinkKeyError
 from agentgov.engine.approvals.notify import Notifier
-from agentgov.engine.approvals.people import record
 from agentgov.engine.approvals.settings import ApprovalsConfigError, link_signer
 from agentgov.engine.approvals.settings import settings_from_config as approval_settings
 from agentgov.engine.approvals.store import Approval
@@ -155,8 +155,13 @@ def _approvals(cfg: Config) -> ApprovalStage | None:
         raise cfg.problem(str(exc)) from None
     notifier = None
     if settings.webhooks:
+        try:
+            audit = audit_settings(cfg.audit, cfg.base)
+        except AuditConfigError as exc:
+            raise cfg.problem(str(exc)) from None
+
         async def recorder(approval: Approval, event: str, detail: str) -> None:
-            await record(cfg, approval.id, Subject("agentgov"), event, detail, approval)
+            await record(audit, approval.id, Subject("agentgov"), event, detail, approval)
 
         notifier = Notifier(settings.webhooks, signer, recorder)
     return ApprovalStage(settings, open_approval_store(settings.store, cfg.base), notifier)
