@@ -156,3 +156,61 @@ def test_normalize_input_rejects_bad_documents() -> None:
                                                 {"type": "AWS_KEY", "count": 1, "path": "b", "category": "secret"}]}})
     assert doc["pii"]["types"] == ["EMAIL"]
     assert doc["pii"]["secrets"] == ["AWS_KEY"]
+
+
+def _catalog_backend(policy: str) -> CedarBackend:
+    catalog = {"tool": {"t1": {"classification": "internal"},
+                        "t2": {"classification": "public", "owner": {"__entity": {"type": "Team", "id": "ops"}}},
+                        "ref.tool": {"classification": "public"},
+                        **{f"bulk{i}": {"classification": "internal"} for i in range(300)}},
+               "team": {"ops": {"oncall": True}}}
+    return CedarBackend([("p.cedar", policy)], data={"agentgov": {"catalog": catalog}})
+
+
+def _decide(backend: CedarBackend, resource: str, arguments: dict[str, Any] | None = None) -> bool:
+    return asyncio.run(backend.evaluate(normalize_input({
+        "action": {"kind": "tool.call", "name": resource}, "resource": {"type": "tool", "id": resource},
+        "arguments": arguments or {}}))).allow
+
+
+def test_cedar_reaches_every_catalog_entity_a_policy_can_name() -> None:
+    """A decision sees only the catalog entities it can reach (so its cost does not grow with the
+    catalog), and those are all of them: the resource, entities named in the policy text, entity
+    references in the context, and entities referenced from those entities' attributes."""
+    literal = _catalog_backend('@id("lit")\npermit (principal, action, resource) '
+                               'when { Tool::"ref.tool".classification == "public" };\n')
+    assert _decide(literal, "t1")  # named in the policy: in every request's slice
+    assert _decide(literal, "unknown.tool")
+    own = _catalog_backend('@id("own")\npermit (principal, action, resource) '
+                           'when { resource has classification && resource.classification == "public" };\n')
+    assert _decide(own, "t2")
+    assert not _decide(own, "t1")
+    assert not _decide(own, "unknown.tool")
+    chained = _catalog_backend('@id("chain")\npermit (principal, action, resource) '
+                               'when { resource has owner && resource.owner.oncall };\n')
+    assert _decide(chained, "t2")  # Team::"ops" reached through t2's attribute
+
+
+
+@pytest.mark.parametrize("escape", [{"__entity": {"type": "Tool", "id": "t2"}},
+                                    {"__extn": {"fn": "ip", "arg": "10.0.0.1"}}, [{"__expr": "1"}]])
+def test_cedar_refuses_arguments_it_would_read_as_entities_or_extensions(escape: Any) -> None:
+    """A caller's `{"__entity": …}` is a plain object to Rego and the backend but an entity reference
+    to Cedar's JSON: refused with the reason, never evaluated."""
+    backend = _catalog_backend('@id("all")\npermit (principal, action, resource);\n')
+    decision = asyncio.run(backend.evaluate(normalize_input({
+        "action": {"kind": "tool.call", "name": "t1"}, "resource": {"type": "tool", "id": "t1"},
+        "arguments": {"target": escape}})))
+    assert not decision.allow
+    assert decision.reasons == ("engine_error",)
+    assert "Cedar would read" in decision.errors[0]
+
+
+def test_cedar_keeps_a_bounded_number_of_catalog_slices(monkeypatch: pytest.MonkeyPatch) -> None:
+    from agentgov.engine.backends import cedar
+
+    monkeypatch.setattr(cedar, "SLICE_CACHE", 8)
+    backend = _catalog_backend('@id("all")\npermit (principal, action, resource);\n')
+    for i in range(50):
+        assert _decide(backend, f"bulk{i}")
+    assert len(backend._slices) == 8

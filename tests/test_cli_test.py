@@ -212,3 +212,14 @@ def test_opa_envoy_cases_cannot_ask_for_cedar(run_cli: Callable[..., Result], tm
     result = run_cli("test", str(_opa_envoy_folder(tmp_path, cases)))
     assert result.exit_code == 1
     assert "decided by Rego only" in result.output
+
+
+def test_a_case_overlay_shares_the_data_it_does_not_change() -> None:
+    from agentgov.engine.testing.cases import overlay
+
+    catalog = {"tool": {"a": {"roles": ["x"]}, "b": {"roles": ["y"]}}, "model": {"m": {"roles": ["x"]}}}
+    merged = overlay(catalog, {"tool": {"a": {"roles": ["z"]}}})
+    assert merged == {"tool": {"a": {"roles": ["z"]}, "b": {"roles": ["y"]}}, "model": {"m": {"roles": ["x"]}}}
+    assert catalog["tool"]["a"] == {"roles": ["x"]}  # the base is untouched
+    assert merged["model"] is catalog["model"]  # untouched subtrees are shared, not copied
+    assert merged["tool"] is not catalog["tool"]

@@ -86,13 +86,13 @@ def server(monkeypatch: pytest.MonkeyPatch) -> Iterator[BundleServer]:
 
 def write_config(base: Path, source: str, *, verification: dict[str, Any] | None = None,
                  persist_dir: str = "cache", extra: dict[str, Any] | None = None,
-                 shadow: str | None = None) -> Path:
+                 shadow: str | None = None, engine: str = "rego") -> Path:
     bundle: dict[str, Any] = {"source": source, "poll_min_s": 0.05, "poll_max_s": 0.1, "persist_dir": persist_dir}
     if source.startswith("http"):
         bundle["token_env"] = "AGENTGOV_TEST_BUNDLE_TOKEN"
     if verification:
         bundle["verification"] = verification
-    policy: dict[str, Any] = {"engine": "rego", "bundle": bundle}
+    policy: dict[str, Any] = {"engine": engine, "bundle": bundle}
     if shadow:
         policy["shadow"] = {"source": shadow, "poll_min_s": 0.05, "poll_max_s": 0.1, "persist_dir": ""}
     doc = {"policy": policy, "identity": {"required": False}, **(extra or {})}
@@ -233,8 +233,10 @@ def test_an_oci_source_reloads_when_the_tag_moves(registry: Registry, bundles: d
     run(body)
 
 
-def test_a_folder_source_is_rebuilt_and_reloaded_when_a_file_changes(policies_copy: Path, tmp_path: Path) -> None:
-    governor = build_governor(load_config(write_config(tmp_path, str(policies_copy))))
+@pytest.mark.parametrize("engine", ["rego", "cedar"])  # Cedar's sets are built on a worker thread
+def test_a_folder_source_is_rebuilt_and_reloaded_when_a_file_changes(policies_copy: Path, tmp_path: Path,
+                                                                      engine: str) -> None:
+    governor = build_governor(load_config(write_config(tmp_path, str(policies_copy), engine=engine)))
 
     async def body() -> None:
         await governor.start()

@@ -8,8 +8,10 @@ policies (see policy.cedar_source) add obligations after an allow.
 
 from __future__ import annotations
 
-from collections import Counter
-from collections.abc import Mapping
+import json
+import re
+from collections import Counter, OrderedDict
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import cedarpy
@@ -32,6 +34,32 @@ DEFAULT_CATALOG_PATH = ("agentgov", "catalog")
 # When several forbids apply, the most fundamental one names the status: an unknown caller (401)
 # before a forbidden action (403) before a budget that would reset (429).
 _STATUS_PRECEDENCE = (STATUS_UNAUTHENTICATED, STATUS_FORBIDDEN, STATUS_RATE_LIMITED)
+SLICE_CACHE = 4096  # distinct catalog slices kept parsed (one per resource, as a rule)
+# An entity literal in Cedar policy text: Type::"id" or Namespace::Type::"id" (the id JSON-escaped).
+_LITERAL = re.compile(r'((?:[A-Za-z_][A-Za-z0-9_]*::)*[A-Za-z_][A-Za-z0-9_]*)::("(?:[^"\\]|\\.)*")')
+
+
+def literal_uids(text: str) -> Iterator[tuple[str, str]]:
+    """Entity uids written in policy text (over-inclusive is harmless: extra entities change nothing)."""
+    for m in _LITERAL.finditer(text):
+        try:
+            yield m.group(1), json.loads(m.group(2))
+        except ValueError:
+            continue
+
+
+def entity_refs(value: Any) -> Iterator[tuple[str, str]]:
+    """Entity references in a Cedar JSON value: `{"__entity": {type, id}}`, and `{type, id}` records
+    (a schema may read those as references)."""
+    if isinstance(value, Mapping):
+        ref = value.get("__entity", value if set(value) == {"type", "id"} else None)
+        if isinstance(ref, Mapping) and isinstance(ref.get("type"), str) and isinstance(ref.get("id"), str):
+            yield ref["type"], ref["id"]
+        for child in value.values():
+            yield from entity_refs(child)
+    elif isinstance(value, list):
+        for child in value:
+            yield from entity_refs(child)
 
 
 class CedarBackend:
@@ -53,22 +81,56 @@ class CedarBackend:
         for key in catalog_path:
             catalog = catalog.get(key, {}) if isinstance(catalog, Mapping) else {}
         entities = catalog_entities(catalog if isinstance(catalog, Mapping) else {})
-        self._known = {(e["uid"]["type"], e["uid"]["id"]) for e in entities}
-        try:
-            self._entities = cedarpy.Entities.from_json_str(entities_json(entities), self._schema)
+        self._catalog: dict[tuple[str, str], dict[str, Any]] = {
+            (e["uid"]["type"], e["uid"]["id"]): e for e in entities}
+        try:  # the whole catalog against the schema once, at load: a bad entry is a load error
+            cedarpy.Entities.from_json_str(entities_json(entities), self._schema)
         except ValueError as exc:
             where = schema[0] if schema else "data"
             raise PolicyLoadError([Problem(where, 1, 1, f"catalog entities do not match the Cedar schema: {exc}",
                                            "cedar_schema_error")]) from None
+        # Entities a policy names literally (Tool::"crm.query") are in every request's slice.
+        self._pinned = frozenset(uid for uid in literal_uids(self.policies.authorization + "\n" +
+                                                             self.policies.obligations) if uid in self._catalog)
+        self._slices: OrderedDict[frozenset[tuple[str, str]], Any] = OrderedDict()
+
+    def _entities_for(self, request: Mapping[str, Any]) -> Any:
+        """The catalog entities this request can reach, parsed once per distinct set and kept (LRU).
+
+        Cedar evaluation reaches an entity only as the principal, the resource, an entity a policy
+        names literally, or an entity reference in the context or in a reached entity's attributes;
+        catalog entities have no parents. So a slice of those answers exactly as the whole catalog
+        would, and a decision costs the same with 20 tools or 20,000 (cloning the whole entity set
+        per request, which `with_added_json_str` does, grew with the catalog)."""
+        res = request["resource"]
+        frontier = [(res["type"], res["id"]), *entity_refs(request.get("context"))]
+        wanted: set[tuple[str, str]] = set(self._pinned)
+        while frontier:
+            uid = frontier.pop()
+            if uid in wanted or uid not in self._catalog:
+                continue
+            wanted.add(uid)
+            frontier.extend(entity_refs(self._catalog[uid]["attrs"]))
+        key = frozenset(wanted)
+        handle = self._slices.get(key)
+        if handle is None:
+            handle = cedarpy.Entities.from_json_str(entities_json([self._catalog[u] for u in sorted(key)]),
+                                                    self._schema)
+            self._slices[key] = handle
+            if len(self._slices) > SLICE_CACHE:
+                self._slices.popitem(last=False)
+        else:
+            self._slices.move_to_end(key)
+        return handle
 
     def _authorize(self, policy_input: Mapping[str, Any]) -> tuple[Decision, Any | None]:
         try:
             request, principal = build_request(policy_input)
             delta = [principal]
             res = request["resource"]
-            if (res["type"], res["id"]) not in self._known:
+            if (res["type"], res["id"]) not in self._catalog:
                 delta.append({"uid": res, "attrs": {}, "parents": []})
-            entities = self._entities.with_added_json_str(entities_json(delta))
+            entities = self._entities_for(request).with_added_json_str(entities_json(delta))
             result = cedarpy.is_authorized(request, self._authz, entities)
             if result.diagnostics.errors:
                 return engine_error(self.name, "; ".join(result.diagnostics.errors)), result

@@ -86,8 +86,15 @@ def build_request(policy_input: Mapping[str, Any]) -> tuple[dict[str, Any], dict
         }),
         "parents": [],
     }
+    arguments = policy_input.get("arguments", {})
+    escape = cedar_escape_in(arguments)
+    if escape:
+        # Cedar's JSON reads these keys as an entity reference or an extension value, where Rego (and
+        # the backend) see a plain object: one request, two readings. Refused (a deny), never passed on.
+        raise ValueError(f"the call's arguments hold a `{escape}` key, which Cedar would read as an "
+                         "entity or extension value, not as data")
     context = to_cedar({
-        "arguments": policy_input.get("arguments", {}),
+        "arguments": arguments,
         "pii": {
             "types": list(pii.get("types", [])),
             "secrets": list(pii.get("secrets", [])),
@@ -109,6 +116,28 @@ def build_request(policy_input: Mapping[str, Any]) -> tuple[dict[str, Any], dict
         "context": context,
     }
     return request, principal
+
+
+CEDAR_ESCAPES = ("__entity", "__extn", "__expr")
+
+
+def cedar_escape_in(value: Any, depth: int = 0) -> str:
+    """The first key of Cedar's JSON escapes anywhere in a caller's value ("" when there is none)."""
+    if depth > 64:
+        return ""
+    if isinstance(value, Mapping):
+        for key, child in value.items():
+            if key in CEDAR_ESCAPES:
+                return str(key)
+            found = cedar_escape_in(child, depth + 1)
+            if found:
+                return found
+    elif isinstance(value, list | tuple):
+        for child in value:
+            found = cedar_escape_in(child, depth + 1)
+            if found:
+                return found
+    return ""
 
 
 def entities_json(entities: list[dict[str, Any]]) -> str:

@@ -76,9 +76,13 @@ class BundleStatus:
 
 class BundleReloader:
     def __init__(self, name: str, source: BundleSource, build: PolicySetBuilder,
-                 activate: Callable[[PolicySet], None], settings: ReloadSettings) -> None:
+                 activate: Callable[[PolicySet], None], settings: ReloadSettings, *,
+                 build_off_loop: bool = False) -> None:
         self.name, self.source, self.settings = name, source, settings
         self._build, self._activate = build, activate
+        # Cedar's handles may be built on a worker thread, so a large catalog's reload does not hold
+        # decisions up; regorus' engines belong to the thread that made them and are built on the loop.
+        self._build_off_loop = build_off_loop
         self.status = BundleStatus(name, source.where)
         self._tag = ""
         self._task: asyncio.Task[None] | None = None
@@ -153,6 +157,8 @@ class BundleReloader:
         loaded: LoadedBundle = await asyncio.to_thread(open_bundle, blob, where, s.keys, key_id=s.key_id,
                                                        scope=s.scope)
         revision = loaded.manifest.revision if loaded.manifest else ""
+        if self._build_off_loop:
+            return await asyncio.to_thread(self._build, loaded.sources, revision, loaded.digest, blob, where)
         return self._build(loaded.sources, revision, loaded.digest, blob, where)
 
     def _swap(self, policy_set: PolicySet, origin: str) -> None:

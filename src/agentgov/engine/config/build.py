@@ -128,7 +128,8 @@ def build_governor(cfg: Config) -> Governor:
         except PolicyLoadError as exc:
             raise cfg.problem(f"policy.{'bundle' if name == 'active' else name}.source: "
                               f"{exc.problems[0].message}") from None
-        governor.attach(BundleReloader(name, source, build, activate, settings.reload))
+        governor.attach(BundleReloader(name, source, build, activate, settings.reload,
+                                       build_off_loop=cfg.engine == "cedar"))
     return governor
 
 
