@@ -83,6 +83,8 @@ bench: $(STAMP)
 	$(BIN)/python bench/gateway.py
 	# What OpenTelemetry tracing costs a decision (off, 10%, 100% sampled).
 	$(BIN)/python bench/tracing_cost.py
+	# Load, reload, memory and decision time against the catalog's size (10 to 20,000 tools).
+	$(BIN)/python bench/catalog_scale.py
 
 # Regenerate the decision service's message classes after editing the .proto (tests check they match).
 proto: $(STAMP)

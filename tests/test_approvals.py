@@ -281,3 +281,59 @@ def test_a_waiting_refusal_keeps_its_shape_through_the_decision_service(rpc_id: 
                                          "detail": "waiting", "approval_id": note.id, "status_url": note.status_url}
     plain = replace(decision, approval=replace(note, jsonrpc=False, rpc_id=None))
     assert json.loads(denied(replace(verdict, decision=plain)).body)["approval_id"] == note.id
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "redis"])
+def test_an_expiry_is_marked_once_whoever_sweeps(kind: str, tmp_path: Path) -> None:
+    """Two sweepers (two workers) find the same approval due: one marks it and records it."""
+    redis = RedisServer() if kind == "redis" else None
+    if redis is not None:
+        redis.start()
+    try:
+        from agentgov.engine.approvals.stores import open_store
+        from agentgov.engine.pipeline.approvals import ApprovalStage
+
+        store_url = redis.url if redis else "sqlite"
+        recorded: list[tuple[str, str]] = []
+
+        async def recorder(approval: Any, event: str, detail: str) -> None:
+            recorded.append((approval.id, event))
+
+        async def run() -> tuple[list[str], list[str], str]:
+            settings = settings_from_config({"store": store_url})
+            one = ApprovalStage(settings, open_store(store_url, tmp_path), recorder=recorder)
+            two = ApprovalStage(settings, open_store(store_url, tmp_path), recorder=recorder)
+            assert one.store is not None
+            binding = Binding("sam", "acme", "tool.call", "payments.refund", argument_hash({"x": 1}), "rev")
+            taken = await one.store.take(binding, "{}", ApprovalSpec(("finance",)), 10, "d1", now=1000)
+            early = await one.sweep(1005)
+            swept = await asyncio.gather(one.sweep(1011), two.sweep(1011))
+            status = (await one.store.get(taken.approval.id))
+            await one.close()
+            await two.close()
+            assert status is not None
+            return early, [i for ids in swept for i in ids], status.status
+
+        early, swept, status = asyncio.run(run())
+    finally:
+        if redis is not None:
+            redis.stop()
+    assert early == []
+    assert len(swept) == 1
+    assert status == "expired"
+    assert recorded == [(swept[0], "expired")]
+
+
+@pytest.mark.envoy
+def test_an_approval_nobody_asks_about_again_still_leaves_its_expiry_in_the_audit_log(tmp_path: Path) -> None:
+    extra = {"approvals": {"store": "sqlite", "pending_ttl_s": 1, "sweep_s": 0.2}, "audit": {"dir": "audit"}}
+    with LocalStack(policies=POLICIES, config_extra=extra, workdir=tmp_path / "stack") as running:
+        running.keep_workdir = True
+        approval_id = call(running, refund(300, "X-1"))[1]["approval_id"]
+
+        def events() -> list[str]:
+            story = cli(running, "audit", "query", "--approval", approval_id)
+            return [r["approval"]["event"] for r in map(json.loads, story.stdout.splitlines())]
+
+        assert wait_for(lambda: "expired" in events(), 15), events()
+    assert events()[0] == "requested"

@@ -75,6 +75,19 @@ redis.call('HSET', KEYS[1], ARGV[1], out)
 return out
 """
 
+# KEYS[1]: the call's hash. ARGV: id, now. Marks one pending or approved approval past its time
+# expired and returns it; nil when it was not due (or another sweeper marked it first).
+_EXPIRE = """
+local text = redis.call('HGET', KEYS[1], ARGV[1])
+if not text then return nil end
+local doc = cjson.decode(text)
+if (doc.status ~= 'pending' and doc.status ~= 'approved') or doc.expires_at > tonumber(ARGV[2]) then return nil end
+doc.status = 'expired'
+local out = cjson.encode(doc)
+redis.call('HSET', KEYS[1], ARGV[1], out)
+return out
+"""
+
 _FIELDS = list(Approval.__dataclass_fields__)
 
 
@@ -151,6 +164,18 @@ class RedisApprovalStore:
         if decided.status != status or decided.decided_by != by:  # someone else decided first
             raise ApprovalRefused(f"approval {approval_id} is {decided.status}: decisions are final")
         return decided
+
+    async def expire_due(self, now: float) -> tuple[Approval, ...]:
+        out = []
+        try:
+            index: dict[str, str] = await self._client().hgetall(PREFIX + "ids")
+            for approval_id, key in index.items():
+                text = await self._client().eval(_EXPIRE, 1, key, approval_id, repr(now))
+                if text:
+                    out.append(_decode(text))
+        except (RedisError, OSError) as exc:
+            raise self._error(exc) from exc
+        return tuple(out)
 
     async def close(self) -> None:
         if self._redis is not None:

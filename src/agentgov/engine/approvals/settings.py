@@ -11,7 +11,8 @@ from agentgov.engine.approvals.links import LinkSigner, load_link_key
 from agentgov.engine.approvals.notify import FORMATS, Webhook
 from agentgov.engine.keys import unknown_keys
 
-_KEYS = {"store", "default_ttl_s", "pending_ttl_s", "wait_s", "bind_revision", "status_url", "webhooks", "links"}
+_KEYS = {"store", "default_ttl_s", "pending_ttl_s", "wait_s", "bind_revision", "status_url", "webhooks", "links",
+         "sweep_s"}
 _WEBHOOK_KEYS = {"url", "format", "token_env"}
 _LINK_KEYS = {"base_url", "key_file", "ttl_s"}
 STATUS_PATH = "/approvals/v1/"
@@ -41,6 +42,7 @@ class ApprovalSettings:
     status_url: str = DEFAULT_STATUS_URL
     webhooks: tuple[Webhook, ...] = ()  # told of each new request (docs/approvals.md)
     links: Links | None = None  # signed approve/deny links in the notifications, to the console
+    sweep_s: float = 30.0  # how often a worker marks (and records) the approvals past their time
 
     def status_url_for(self, approval_id: str) -> str:
         return self.status_url.replace("{id}", approval_id)
@@ -54,7 +56,8 @@ def settings_from_config(doc: Mapping[str, Any]) -> ApprovalSettings:
     if not (store == "sqlite" or store.startswith(("sqlite:///", "redis://", "rediss://"))):
         raise ApprovalsConfigError("approvals.store must be sqlite, sqlite:///PATH or redis://host:port/db")
     numbers: dict[str, float] = {}
-    for key, default, low in (("default_ttl_s", 900.0, 1.0), ("pending_ttl_s", 86400.0, 1.0), ("wait_s", 0.0, 0.0)):
+    for key, default, low in (("default_ttl_s", 900.0, 1.0), ("pending_ttl_s", 86400.0, 1.0), ("wait_s", 0.0, 0.0),
+                              ("sweep_s", 30.0, 0.1)):
         value = doc.get(key, default)
         if isinstance(value, bool) or not isinstance(value, int | float) or value < low or value > 30 * 86400:
             raise ApprovalsConfigError(f"approvals.{key} must be a number of seconds from {low:g} to 30 days")
@@ -70,7 +73,8 @@ def settings_from_config(doc: Mapping[str, Any]) -> ApprovalSettings:
         raise ApprovalsConfigError("approvals.status_url must be a path or an http(s) URL containing {id} once, "
                                    "e.g. https://agentgov.example.com/approvals/v1/{id}")
     return ApprovalSettings(store, numbers["default_ttl_s"], numbers["pending_ttl_s"], numbers["wait_s"], bind,
-                            status_url, _webhooks(doc.get("webhooks", [])), _links(doc.get("links")))
+                            status_url, _webhooks(doc.get("webhooks", [])), _links(doc.get("links")),
+                            numbers["sweep_s"])
 
 
 def _webhooks(items: Any) -> tuple[Webhook, ...]:

@@ -14,7 +14,7 @@ import secrets
 import sqlite3
 import threading
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -78,6 +78,8 @@ class ApprovalStore(Protocol):
     async def list(self, status: str | None = None) -> list[Approval]: ...
 
     async def decide(self, approval_id: str, approve: bool, by: str, roles: Sequence[str], now: float) -> Approval: ...
+
+    async def expire_due(self, now: float) -> tuple[Approval, ...]: ...
 
     async def close(self) -> None: ...
 
@@ -213,6 +215,17 @@ class SqliteApprovalStore:
             db.execute("UPDATE approvals SET status = ?, decided_by = ?, decided_at = ?, expires_at = ? WHERE id = ?",
                        (status, by, now, expires, approval_id))
             return _row(db.execute("SELECT * FROM approvals WHERE id = ?", (approval_id,)).fetchone())
+
+        return await self._run(self._transaction, work)  # type: ignore[no-any-return]
+
+    async def expire_due(self, now: float) -> tuple[Approval, ...]:
+        """Mark every pending or approved approval past its time expired; the ones this call marked
+        (so each expiry is recorded once, whichever worker sweeps)."""
+        def work(db: sqlite3.Connection) -> tuple[Approval, ...]:
+            rows = [_row(r) for r in db.execute(
+                "SELECT * FROM approvals WHERE status IN ('pending', 'approved') AND expires_at <= ?", (now,))]
+            db.executemany("UPDATE approvals SET status = 'expired' WHERE id = ?", [(a.id,) for a in rows])
+            return tuple(replace(a, status="expired") for a in rows)
 
         return await self._run(self._transaction, work)  # type: ignore[no-any-return]
 

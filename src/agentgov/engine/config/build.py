@@ -7,7 +7,7 @@ from pathlib import Path
 
 from agentgov.engine.approvals.evidence import record
 from agentgov.engine.approvals.links import LinkKeyError
-from agentgov.engine.approvals.notify import Notifier
+from agentgov.engine.approvals.notify import Notifier, Recorder
 from agentgov.engine.approvals.settings import ApprovalsConfigError, link_signer
 from agentgov.engine.approvals.settings import settings_from_config as approval_settings
 from agentgov.engine.approvals.store import Approval
@@ -154,18 +154,19 @@ def _approvals(cfg: Config) -> ApprovalStage | None:
         signer = link_signer(settings, cfg.base)
     except (ApprovalsConfigError, LinkKeyError) as exc:
         raise cfg.problem(str(exc)) from None
-    notifier = None
-    if settings.webhooks:
-        try:
-            audit = audit_settings(cfg.audit, cfg.base)
-        except AuditConfigError as exc:
-            raise cfg.problem(str(exc)) from None
-
-        async def recorder(approval: Approval, event: str, detail: str) -> None:
+    try:
+        audit = audit_settings(cfg.audit, cfg.base)
+    except AuditConfigError as exc:
+        raise cfg.problem(str(exc)) from None
+    recorder: Recorder | None = None
+    if audit is not None:
+        async def record_step(approval: Approval, event: str, detail: str) -> None:
             await record(audit, approval.id, Subject("agentgov"), event, detail, approval)
 
-        notifier = Notifier(settings.webhooks, signer, recorder)
-    return ApprovalStage(settings, open_approval_store(settings.store, cfg.base), notifier)
+        recorder = record_step
+
+    notifier = Notifier(settings.webhooks, signer, recorder) if settings.webhooks else None
+    return ApprovalStage(settings, open_approval_store(settings.store, cfg.base), notifier, recorder)
 
 
 def build_hooks(cfg: Config) -> list[HookSlot]:

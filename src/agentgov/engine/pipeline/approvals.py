@@ -6,30 +6,68 @@ approval it waits for (docs/approvals.md)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import time
 from collections.abc import Sequence
 from dataclasses import replace
 
 from agentgov.engine.approvals.binding import Binding, argument_hash, canonical_arguments
-from agentgov.engine.approvals.notify import Notifier
+from agentgov.engine.approvals.notify import Notifier, Recorder
 from agentgov.engine.approvals.settings import ApprovalSettings
 from agentgov.engine.approvals.store import ApprovalStore, ApprovalStoreError, Taken
 from agentgov.engine.errors import Failure
 from agentgov.engine.model import ApprovalNote, ApprovalSpec, Decision, Subject
 from agentgov.engine.protocols.parsed import ParsedAction
 
+log = logging.getLogger("agentgov.approvals")
 REASON = "approval_required"
 POLL_S = 0.25
 
 
 class ApprovalStage:
     def __init__(self, settings: ApprovalSettings | None, store: ApprovalStore | None,
-                 notifier: Notifier | None = None) -> None:
+                 notifier: Notifier | None = None, recorder: Recorder | None = None) -> None:
         self.settings = settings
         self.store = store
         self.notifier = notifier  # tells the approvers of each new request (approvals.webhooks)
+        self.recorder = recorder  # writes an approval's steps to the audit log (None: audit is off)
+        self._sweeper: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        """Sweep expiries in the background: an approval nobody asked about again still leaves its
+        `expired` record (each expiry is marked once by the store, whichever worker sweeps)."""
+        if self.store is not None and self.settings is not None and self._sweeper is None:
+            self._sweeper = asyncio.create_task(self._sweep_forever(), name="approvals-sweeper")
+
+    async def _sweep_forever(self) -> None:
+        assert self.settings is not None
+        while True:
+            await asyncio.sleep(self.settings.sweep_s)
+            try:
+                await self.sweep(time.time())
+            except ApprovalStoreError as exc:
+                log.warning("approvals: expiry sweep failed (%s); retrying in %g s", exc, self.settings.sweep_s)
+
+    async def sweep(self, now: float) -> list[str]:
+        """Mark what is due expired and record each; the ids marked."""
+        if self.store is None:
+            return []
+        expired = await self.store.expire_due(now)
+        for approval in expired:
+            if self.recorder is not None:
+                try:
+                    await self.recorder(approval, "expired", "")
+                except Exception as exc:  # logged; the expiry itself stands
+                    log.warning("approval %s: expiry not recorded: %s", approval.id, exc)
+        return [a.id for a in expired]
 
     async def close(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeper
+            self._sweeper = None
         if self.notifier is not None:
             await self.notifier.drain()
         if self.store is not None:

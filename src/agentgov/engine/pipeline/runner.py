@@ -157,6 +157,7 @@ class Governor:
                 await slot.start()
         for service in self._services:
             await service.start()
+        await self.approvals.start()
 
     async def close(self) -> None:
         for service in self._services:
