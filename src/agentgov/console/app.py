@@ -76,9 +76,10 @@ class Console:
                                             autoescape=True, undefined=jinja2.StrictUndefined)
         self.budgets: BudgetStore | None = None
         self.approvals: ApprovalStore | None = None
-        settings_ = sources.approvals
-        self.link_key = load_link_key(link_key_path(settings_.links, sources.cfg.base)) \
-            if settings_ is not None and settings_.links is not None else None
+        approvals = sources.approvals
+        # Verifies the approve/deny links in notifications (approvals.links), with the workers' key.
+        self.link_key = load_link_key(link_key_path(approvals.links, sources.cfg.base)) \
+            if approvals is not None and approvals.links is not None else None
         self._verify: dict[str, Any] | None = None
 
     # --- plumbing ---------------------------------------------------------------------------
