@@ -92,35 +92,36 @@ class CedarBackend:
         # Entities a policy names literally (Tool::"crm.query") are in every request's slice.
         self._pinned = frozenset(uid for uid in literal_uids(self.policies.authorization + "\n" +
                                                              self.policies.obligations) if uid in self._catalog)
-        self._slices: OrderedDict[frozenset[tuple[str, str]], Any] = OrderedDict()
+        self._slices: OrderedDict[tuple[str, str], Any] = OrderedDict()
 
-    def _entities_for(self, request: Mapping[str, Any]) -> Any:
-        """The catalog entities this request can reach, parsed once per distinct set and kept (LRU).
+    def _entities_for(self, resource: tuple[str, str]) -> Any:
+        """The catalog entities a request on `resource` can reach, parsed once per resource and kept
+        (LRU).
 
         Cedar evaluation reaches an entity only as the principal, the resource, an entity a policy
-        names literally, or an entity reference in the context or in a reached entity's attributes;
-        catalog entities have no parents. So a slice of those answers exactly as the whole catalog
-        would, and a decision costs the same with 20 tools or 20,000 (cloning the whole entity set
-        per request, which `with_added_json_str` does, grew with the catalog)."""
-        res = request["resource"]
-        frontier = [(res["type"], res["id"]), *entity_refs(request.get("context"))]
-        wanted: set[tuple[str, str]] = set(self._pinned)
+        names literally, or an entity reference in the context or in a reached entity's attributes.
+        Catalog entities have no parents, and the context holds no references (the caller's
+        arguments may not carry Cedar's escapes: `build_request` refuses them). So the resource, the
+        literals and what their attributes reference answer exactly as the whole catalog would, and
+        a decision costs the same with 20 tools or 20,000 (cloning the whole entity set per request,
+        which `with_added_json_str` does, grew with the catalog)."""
+        handle = self._slices.get(resource)
+        if handle is not None:
+            self._slices.move_to_end(resource)
+            return handle
+        frontier = [resource, *self._pinned]
+        wanted: set[tuple[str, str]] = set()
         while frontier:
             uid = frontier.pop()
             if uid in wanted or uid not in self._catalog:
                 continue
             wanted.add(uid)
             frontier.extend(entity_refs(self._catalog[uid]["attrs"]))
-        key = frozenset(wanted)
-        handle = self._slices.get(key)
-        if handle is None:
-            handle = cedarpy.Entities.from_json_str(entities_json([self._catalog[u] for u in sorted(key)]),
-                                                    self._schema)
-            self._slices[key] = handle
-            if len(self._slices) > SLICE_CACHE:
-                self._slices.popitem(last=False)
-        else:
-            self._slices.move_to_end(key)
+        handle = cedarpy.Entities.from_json_str(entities_json([self._catalog[u] for u in sorted(wanted)]),
+                                                self._schema)
+        self._slices[resource] = handle
+        if len(self._slices) > SLICE_CACHE:
+            self._slices.popitem(last=False)
         return handle
 
     def _authorize(self, policy_input: Mapping[str, Any]) -> tuple[Decision, Any | None]:
@@ -130,7 +131,7 @@ class CedarBackend:
             res = request["resource"]
             if (res["type"], res["id"]) not in self._catalog:
                 delta.append({"uid": res, "attrs": {}, "parents": []})
-            entities = self._entities_for(request).with_added_json_str(entities_json(delta))
+            entities = self._entities_for((res["type"], res["id"])).with_added_json_str(entities_json(delta))
             result = cedarpy.is_authorized(request, self._authz, entities)
             if result.diagnostics.errors:
                 return engine_error(self.name, "; ".join(result.diagnostics.errors)), result
