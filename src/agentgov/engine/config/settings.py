@@ -7,13 +7,15 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from agentgov.engine.backends.envoy_result import OPA_ENVOY_DEFAULT_RULE
 from agentgov.engine.backends.rego import DEFAULT_RULE
 from agentgov.engine.bundles.settings import BundleSettings
-from agentgov.engine.pipeline.types import InputFormat
 from agentgov.engine.protocols.mcp import DEFAULT_MAX_BATCH
+
+if TYPE_CHECKING:  # an annotation only: importing the pipeline would load the whole decision path
+    from agentgov.engine.pipeline.types import InputFormat
 
 DEFAULT_CONFIG = "agentgov.yaml"
 LOG_LEVELS = ("debug", "info", "warning", "error")
