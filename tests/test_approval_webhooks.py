@@ -179,6 +179,8 @@ def test_link_signatures_and_webhook_settings_are_checked() -> None:
     assert "verify" in str(link_problem(b"x" * 32, "apr_1", "approve", exp, sig, now=1001))
     assert "verify" in str(link_problem(key, "apr_1", "approve", str(int(exp) + 1), sig, now=1001))
     assert link_problem(key, "apr_1", "delete", exp, sig, now=1001) == "not an approval link"
+    for bad_exp, bad_sig in (("²", sig), ("9" * 40, sig), (exp, "é" + sig), (exp, "")):
+        assert link_problem(key, "apr_1", "approve", bad_exp, bad_sig, now=1001) is not None  # never raises
     for bad in ({"webhooks": {"url": "https://x"}}, {"webhooks": [{"url": "ftp://x"}]},
                 {"webhooks": [{"url": "https://x", "format": "teams"}]},
                 {"webhooks": [{"url": "https://x", "token_env": "A-B"}]}, {"webhooks": [{"url": "https://x", "x": 1}]},

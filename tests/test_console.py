@@ -244,6 +244,8 @@ def test_every_page_needs_a_session_and_every_action_a_csrf_token(stack: LocalSt
     assert b"CSRF" in missing[2]
     wrong = _no_redirect(stack, "/audit/verify", b"", {"cookie": session, "X-CSRF-Token": "x" + csrf})
     assert wrong[0] == 403
+    foreign_chars = _no_redirect(stack, "/audit/verify", "csrf=é".encode(), {"cookie": session})
+    assert foreign_chars[0] == 403  # a wrong token, never an error
     foreign = _no_redirect(stack, "/audit/verify", b"", {"cookie": session, "X-CSRF-Token": csrf,
                                                          "origin": "http://evil.example"})
     assert foreign[0] == 403

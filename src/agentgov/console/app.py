@@ -20,7 +20,7 @@ from urllib.parse import quote
 import jinja2
 from aiohttp import web
 
-from agentgov.console.sessions import COOKIE, LOGIN_COOKIE, Session, Sessions
+from agentgov.console.sessions import COOKIE, LOGIN_COOKIE, Session, Sessions, same_token
 from agentgov.console.settings import ConsoleSettings
 from agentgov.console.views import (
     Sources,
@@ -150,7 +150,7 @@ class Console:
         form = await request.post()
         next_path = _safe_next(str(form.get("next", "")))
         expected = request.cookies.get(LOGIN_COOKIE, "")
-        if not expected or not secrets.compare_digest(expected, str(form.get("login_csrf", ""))):
+        if not expected or not same_token(expected, str(form.get("login_csrf", ""))):
             return await self.login_page(request, "the sign-in form expired: try again", 403, next_path)
         token, api_key = str(form.get("token", "")).strip(), str(form.get("api_key", "")).strip()
         try:

@@ -19,6 +19,12 @@ LOGIN_COOKIE = "agentgov_console_login"  # double-submit token of the sign-in fo
 MAX_SESSIONS = 10_000
 
 
+def same_token(expected: str, presented: str) -> bool:
+    """Constant-time comparison of a token with what a browser sent (compared as UTF-8 bytes: a
+    presented value with non-ASCII characters is simply wrong, never an error)."""
+    return hmac.compare_digest(expected.encode(), presented.encode("utf-8", "surrogatepass"))
+
+
 @dataclass(frozen=True)
 class Session:
     id: str
@@ -27,7 +33,7 @@ class Session:
     expires_at: float
 
     def csrf_ok(self, presented: str | None) -> bool:
-        return bool(presented) and hmac.compare_digest(self.csrf, str(presented))
+        return bool(presented) and same_token(self.csrf, str(presented))
 
 
 @dataclass

@@ -51,9 +51,10 @@ class LinkSigner:
 def link_problem(key: bytes, approval_id: str, verb: str, expires: str, signature: str,
                  now: float | None = None) -> str | None:
     """Why a link may not be used (None: it is genuine and current)."""
-    if verb not in VERBS or not expires.isdigit():
+    if verb not in VERBS or not (expires.isascii() and expires.isdigit()) or len(expires) > 12:
         return "not an approval link"
-    if not hmac.compare_digest(_signature(key, approval_id, verb, int(expires)), signature):
+    expected = _signature(key, approval_id, verb, int(expires)).encode()
+    if not hmac.compare_digest(expected, signature.encode("utf-8", "surrogatepass")):
         return "the link's signature does not verify (altered, or signed with another key)"
     if int(expires) <= (time.time() if now is None else now):
         return "the link has expired"
