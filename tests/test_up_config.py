@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -35,16 +36,22 @@ def _project(tmp_path: Path, run_cli: Callable[..., Result]) -> Path:
                                   "jwks_url": "https://login.example.com/jwks.json"}]},
         "budgets": {"store": "sqlite:///state/budgets.sqlite3",
                     "limits": [{"name": "per_subject", "key": "subject", "window": "1h", "requests": 2}]},
-        "audit": {"dir": "audit"}}))
+        "audit": {"dir": "audit"},
+        "approvals": {"store": "sqlite:///state/approvals.sqlite3"}}))
     return config
 
 
 def test_your_own_configuration_runs_behind_the_local_envoy(tmp_path: Path, run_cli: Callable[..., Result]) -> None:
     config = _project(tmp_path, run_cli)
-    proc = subprocess.run([sys.executable, "-m", "agentgov.cli.main", "up", "--config", str(config), "--check"],
-                          capture_output=True, text=True, timeout=120, check=False, cwd=tmp_path)
+    proc = subprocess.run([sys.executable, "-m", "agentgov.cli.main", "up", "--config", str(config), "--check",
+                           "--keep"], capture_output=True, text=True, timeout=120, check=False, cwd=tmp_path)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     out = proc.stdout
+    workdir = Path(next(line for line in out.splitlines() if line.startswith("logs and config: ")).split(": ", 1)[1])
+    ran = yaml.safe_load((workdir / "agentgov.yaml").read_text())
+    shutil.rmtree(workdir)
+    assert ran["approvals"]["store"] == f"sqlite:///{tmp_path / 'state' / 'approvals.sqlite3'}"  # yours, located
+    assert "console" in ran  # and the console beside it
     assert "# the MCP handshake" in out
     assert "# no token: 401" in out
     answers = [line for line in out.splitlines() if line.startswith("→ ")]

@@ -121,6 +121,15 @@ def _own_configuration(config_path: Path, policies: Path | None, engine: str | N
         if store.startswith("sqlite:///"):
             budgets["store"] = "sqlite:///" + located(store.removeprefix("sqlite:///"))
         extra["budgets"] = budgets
+    if doc.get("approvals") is not None:
+        approvals = dict(doc["approvals"])
+        store = str(approvals.get("store", "sqlite"))
+        if store.startswith("sqlite:///"):
+            approvals["store"] = "sqlite:///" + located(store.removeprefix("sqlite:///"))
+        links = approvals.get("links")
+        if isinstance(links, dict) and isinstance(links.get("key_file"), str):
+            approvals["links"] = {**links, "key_file": located(links["key_file"])}
+        extra["approvals"] = approvals
     server = {k: v for k, v in (doc.get("server") or {}).items() if k in _KEPT_SERVER_KEYS}
     identity = {"api_keys": cfg.identity["api_keys"]} if cfg.identity.get("api_keys") else {}
     return {"policies": Path(policy.get("paths", [str(base)])[0]), "engine": policy["engine"],
