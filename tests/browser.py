@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 from selenium import webdriver
-from selenium.common.exceptions import WebDriverException
+from selenium.common.exceptions import StaleElementReferenceException, WebDriverException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
@@ -41,7 +41,29 @@ def chromium() -> Iterator[WebDriver]:
 
 
 def wait(driver: WebDriver, timeout_s: float = 20) -> WebDriverWait[WebDriver]:
-    return WebDriverWait(driver, timeout_s, poll_frequency=0.1)
+    """A wait that reads again when htmx swapped the element it was reading (live tables refresh)."""
+    return WebDriverWait(driver, timeout_s, poll_frequency=0.1, ignored_exceptions=[StaleElementReferenceException])
+
+
+def text_of(driver: WebDriver, css: str) -> str:
+    """The text of the element `css` names now, read again if a refresh replaces it meanwhile."""
+    found: list[str] = []
+
+    def read(d: WebDriver) -> bool:
+        found[:] = [d.find_element(By.CSS_SELECTOR, css).text]
+        return True
+
+    wait(driver).until(read)
+    return found[0]
+
+
+def click(driver: WebDriver, css: str) -> None:
+    """Click the element `css` names, again if a refresh replaced it between finding and clicking."""
+    def press(d: WebDriver) -> bool:
+        d.find_element(By.CSS_SELECTOR, css).click()
+        return True
+
+    wait(driver).until(press)
 
 
 def submit_sign_in(driver: WebDriver, token: str) -> None:

@@ -22,7 +22,7 @@ from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support import expected_conditions as ec
 
 from agentgov.cli.stack import LocalStack
-from tests.browser import chromium, sign_in, wait
+from tests.browser import chromium, click, sign_in, text_of, wait
 from tests.conftest import POLICIES
 from tests.http_helpers import CALL, bearer, request, send
 
@@ -90,11 +90,12 @@ def test_a_refused_request_appears_live_with_its_detail(signed_in: WebDriver, st
     status, headers, _ = send(stack, "/mcp", CALL, bearer(stack.keys.token("dev1", ["developer"], "acme")))
     assert status == 403
     decision_id = headers["x-agentgov-decision-id"]
-    row = wait(browser).until(ec.presence_of_element_located(
-        (By.CSS_SELECTOR, f'#decision-rows tr[data-decision-id="{decision_id}"]')))
-    assert "refused 403" in row.text
-    assert "default_deny" in row.text
-    assert "dev1" in row.text
+    row = f'#decision-rows tr[data-decision-id="{decision_id}"]'
+    wait(browser).until(ec.presence_of_element_located((By.CSS_SELECTOR, row)))
+    shown = text_of(browser, row)
+    assert "refused 403" in shown
+    assert "default_deny" in shown
+    assert "dev1" in shown
     # Filtering: only alice's decisions; the refused one disappears.
     browser.find_element(By.NAME, "subject").send_keys("alice")
     wait(browser).until(ec.invisibility_of_element_located(
@@ -115,21 +116,18 @@ def test_a_pending_call_is_approved_in_the_console_and_the_retry_passes(signed_i
     assert status == 403
     approval_id = answer["error"]["data"]["approval_id"]
     browser.get(stack.console_url + "/approvals")
-    row = wait(browser).until(ec.presence_of_element_located(
-        (By.CSS_SELECTOR, f'#approval-rows tr[data-approval-id="{approval_id}"]')))
-    assert "payments.refund" in row.text
-    assert '"amount_usd":480' in row.text.replace(" ", "")  # the approver sees the exact call
+    row = f'#approval-rows tr[data-approval-id="{approval_id}"]'
+    wait(browser).until(ec.presence_of_element_located((By.CSS_SELECTOR, row)))
+    shown = text_of(browser, row)
+    assert "payments.refund" in shown
+    assert '"amount_usd":480' in shown.replace(" ", "")  # the approver sees the exact call
     screenshot(browser, "approvals")
-    row.find_element(By.CSS_SELECTOR, "button.approve").click()
-    notice = wait(browser).until(ec.presence_of_element_located((By.ID, "approval-notice")))
-    assert f"{approval_id} approved by olivia" in notice.text
+    click(browser, row + " button.approve")
+    wait(browser).until(ec.presence_of_element_located((By.ID, "approval-notice")))
+    assert f"{approval_id} approved by olivia" in text_of(browser, "#approval-notice")
     assert send(stack, "/mcp", refund(480, "K-1"), sam)[0] == 200  # the agent's retry passes, once
     assert send(stack, "/mcp", refund(480, "K-1"), sam)[0] == 403
-    decided = wait(browser).until(ec.presence_of_element_located(
-        (By.CSS_SELECTOR, f'#approval-rows tr[data-approval-id="{approval_id}"] td.status')))
-    wait(browser).until(lambda _: browser.find_element(
-        By.CSS_SELECTOR, f'#approval-rows tr[data-approval-id="{approval_id}"] td.status').text == "used")
-    assert decided is not None
+    wait(browser).until(lambda _: text_of(browser, row + " td.status") == "used")
 
 
 def test_self_approval_is_refused_in_the_console_too(browser: WebDriver, stack: LocalStack) -> None:
@@ -140,11 +138,11 @@ def test_self_approval_is_refused_in_the_console_too(browser: WebDriver, stack: 
     browser.delete_all_cookies()
     sign_in(browser, stack, sue)
     browser.get(stack.console_url + "/approvals")
-    row = wait(browser).until(ec.presence_of_element_located(
-        (By.CSS_SELECTOR, f'#approval-rows tr[data-approval-id="{approval_id}"]')))
-    row.find_element(By.CSS_SELECTOR, "button.approve").click()
-    error = wait(browser).until(ec.presence_of_element_located((By.ID, "approval-error")))
-    assert "own request" in error.text
+    row = f'#approval-rows tr[data-approval-id="{approval_id}"]'
+    wait(browser).until(ec.presence_of_element_located((By.CSS_SELECTOR, row)))
+    click(browser, row + " button.approve")
+    wait(browser).until(ec.presence_of_element_located((By.ID, "approval-error")))
+    assert "own request" in text_of(browser, "#approval-error")
     browser.delete_all_cookies()
     sign_in(browser, stack, admin_token(stack))  # back to olivia for the tests that follow
     wait(browser).until(ec.text_to_be_present_in_element((By.ID, "signed-in-as"), "olivia"))
