@@ -51,11 +51,13 @@ class RedisServer:
 
 
 def _cluster_ports(n: int) -> list[int]:
-    """`n` ports free now whose cluster-bus ports (port + 10000) are free too."""
+    """`n` ports free now whose cluster-bus ports (port + 10000) are free too, and none of them
+    another node's client or bus port (a node at P and one at P - 10000 would both want P)."""
     ports: list[int] = []
+    taken: set[int] = set()
     while len(ports) < n:
         port = free_port()
-        if port + 10000 > 65535 or port in ports:
+        if port + 10000 > 65535 or port in taken or port + 10000 in taken:
             continue
         with socket.socket() as s:
             try:
@@ -63,6 +65,7 @@ def _cluster_ports(n: int) -> list[int]:
             except OSError:
                 continue
         ports.append(port)
+        taken.update((port, port + 10000))
     return ports
 
 
