@@ -68,10 +68,6 @@ def serve_console(cfg: Config) -> None:
 def console(config_path: Path | None, port: int | None, host: str | None) -> None:
     """Serve the web console: decisions, refusals, budgets, approvals, audit and policy."""
     from agentgov.console.app import ConsoleAssetsMissing
-    from agentgov.engine.approvals.links import LinkKeyError
-    from agentgov.engine.approvals.settings import ApprovalsConfigError
-    from agentgov.engine.hooks.audit.hook import AuditConfigError
-    from agentgov.engine.hooks.budget.limits import BudgetConfigError
 
     path = config_path or default_config_path()
     if path is None:
@@ -82,9 +78,9 @@ def console(config_path: Path | None, port: int | None, host: str | None) -> Non
         asyncio.run(run_console(cfg, port, host))
     except KeyboardInterrupt:
         pass
-    except (ConsoleConfigError, ApprovalsConfigError, AuditConfigError, BudgetConfigError) as exc:
+    except ConsoleConfigError as exc:
         click.echo(f"config error: {exc}", err=True)
         raise SystemExit(EXIT_ERROR) from None
-    except (ConsoleAssetsMissing, LinkKeyError, OSError) as exc:
+    except (ConsoleAssetsMissing, OSError) as exc:
         click.echo(f"console: {exc}", err=True)
         raise SystemExit(EXIT_ERROR) from None

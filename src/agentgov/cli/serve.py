@@ -94,16 +94,12 @@ def _check_console(cfg: Config) -> None:
     from agentgov.console.app import ConsoleAssetsMissing, check_assets
     from agentgov.console.settings import ConsoleConfigError
     from agentgov.console.views import sources_from
-    from agentgov.engine.approvals.settings import ApprovalsConfigError
-    from agentgov.engine.hooks.audit.hook import AuditConfigError
-    from agentgov.engine.hooks.budget.limits import BudgetConfigError
 
     try:
         console_settings_of(cfg)
         sources_from(cfg)
         check_assets()
-    except (ConsoleConfigError, ApprovalsConfigError, AuditConfigError, BudgetConfigError,
-            ConsoleAssetsMissing) as exc:
+    except (ConsoleConfigError, ConsoleAssetsMissing) as exc:
         raise ConfigError(f"console: {exc}") from None
 
 

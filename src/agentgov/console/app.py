@@ -34,8 +34,7 @@ from agentgov.console.views import (
     shadow_summary,
 )
 from agentgov.engine.approvals.evidence import NotRecorded, decide_recorded
-from agentgov.engine.approvals.links import link_problem, load_link_key
-from agentgov.engine.approvals.settings import link_key_path
+from agentgov.engine.approvals.links import link_problem
 from agentgov.engine.approvals.store import ApprovalRefused, ApprovalStore, ApprovalStoreError
 from agentgov.engine.approvals.stores import open_store as open_approvals
 from agentgov.engine.config.people import NotAuthenticated, verify_person
@@ -76,10 +75,6 @@ class Console:
                                             autoescape=True, undefined=jinja2.StrictUndefined)
         self.budgets: BudgetStore | None = None
         self.approvals: ApprovalStore | None = None
-        approvals = sources.approvals
-        # Verifies the approve/deny links in notifications (approvals.links), with the workers' key.
-        self.link_key = load_link_key(link_key_path(approvals.links, sources.cfg.base)) \
-            if approvals is not None and approvals.links is not None else None
         self._verify: dict[str, Any] | None = None
 
     # --- plumbing ---------------------------------------------------------------------------
@@ -258,10 +253,10 @@ class Console:
         """An approve/deny link from a notification: checked (signature, expiry), then a confirmation
         page; the decision itself is the signed-in person's POST, as from the queue."""
         approval_id, verb = request.match_info["approval_id"], request.match_info["verb"]
-        if self.link_key is None or self.approvals is None:
+        if self.sources.link_key is None or self.approvals is None:
             return self.render(request, "message.html", 404, title="No such link",
                                message="This console does not accept approval links (approvals.links).")
-        problem = link_problem(self.link_key, approval_id, verb, request.query.get("exp", ""),
+        problem = link_problem(self.sources.link_key, approval_id, verb, request.query.get("exp", ""),
                                request.query.get("sig", ""))
         if problem:
             return self.render(request, "message.html", 403, title="Link refused", message=problem)

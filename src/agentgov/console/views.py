@@ -13,14 +13,16 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from agentgov.engine.approvals.settings import ApprovalSettings
+from agentgov.console.settings import ConsoleConfigError
+from agentgov.engine.approvals.links import LinkKeyError, load_link_key
+from agentgov.engine.approvals.settings import ApprovalsConfigError, ApprovalSettings, link_key_path
 from agentgov.engine.approvals.settings import settings_from_config as approval_settings
 from agentgov.engine.config import Config
 from agentgov.engine.hooks.audit.chain import CHECKPOINTS_SUFFIX, load_signing_key
-from agentgov.engine.hooks.audit.hook import AuditSettings
+from agentgov.engine.hooks.audit.hook import AuditConfigError, AuditSettings
 from agentgov.engine.hooks.audit.hook import settings_from_config as audit_settings
 from agentgov.engine.hooks.audit.verify import VerifyReport, log_files, verify
-from agentgov.engine.hooks.budget.limits import BudgetSettings
+from agentgov.engine.hooks.budget.limits import BudgetConfigError, BudgetSettings
 from agentgov.engine.hooks.budget.limits import settings_from_config as budget_settings
 from agentgov.engine.policy.shadow import summarize
 
@@ -32,22 +34,32 @@ FILTERS = ("subject", "tenant", "action", "decision", "reason")
 @dataclass(frozen=True)
 class Sources:
     cfg: Config
-    audit_dir: Path | None
     audit: AuditSettings | None
     verify_key: Any  # Ed25519PublicKey | None: authenticates checkpoints when the signing key is configured
     budgets: BudgetSettings | None
     approvals: ApprovalSettings | None
+    link_key: bytes | None  # verifies the approve/deny links in notifications (approvals.links)
+
+    @property
+    def audit_dir(self) -> Path | None:
+        return self.audit.directory if self.audit is not None else None
 
 
 def sources_from(cfg: Config) -> Sources:
-    """Each section as the workers read it (errors are the sections' own config errors)."""
-    audit = audit_settings(cfg.audit, cfg.base)
-    key = None
-    if audit is not None and audit.signing_key_file is not None and audit.signing_key_file.exists():
-        key = load_signing_key(audit.signing_key_file).public_key()
-    return Sources(cfg, audit.directory if audit else None, audit, key,
-                   budget_settings(cfg.budgets) if cfg.budgets is not None else None,
-                   approval_settings(cfg.approvals) if cfg.approvals is not None else None)
+    """Each section as the workers read it. Any problem with one is a ConsoleConfigError naming it,
+    so `serve` (checking before it starts anything) and `agentgov console` report it alike."""
+    try:
+        audit = audit_settings(cfg.audit, cfg.base)
+        key = None
+        if audit is not None and audit.signing_key_file is not None and audit.signing_key_file.exists():
+            key = load_signing_key(audit.signing_key_file).public_key()
+        approvals = approval_settings(cfg.approvals) if cfg.approvals is not None else None
+        link_key = load_link_key(link_key_path(approvals.links, cfg.base)) \
+            if approvals is not None and approvals.links is not None else None
+        return Sources(cfg, audit, key, budget_settings(cfg.budgets) if cfg.budgets is not None else None,
+                       approvals, link_key)
+    except (AuditConfigError, ApprovalsConfigError, BudgetConfigError, LinkKeyError) as exc:
+        raise ConsoleConfigError(str(exc)) from None
 
 
 # --- the audit log -----------------------------------------------------------------------------
