@@ -14,12 +14,11 @@ import logging
 import os
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
 
 from agentgov.engine.approvals.links import LinkSigner
-from agentgov.engine.approvals.store import Approval
+from agentgov.engine.approvals.store import Approval, utc_instant
 
 log = logging.getLogger("agentgov.approvals")
 MAX_PENDING = 1000  # deliveries waiting at once; beyond it a delivery is dropped (and recorded as such)
@@ -42,21 +41,17 @@ class Webhook:
 Recorder = Callable[[Approval, str, str], Awaitable[None]]  # (approval, event, detail)
 
 
-def _when(epoch: float) -> str:
-    return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
-
-
 def message(webhook: Webhook, approval: Approval, links: Mapping[str, str], status_url: str) -> dict[str, Any]:
     call = f"{approval.kind} {approval.name}"
     about = {"id": approval.id, "subject": approval.subject, "tenant": approval.tenant, "kind": approval.kind,
              "name": approval.name, "arguments_sha256": approval.arguments_sha256, "reason": approval.reason,
-             "approvers": list(approval.approvers), "uses": approval.uses, "expires_at": _when(approval.expires_at),
+             "approvers": list(approval.approvers), "uses": approval.uses, "expires_at": utc_instant(approval.expires_at),
              "policy_revision": approval.revision}
     if webhook.format == "json":
         return {"type": "approval.requested", "approval": about, "links": dict(links), "status_url": status_url}
     text = (f"*{approval.subject}* ({approval.tenant or '-'}) asks to run `{call}`: {approval.reason}. "
             f"Needs one of: {', '.join(approval.approvers)}. Approval `{approval.id}`, "
-            f"expires {_when(approval.expires_at)}.")
+            f"expires {utc_instant(approval.expires_at)}.")
     blocks: list[dict[str, Any]] = [{"type": "section", "text": {"type": "mrkdwn", "text": text}}]
     if links:
         blocks.append({"type": "actions", "elements": [

@@ -15,6 +15,7 @@ import sqlite3
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -82,6 +83,11 @@ class ApprovalStore(Protocol):
     async def expire_due(self, now: float) -> tuple[Approval, ...]: ...
 
     async def close(self) -> None: ...
+
+
+def utc_instant(epoch: float) -> str:
+    """An approval's instant as callers and approvers' tools read it: UTC, whole seconds, `Z`."""
+    return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 def new_id() -> str:

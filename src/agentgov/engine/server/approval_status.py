@@ -13,11 +13,10 @@ import logging
 import re
 import time
 from collections.abc import Mapping
-from datetime import UTC, datetime
 from typing import Any
 
 from agentgov.engine.approvals.settings import STATUS_PATH
-from agentgov.engine.approvals.store import Approval, ApprovalStore, ApprovalStoreError
+from agentgov.engine.approvals.store import Approval, ApprovalStore, ApprovalStoreError, utc_instant
 from agentgov.engine.server.http_authz import Handler, Request, Response
 
 log = logging.getLogger("agentgov.approvals")
@@ -29,10 +28,6 @@ def _json(status: int, doc: Mapping[str, Any]) -> Response:
                     json.dumps(doc).encode())
 
 
-def _when(seconds: float) -> str:
-    return datetime.fromtimestamp(seconds, UTC).isoformat().replace("+00:00", "Z")
-
-
 def status_document(approval: Approval, now: float) -> dict[str, Any]:
     """The caller's view: a pending or approved approval past its time reads as expired."""
     status = approval.status
@@ -42,7 +37,7 @@ def status_document(approval: Approval, now: float) -> dict[str, Any]:
             "action": {"kind": approval.kind, "name": approval.name},
             "reason": approval.reason, "approvers": list(approval.approvers),
             "uses": approval.uses, "uses_left": approval.uses_left if status == "approved" else 0,
-            "expires_at": _when(approval.expires_at)}
+            "expires_at": utc_instant(approval.expires_at)}
 
 
 def approval_status_routes(store: ApprovalStore) -> dict[str, Handler]:
