@@ -337,3 +337,32 @@ def test_an_approval_nobody_asks_about_again_still_leaves_its_expiry_in_the_audi
 
         assert wait_for(lambda: "expired" in events(), 15), events()
     assert events()[0] == "requested"
+
+
+def test_the_redis_index_forgets_approvals_whose_records_expired(tmp_path: Path) -> None:
+    """A call's approvals are kept KEEP_S after their last change; once Redis has dropped them, the
+    id index drops its entries too (it would otherwise grow for ever)."""
+    from agentgov.engine.approvals.redis_store import PREFIX, RedisApprovalStore
+
+    redis = RedisServer()
+    redis.start()
+    try:
+        async def run() -> tuple[list[str], int]:
+            store = RedisApprovalStore(redis.url)
+            spec = ApprovalSpec(("finance",))
+            kept = await store.take(Binding("sam", "acme", "tool.call", "a", argument_hash({}), "r"), "{}", spec,
+                                    60, "d1", now=1000)
+            dropped = await store.take(Binding("sam", "acme", "tool.call", "b", argument_hash({}), "r"), "{}", spec,
+                                       60, "d2", now=1000)
+            client = store._client()
+            await client.delete(PREFIX + "b:" + dropped.approval.binding)  # as its KEEP_S expiry would
+            listed = [a.id for a in await store.list()]
+            left = await client.hlen(PREFIX + "ids")
+            await store.close()
+            assert listed == [kept.approval.id]
+            return listed, left
+
+        _, left = asyncio.run(run())
+    finally:
+        redis.stop()
+    assert left == 1

@@ -139,17 +139,30 @@ class RedisApprovalStore:
             raise self._error(exc) from exc
         return _decode(text) if text else None
 
+    async def _everything(self) -> list[tuple[str, str, Approval]]:
+        """(id, call hash, approval) of every approval still kept, read in one round trip after the
+        index. Index entries whose call hash has expired (KEEP_S) are dropped: the index would
+        otherwise grow for ever."""
+        client = self._client()
+        index: dict[str, str] = await client.hgetall(PREFIX + "ids")
+        if not index:
+            return []
+        pipe = client.pipeline(transaction=False)
+        for approval_id, key in index.items():
+            pipe.hget(key, approval_id)
+        texts = await pipe.execute()
+        gone = [approval_id for approval_id, text in zip(index, texts, strict=True) if not text]
+        if gone:
+            await client.hdel(PREFIX + "ids", *gone)
+        return [(approval_id, key, _decode(text)) for (approval_id, key), text in zip(index.items(), texts, strict=True)
+                if text]
+
     async def list(self, status: str | None = None) -> list[Approval]:
         try:
-            index: dict[str, str] = await self._client().hgetall(PREFIX + "ids")
-            out = []
-            for approval_id, key in index.items():
-                text = await self._client().hget(key, approval_id)
-                if text:
-                    out.append(_decode(text))
+            found = [approval for _, _, approval in await self._everything()]
         except (RedisError, OSError) as exc:
             raise self._error(exc) from exc
-        return sorted((a for a in out if status is None or a.status == status), key=lambda a: a.created_at)
+        return sorted((a for a in found if status is None or a.status == status), key=lambda a: a.created_at)
 
     async def decide(self, approval_id: str, approve: bool, by: str, roles: Sequence[str], now: float) -> Approval:
         approval = check_decision(await self.get(approval_id), approval_id, by, roles, now)
@@ -166,13 +179,15 @@ class RedisApprovalStore:
         return decided
 
     async def expire_due(self, now: float) -> tuple[Approval, ...]:
+        """The approvals this call marked expired. Only those that look due are sent to the script,
+        which marks each once (compare and set), whichever worker sweeps."""
         out = []
         try:
-            index: dict[str, str] = await self._client().hgetall(PREFIX + "ids")
-            for approval_id, key in index.items():
-                text = await self._client().eval(_EXPIRE, 1, key, approval_id, repr(now))
-                if text:
-                    out.append(_decode(text))
+            for approval_id, key, approval in await self._everything():
+                if approval.status in ("pending", "approved") and approval.expires_at <= now:
+                    text = await self._client().eval(_EXPIRE, 1, key, approval_id, repr(now))
+                    if text:
+                        out.append(_decode(text))
         except (RedisError, OSError) as exc:
             raise self._error(exc) from exc
         return tuple(out)
