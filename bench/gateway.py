@@ -43,12 +43,14 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
 import loadgen  # noqa: E402
+import profiling  # noqa: E402
 from loadgen import OpenLoop, Saturation, open_loop, pinned, wrk  # noqa: E402
 
 from agentgov.cli.stack import DEMO_AUDIENCE, DEMO_ISSUER, DemoKeys, envoy_binary, free_port  # noqa: E402
 from agentgov.engine.server.envoy_bootstrap import EnvoyLayout, bootstrap  # noqa: E402
 
 MARK_START, MARK_END = "<!-- gateway:start -->", "<!-- gateway:end -->"
+PROFILE_DIR: Path | None = None  # with --profile: where the py-spy profiles go
 SERVER_CPUS = ""  # with --pin: the servers (Envoy, the authorizer, LiteLLM) on these CPUs
 LITELLM_VENV = REPO / "bench" / ".litellm-venv"
 LITELLM_VERSION = "1.80.5"
@@ -69,6 +71,7 @@ class Setup:
     full: bool = False  # the full pipeline: PII scan, budget, durable audit
     budget_store: str = "sqlite"
     group: str = ""
+    request: str = ""  # "mcp" (the 2 KB MCP tool call) or "chat"; default: chat, or mcp for the full pipeline
 
 
 @dataclass
@@ -78,6 +81,7 @@ class Result:
     server_cores: float = float("nan")
     open_loops: list[OpenLoop] = field(default_factory=list)
     note: str = ""
+    authorizer_rss_mb: float = float("nan")  # resident memory of agentgov's worker process after the load
 
     @property
     def per_core(self) -> float:
@@ -94,6 +98,8 @@ SETUPS = [
     Setup("agentgov: JWT + Rego library, gRPC", "agentgov", transport="grpc", group="agentgov"),
     Setup("agentgov: JWT + Cedar library, HTTP", "agentgov", engine="cedar", group="agentgov"),
     Setup("agentgov full pipeline: Rego, PII, SQLite budget, audit", "agentgov", full=True, group="full"),
+    Setup("agentgov full pipeline: Rego, PII, SQLite budget, audit; chat request", "agentgov", full=True,
+          group="full", request="chat"),
     Setup("agentgov full pipeline: Rego, PII, Redis budget, audit", "agentgov", full=True, budget_store="redis",
           group="full"),
     Setup("agentgov full pipeline: Cedar, PII, SQLite budget, audit", "agentgov", engine="cedar", full=True,
@@ -166,6 +172,54 @@ def tree_cpu_s(pid: int) -> float:
             total += (int(stats[current][11]) + int(stats[current][12])) / tick
         todo.extend(children.get(current, []))
     return total
+
+
+def tree_pids(pid: int) -> list[int]:
+    """A process and its descendants (the supervisor and its workers)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                raw = (entry / "stat").read_text()
+            except OSError:
+                continue
+            children.setdefault(int(raw[raw.rindex(")") + 2:].split()[1]), []).append(int(entry.name))
+    found, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        found.append(current)
+        todo.extend(children.get(current, []))
+    return found
+
+
+def rss_mb(pid: int) -> float:
+    """Resident set size (VmRSS) of one process, in MB; 0 if it is gone."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
+def profile(setup: Setup, pid: int, url: str, headers: dict[str, str], body: bytes, seconds: float) -> None:
+    """py-spy samples agentgov's worker under a further saturation run (not the measured one: sampling costs).
+
+    Writes the collapsed stacks and a summary by stage to PROFILE_DIR."""
+    assert PROFILE_DIR is not None
+    spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+    workers = [p for p in tree_pids(pid) if p != pid] or [pid]
+    slug = "".join(c if c.isalnum() else "-" for c in setup.name.lower()).strip("-")
+    raw = PROFILE_DIR / f"{slug}.collapsed"
+    sampler = subprocess.Popen([spy, "record", "--pid", str(max(workers, key=rss_mb)), "--format", "raw", "--rate", "250",
+                                "--duration", str(round(seconds)), "--nonblocking", "-o", str(raw)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(0.5)
+    wrk(url, headers, body, seconds=seconds)
+    sampler.wait(seconds + 30)
+    if raw.exists():
+        (PROFILE_DIR / f"{slug}.txt").write_text(profiling.summary(raw.read_text()))
 
 
 def machine_busy() -> str:
@@ -256,7 +310,7 @@ def measure(setup: Setup, procs: Processes, workdir: Path, keys: DemoKeys, upstr
     token = keys.token("alice", ["analyst"], "acme")
     headers = {"authorization": f"Bearer {token}", "content-type": "application/json"}
     path, body = "/v1/chat/completions", json.dumps(CHAT).encode()
-    if setup.full:
+    if setup.request == "mcp" or (setup.full and not setup.request):
         path, body = "/mcp", json.dumps(MCP_2KB).encode()
     url = f"http://127.0.0.1:{listen}{path}"
     if setup.kind == "floor-http":
@@ -295,6 +349,10 @@ def measure(setup: Setup, procs: Processes, workdir: Path, keys: DemoKeys, upstr
         result = Result(setup, saturation, cores)
         for rate in rates:
             result.open_loops.append(open_loop(url, headers, body, rate=rate, seconds=min(seconds, 6)))
+        if setup.kind == "agentgov":
+            result.authorizer_rss_mb = max(rss_mb(pid) for pid in tree_pids(server_pids[0]))
+            if PROFILE_DIR is not None:
+                profile(setup, server_pids[0], url, headers, body, seconds)
         if saturation.non_2xx or saturation.errors:
             result.note = f"{saturation.non_2xx} non-2xx and {saturation.errors} errors at saturation"
         return result
@@ -493,8 +551,14 @@ def main() -> None:
     parser.add_argument("--no-pin", action="store_true",
                         help="let the scheduler place everything (by default, on a machine with 2+ CPUs, the servers "
                              "run on the first half of the CPUs and the load generator and the upstream on the rest)")
+    parser.add_argument("--profile", type=Path, default=None,
+                        help="also sample agentgov's worker with py-spy during one more saturation run per row, "
+                             "and write collapsed stacks and a summary by stage into this directory")
     args = parser.parse_args()
-    global SERVER_CPUS
+    global SERVER_CPUS, PROFILE_DIR
+    if args.profile is not None:
+        args.profile.mkdir(parents=True, exist_ok=True)
+        PROFILE_DIR = args.profile
     cpus = sorted(os.sched_getaffinity(0))
     if not args.no_pin and len(cpus) >= 2 and shutil.which("taskset"):
         half = len(cpus) // 2

@@ -19,6 +19,7 @@ from typing import Literal
 import phonenumbers
 
 from agentgov.engine.hooks.pii import validators as v
+from agentgov.engine.hooks.pii.prefilter import Cue, Prefilter
 
 Category = Literal["pii", "secret"]
 
@@ -35,14 +36,16 @@ class Span:
 
 
 class Text:
-    """One text being scanned, with what several detectors need computed once (lazily)."""
+    """One text being scanned, with what several detectors need computed once (lazily): its lower
+    case, its runs of digits, and where every cue is (one Hyperscan pass, see prefilter.py)."""
 
-    __slots__ = ("_digit_windows", "_lower", "raw")
+    __slots__ = ("_cues", "_digit_windows", "_lower", "raw")
 
     def __init__(self, raw: str) -> None:
         self.raw = raw
         self._lower: str | None = None
         self._digit_windows: list[tuple[int, int]] | None = None
+        self._cues: bool | dict[str, list[tuple[int, int]]] | None = False  # False: not looked for yet
 
     @property
     def lower(self) -> str:
@@ -50,17 +53,39 @@ class Text:
             self._lower = self.raw.lower()
         return self._lower
 
+    @property
+    def cues(self) -> dict[str, list[tuple[int, int]]] | None:
+        """Every cue's matches from one pass, or None: this text takes the detectors' own search."""
+        if self._cues is False:
+            self._cues = _prefilter().scan(self.raw)
+        return self._cues  # type: ignore[return-value]
+
     def digit_windows(self, left: int = 1, right: int = 3) -> list[tuple[int, int]]:
         """Where runs of digits and separators are, so that the number detectors (cards, phones,
         SSNs, IPs) scan a few short windows instead of the whole text, each with its own regex."""
         if self._digit_windows is None:
-            self._digit_windows = [(m.start(), m.end()) for m in _DIGIT_RUN.finditer(self.raw)]
+            cues = self.cues
+            if cues is None:
+                self._digit_windows = [(m.start(), m.end()) for m in _DIGIT_RUN.finditer(self.raw)]
+            else:
+                # Hyperscan reports each end of a run with the run's leftmost start: the longest end
+                # per start is the run `finditer` finds (greedy, and runs never overlap).
+                runs: dict[int, int] = {}
+                for start, end in cues.get("digits", ()):
+                    if end > runs.get(start, -1):
+                        runs[start] = end
+                self._digit_windows = sorted(runs.items())
         n = len(self.raw)
         return [(max(0, s - left), min(n, e + right)) for s, e in self._digit_windows]
 
     def find_all(self, needle: str, *, lower: bool = False) -> list[int]:
         """Every index of `needle` (a list, not a generator: most needles are absent, and an empty
         list costs less than a generator that finds nothing)."""
+        cues = self.cues
+        if cues is not None:
+            key = _needle_key(needle, lower)
+            if key in _CUE_KEYS:
+                return sorted({start for start, _ in cues.get(key, ())})
         haystack = self.lower if lower else self.raw
         at = haystack.find(needle)
         if at == -1:
@@ -70,6 +95,21 @@ class Text:
             out.append(at)
             at = haystack.find(needle, at + 1)
         return out
+
+    def matches(self, pattern: re.Pattern[str]) -> Iterator[re.Match[str]]:
+        """`pattern.finditer(raw)`, started only where its cue (a fixed-length prefix of it) is."""
+        cues = self.cues
+        if cues is None or pattern.pattern not in _CUE_KEYS:
+            yield from pattern.finditer(self.raw)
+            return
+        at = 0
+        for start in sorted({start for start, _ in cues.get(pattern.pattern, ())}):
+            if start < at:
+                continue  # inside the previous match: finditer would not look here either
+            m = pattern.match(self.raw, start)
+            if m is not None:
+                yield m
+                at = max(m.end(), start + 1)
 
 
 _DIGIT_RUN = re.compile(r"\d[\d .()/+-]{5,}\d")
@@ -82,6 +122,9 @@ class Detector:
     # Candidate spans (start, end, confidence); `ctx` carries the settings a detector reads.
     find: Callable[[Text, DetectContext], Iterator[tuple[int, int, float]]]
     priority: int  # higher wins an overlap
+    # The cues (prefilter keys) it starts from: when the prefilter saw none of them in a text, it is
+    # not run there. Empty: it always runs.
+    cues: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -251,7 +294,7 @@ _ETH = re.compile(r"0x[0-9a-fA-F]{40}(?![\w])")
 
 def _wallets(text: Text, _: DetectContext) -> Iterator[tuple[int, int, float]]:
     raw = text.raw
-    for m in _BTC.finditer(raw):
+    for m in text.matches(_BTC):
         if (m.start() and raw[m.start() - 1].isalnum()) or (m.end() < len(raw) and raw[m.end()].isalnum()):
             continue
         if v.base58check_ok(m.group(0)):
@@ -274,9 +317,12 @@ _DOB_CUE = re.compile(r"(?i)\b(?:dob|d\.o\.b\.?|date of birth|birth ?date|born(?
                       r"\d{1,2} " + _MONTH + r",? \d{4})")
 
 
+_DOB_WORDS = ("dob", "d.o.b", "birth", "born")
+
+
 def _dates_of_birth(text: Text, _: DetectContext) -> Iterator[tuple[int, int, float]]:
     lowered = text.lower
-    if not any(cue in lowered for cue in ("dob", "d.o.b", "birth", "born")):
+    if not any(cue in lowered for cue in _DOB_WORDS):
         return
     for m in _DOB_CUE.finditer(text.raw):
         if _plausible_birth_date(m.group(1)):
@@ -344,7 +390,7 @@ def _tokens(kind: str) -> Callable[[Text, DetectContext], Iterator[tuple[int, in
     def find(text: Text, ctx: DetectContext) -> Iterator[tuple[int, int, float]]:
         raw = text.raw
         for trigger in triggers:
-            for hit in trigger.finditer(raw):
+            for hit in text.matches(trigger):
                 at = hit.start()
                 if at and (raw[at - 1].isalnum() or raw[at - 1] in "_-"):
                     continue
@@ -468,22 +514,62 @@ def _generic_secrets(text: Text, ctx: DetectContext) -> Iterator[tuple[int, int,
             yield m.start(1), m.end(1), 0.9
 
 
+_S, _I = "s:", "i:"  # cue keys of needles searched as written, and in lower case
 DETECTORS: tuple[Detector, ...] = (
-    Detector("PRIVATE_KEY", "secret", _private_keys, 100),
-    Detector("AZURE_CONNECTION_STRING", "secret", _azure_connection_strings, 95),
-    *(Detector(kind, "secret", _tokens(kind), 90 if kind != "JWT" else 85) for kind in _TOKENS),
-    Detector("AZURE_STORAGE_KEY", "secret", _azure_keys, 80),
-    Detector("URL_CREDENTIALS", "secret", _url_credentials, 70),
-    Detector("GENERIC_SECRET", "secret", _generic_secrets, 60),
-    Detector("EMAIL", "pii", _emails, 50),
-    Detector("IBAN", "pii", _ibans, 48),
-    Detector("CREDIT_CARD", "pii", _cards, 47),
-    Detector("CRYPTO", "pii", _wallets, 46),
-    Detector("US_SSN", "pii", _ssns, 45),
-    Detector("DATE_OF_BIRTH", "pii", _dates_of_birth, 44),
-    Detector("PHONE", "pii", _phones, 40),
-    Detector("IP_ADDRESS", "pii", _ips, 30),
+    Detector("PRIVATE_KEY", "secret", _private_keys, 100, (_S + "-----BEGIN ",)),
+    Detector("AZURE_CONNECTION_STRING", "secret", _azure_connection_strings, 95, (_S + "DefaultEndpointsProtocol=",)),
+    *(Detector(kind, "secret", _tokens(kind), 90 if kind != "JWT" else 85, tuple(t.pattern for t in triggers))
+      for kind, (triggers, _) in _TOKENS.items()),
+    Detector("AZURE_STORAGE_KEY", "secret", _azure_keys, 80, (_I + "accountkey", _I + "azure", _I + "sharedaccesskey")),
+    Detector("URL_CREDENTIALS", "secret", _url_credentials, 70, (_S + "://", _I + "password=", _I + "pwd=")),
+    Detector("GENERIC_SECRET", "secret", _generic_secrets, 60,
+             (_I + "aws", _I + "bearer", _I + "basic", *(_I + w for w in _SECRET_WORDS))),
+    Detector("EMAIL", "pii", _emails, 50, (_S + "@",)),
+    Detector("IBAN", "pii", _ibans, 48, ("digits",)),
+    Detector("CREDIT_CARD", "pii", _cards, 47, ("digits",)),
+    Detector("CRYPTO", "pii", _wallets, 46, (_BTC.pattern, _I + "bc1", _I + "tb1", _S + "0x")),
+    Detector("US_SSN", "pii", _ssns, 45, ("digits",)),
+    Detector("DATE_OF_BIRTH", "pii", _dates_of_birth, 44, tuple(_I + cue for cue in _DOB_WORDS)),
+    Detector("PHONE", "pii", _phones, 40, ("digits",)),
+    Detector("IP_ADDRESS", "pii", _ips, 30, ("digits", _S + ":")),  # IPv4 is a digit run; IPv6 has colons
 )
 
 ALL_TYPES: tuple[str, ...] = tuple(dict.fromkeys(d.type for d in DETECTORS))
 CATEGORY_OF: dict[str, Category] = {d.type: d.category for d in DETECTORS}
+
+
+# --- cues: what the detectors start from, found in one pass (prefilter.py) ---------------------------
+
+def _needle_key(needle: str, lower: bool) -> str:
+    return ("i:" if lower else "s:") + needle
+
+
+_NEEDLES = (("@", False), ("bc1", True), ("tb1", True), ("0x", False), ("-----BEGIN ", False),
+            ("DefaultEndpointsProtocol=", False), ("accountkey", True), ("azure", True), ("sharedaccesskey", True),
+            ("://", False), ("password=", True), ("pwd=", True), ("aws", True), ("bearer", True), ("basic", True),
+            (":", False), *((word, True) for word in (*_SECRET_WORDS, *_DOB_WORDS)))
+# Each cue must have a fixed length (or be the digit runs, merged in Text.digit_windows): Hyperscan
+# gives each match end its leftmost start only, which is every start only when lengths are fixed.
+_CUES: tuple[Cue, ...] = (
+    *(Cue(_needle_key(n, lower), re.escape(n), caseless=lower) for n, lower in _NEEDLES),
+    *(Cue(t.pattern, t.pattern) for triggers, _ in _TOKENS.values() for t in triggers),
+    Cue(_BTC.pattern, r"[13][1-9A-HJ-NP-Za-km-z]{25}"),  # the shortest address: every start of a longer one
+    Cue("digits", _DIGIT_RUN.pattern),
+)
+_CUE_KEYS = frozenset(c.key for c in _CUES)
+
+
+@functools.cache
+def _prefilter() -> Prefilter:
+    """Compiled on first use (a few ms), not at import: the CLI's start-up never pays for it."""
+    return Prefilter(_CUES)
+
+
+def _check_cues() -> None:
+    """A detector whose cue the prefilter does not look for would never run on ASCII text: refuse."""
+    unknown = {key for d in DETECTORS for key in d.cues} - _CUE_KEYS
+    if unknown:
+        raise RuntimeError(f"detector cues with no prefilter pattern: {sorted(unknown)}")
+
+
+_check_cues()

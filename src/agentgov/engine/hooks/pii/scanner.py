@@ -25,7 +25,7 @@ class ScanSettings:
 class Scanner:
     def __init__(self, settings: ScanSettings | None = None) -> None:
         self.settings = settings or ScanSettings()
-        self._detectors = tuple(d for d in DETECTORS if d.type in self.settings.types)
+        self._detectors = tuple((d, frozenset(d.cues)) for d in DETECTORS if d.type in self.settings.types)
         self._floors = {t: self.settings.min_confidence.get(t, self.settings.default_confidence) for t in ALL_TYPES}
 
     def scan(self, text: str) -> list[Span]:
@@ -35,7 +35,10 @@ class Scanner:
         candidates: list[tuple[int, int, int, Span]] = []
         ctx = self.settings.context
         scanned = Text(text)
-        for detector in self._detectors:
+        cues = scanned.cues
+        for detector, starts_from in self._detectors:
+            if cues is not None and starts_from and starts_from.isdisjoint(cues):
+                continue  # none of what it starts from is in this text
             floor = self._floors[detector.type]
             for start, end, confidence in detector.find(scanned, ctx):
                 if confidence >= floor and end > start:
