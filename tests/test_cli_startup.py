@@ -49,3 +49,28 @@ def test_the_command_table_says_what_each_command_says() -> None:
         assert command is not None
         assert command.get_short_help_str(limit=10_000) == summary, name
     assert cli.get_command(None, "no-such-command") is None  # type: ignore[arg-type]
+
+
+def test_a_rego_worker_loads_no_library_its_configuration_does_not_use(tmp_path: object) -> None:
+    """Memory per worker: a Rego worker with local policies, budgets and audit never loads the OCI
+    client (oras, requests), the remote-OPA client or cedarpy (docs/benchmarks.md, worker memory)."""
+    probe = (
+        "import asyncio, json, sys, pathlib, yaml\n"
+        "import agentgov.cli.serve, agentgov.engine.server.app\n"
+        "from agentgov.engine.config.resolver import load_config\n"
+        "from agentgov.engine.config.build import build_governor\n"
+        f"path = pathlib.Path({str(tmp_path)!r}) / 'agentgov.yaml'\n"
+        f"path.write_text(yaml.safe_dump({{'policy': {{'engine': 'rego', 'paths': [{str(POLICIES)!r}]}},"
+        " 'identity': {'required': False}, 'budgets': {'store': 'sqlite', 'limits': [{'name': 'b', 'key': 'subject',"
+        " 'window': 'day', 'requests': 10}]}, 'audit': {'dir': 'audit'}}))\n"
+        "async def main():\n"
+        "    governor = build_governor(load_config(path))\n"
+        "    await governor.start()\n"
+        "    await governor.close()\n"
+        "asyncio.run(main())\n"
+        "print('MODULES' + json.dumps(sorted(sys.modules)))\n")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True).stdout
+    loaded = _top(set(json.loads(out[out.index("MODULES") + len("MODULES"):])))
+    assert "regorus" in loaded  # the probe did build a Rego worker's governor
+    assert loaded.isdisjoint({"oras", "requests", "opa_client", "cedarpy"}), \
+        sorted(loaded & {"oras", "requests", "opa_client", "cedarpy"})

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from agentgov.engine.bundles import oci, remote
+from agentgov.engine.bundles import remote
 from agentgov.engine.bundles.archive import bundle_error
 from agentgov.engine.bundles.bundle import build_bundle
 from agentgov.engine.policy.sources import BUNDLE_SUFFIXES
@@ -78,6 +78,9 @@ class OciSource:
         self.where = reference
 
     async def fetch(self, tag: str) -> Fetched:
+        # oras (and with it requests and jsonschema, ~8 MB resident) only in a worker that pulls from OCI.
+        from agentgov.engine.bundles import oci
+
         pulled = await asyncio.to_thread(oci.pull_if_changed, self.reference, tag, insecure=self.insecure)
         if pulled is None:
             return Fetched(None, tag)

@@ -14,7 +14,6 @@ from agentgov.engine.approvals.store import Approval
 from agentgov.engine.approvals.stores import open_store as open_approval_store
 from agentgov.engine.backends.base import DecisionBackend, ResultReader, decision_from_document
 from agentgov.engine.backends.envoy_result import decision_from_envoy_result
-from agentgov.engine.backends.opa_remote import RemoteOpaBackend
 from agentgov.engine.bundles.bundle import build_bundle
 from agentgov.engine.bundles.reloader import BundleReloader
 from agentgov.engine.bundles.sources import source_for
@@ -58,6 +57,9 @@ def load_policy_set(cfg: Config) -> PolicySet:
     if cfg.engine == "opa":
         if not cfg.opa_url:
             raise cfg.problem("policy.engine opa needs policy.opa_url")
+        # opa-python-client and requests (~5 MB): only in a worker that asks a remote OPA.
+        from agentgov.engine.backends.opa_remote import RemoteOpaBackend
+
         return PolicySet(RemoteOpaBackend(cfg.opa_url, cfg.rule, reader=_reader(cfg)), source=cfg.opa_url)
     roots = [cfg.base / p for p in cfg.paths]
     sources = discover(roots)

@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any
 
 from agentgov.engine.backends.base import DecisionBackend, ResultReader, decision_from_document
-from agentgov.engine.backends.cedar import CedarBackend
 from agentgov.engine.backends.rego import DEFAULT_RULE, RegoBackend
 from agentgov.engine.policy.problems import PolicyLoadError, Problem
 from agentgov.engine.policy.rego_check import check_modules
@@ -32,6 +31,8 @@ def check_sources(sources: PolicySources) -> list[Problem]:
     """Everything `agentgov check` verifies; an empty list means every engine would load."""
     problems = check_modules(sources.rego + sources.rego_tests, sources.data)
     if sources.cedar or sources.cedar_schema:
+        from agentgov.engine.backends.cedar import CedarBackend  # cedarpy: only where there is Cedar
+
         try:
             CedarBackend(sources.cedar, sources.cedar_schema, sources.data)
         except PolicyLoadError as exc:
@@ -51,5 +52,7 @@ def build_backends(sources: PolicySources, *, rule: str = DEFAULT_RULE,
     if sources.rego:
         backends["rego"] = RegoBackend(sources.rego, effective, rule, reader)
     if sources.cedar:
+        from agentgov.engine.backends.cedar import CedarBackend  # cedarpy (~2.4 MB): only where there is Cedar
+
         backends["cedar"] = CedarBackend(sources.cedar, sources.cedar_schema, effective)
     return backends

@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
+
+import orjson
 
 from agentgov.engine.hooks.base import HookRequest
 from agentgov.engine.model import Decision
@@ -22,8 +25,31 @@ GENESIS = "0" * 64  # the `prev` of a chain's first record
 MAX_FIELD_CHARS = 512  # names and ids from clients are cut here: a record stays small
 
 
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+# orjson writes what json's canonical form writes except: non-ASCII and DEL raw (json escapes them),
+# floats below 1e-4 in plain decimals ("0.00001", json "1e-05") and exponents without a sign
+# ("1e16", json "1e+16"), NaN and infinities as null (which json reads back as null, so the text
+# still is json's canonical form of what it parses to). Output with none of those marks is json's
+# text exactly; the marks are looked for in ways that cost < 1 µs (an `e` before a digit or a minus
+# inside a string only sends that record the slow way).
+_EXPONENT = re.compile(rb"e[0-9-]")
+_ORJSON_STRICT = orjson.OPT_SORT_KEYS | orjson.OPT_PASSTHROUGH_DATACLASS | orjson.OPT_PASSTHROUGH_DATETIME \
+    | orjson.OPT_PASSTHROUGH_SUBCLASS
+
+
 def canonical(doc: Mapping[str, Any]) -> str:
-    return json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    """Sorted keys, no insignificant whitespace, ASCII only: what every record's hash is over, and
+    what `verify` re-derives from each parsed line (with json, the reference).
+
+    Encoded with orjson when its text is provably json's (see _EXPONENT), json otherwise:
+    ~3 µs against ~15 for a decision record, on every decision (measured, docs/benchmarks.md)."""
+    try:
+        fast = orjson.dumps(doc, option=_ORJSON_STRICT)
+    except TypeError:  # a type orjson leaves to json (a str subclass, a big int): json decides
+        return _CANONICAL.encode(doc)
+    if fast.isascii() and b"\x7f" not in fast and b"0.0000" not in fast and _EXPONENT.search(fast) is None:
+        return fast.decode("ascii")
+    return _CANONICAL.encode(doc)
 
 
 def record_hash(body: Mapping[str, Any]) -> str:

@@ -261,14 +261,30 @@ def period(limit: Limit, key: str, now: float, zone: ZoneInfo) -> Period:
     rolling = limit.rolling_s
     if rolling is not None:
         return Period(f"{limit.name}|{key}", now - rolling, now + rolling)
+    label, start, end = calendar_window(limit.window, zone, now)
+    return Period(f"{limit.name}|{key}|{label}", start, end)
+
+
+# The current day and month per zone: every request in them computes the same window, and working it
+# out (a zoned datetime, replace, timedelta, timestamp) cost ~5 µs a limit (measured).
+_WINDOWS: dict[tuple[str, str], tuple[str, float, float]] = {}
+
+
+def calendar_window(window: str, zone: ZoneInfo, now: float) -> tuple[str, float, float]:
+    """(label, start, end) of the calendar `window` ("day" or "month") in `zone` that holds `now`."""
+    cached = _WINDOWS.get((window, zone.key))
+    if cached is not None and cached[1] <= now < cached[2]:
+        return cached
     local = datetime.fromtimestamp(now, zone)
-    if limit.window == "day":
+    if window == "day":
         start = local.replace(hour=0, minute=0, second=0, microsecond=0)
         end = (start + timedelta(days=1, hours=2)).replace(hour=0)
     else:
         start = local.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
         end = (start + timedelta(days=32)).replace(day=1)
-    return Period(f"{limit.name}|{key}|{start.date().isoformat()}", start.timestamp(), end.timestamp())
+    found = (start.date().isoformat(), start.timestamp(), end.timestamp())
+    _WINDOWS[(window, zone.key)] = found
+    return found
 
 
 # --- estimates -------------------------------------------------------------------------------------
