@@ -6,12 +6,17 @@ import hashlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from agentgov.engine.bundles.archive import MANIFEST, SIGNATURES, bundle_error, read_archive, write_archive
 from agentgov.engine.bundles.contents import Manifest, bundle_sources, collect, content_revision, owned_roots
-from agentgov.engine.bundles.signing import VerificationKey, sign, verify
 from agentgov.engine.policy.sources import PolicySources
+
+if TYPE_CHECKING:
+    from agentgov.engine.bundles.signing import VerificationKey
+
+# The signing module (PyJWT, cryptography: ~50 ms to import) is loaded only to sign or verify: policy
+# discovery goes through this module on every `check`, `test` and `eval`.
 
 
 @dataclass(frozen=True)
@@ -46,7 +51,11 @@ def open_bundle(blob: bytes, where: str, keys: Mapping[str, VerificationKey] | N
                 key_id: str = "", scope: str = "") -> LoadedBundle:
     """Read, verify (when keys are given) and parse bundle bytes, however they arrived."""
     files = read_archive(blob, where)
-    signed_by = verify(files, keys, key_id=key_id, scope=scope, where=where) if keys else ""
+    signed_by = ""
+    if keys:
+        from agentgov.engine.bundles.signing import verify
+
+        signed_by = verify(files, keys, key_id=key_id, scope=scope, where=where)
     sources, manifest = bundle_sources(files, where)
     return LoadedBundle(sources, manifest, hashlib.sha256(blob).hexdigest(), signed_by)
 
@@ -55,6 +64,8 @@ def sign_bundle(blob: bytes, key: bytes, algorithm: str, *, key_id: str = "", sc
                 where: str = "bundle") -> bytes:
     """The same bundle with a (new) `.signatures.json`; deterministic for deterministic signatures
     (RSA PKCS#1 v1.5 and HMAC; ECDSA signatures are randomised by design)."""
+    from agentgov.engine.bundles.signing import sign
+
     files = read_archive(blob, where)
     files.pop(SIGNATURES, None)
     files[SIGNATURES] = sign(files, key, algorithm, key_id=key_id, scope=scope)

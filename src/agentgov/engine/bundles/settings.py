@@ -22,10 +22,12 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from agentgov.engine.bundles.signing import ALGORITHMS, VerificationKey
 from agentgov.engine.keys import unknown_keys
+
+if TYPE_CHECKING:
+    from agentgov.engine.bundles.signing import VerificationKey
 
 _KEYS = {"source", "token_env", "token_file", "insecure", "poll_min_s", "poll_max_s", "persist_dir", "verification"}
 _VERIFICATION = {"key_id", "scope", "keys"}
@@ -114,6 +116,9 @@ def _token(doc: Mapping[str, Any], base: Path, prefix: str) -> str:
 def _verification(doc: Any, base: Path, prefix: str) -> tuple[dict[str, VerificationKey] | None, str, str]:
     if doc is None:
         return None, "", ""
+    # The signing module brings PyJWT and cryptography (~50 ms to import): only for configured keys.
+    from agentgov.engine.bundles.signing import ALGORITHMS, VerificationKey
+
     if not isinstance(doc, Mapping):
         raise BundleConfigError(f"{prefix.rstrip('.')} must be a mapping")
     _unknown(doc, _VERIFICATION, prefix)
