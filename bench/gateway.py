@@ -81,7 +81,7 @@ class Result:
     server_cores: float = float("nan")
     open_loops: list[OpenLoop] = field(default_factory=list)
     note: str = ""
-    authorizer_rss_mb: float = float("nan")  # resident memory of agentgov's worker process after the load
+    authorizer_rss_mb: float = float("nan")  # resident memory of agentgov's worker after the saturation run
     authorizer_anon_mb: float = float("nan")  # of which anonymous (heap): what each further worker adds; the
     # rest is file-backed (the interpreter and the extension modules' code), shared by every worker on a node
 
@@ -349,11 +349,14 @@ def measure(setup: Setup, procs: Processes, workdir: Path, keys: DemoKeys, upstr
         saturation = wrk(url, headers, body, seconds=seconds)
         cores = (sum(tree_cpu_s(p) for p in server_pids) - cpu0) / (time.monotonic() - started)
         result = Result(setup, saturation, cores)
+        if setup.kind == "agentgov":
+            # After the saturation run (16 connections): the steady state. The open loop's 1000 req/s
+            # overloads some rows, and the queue it builds would count as the worker's memory.
+            worker = max(tree_pids(server_pids[0]), key=rss_mb)
+            result.authorizer_rss_mb, result.authorizer_anon_mb = rss_mb(worker), rss_mb(worker, "RssAnon")
         for rate in rates:
             result.open_loops.append(open_loop(url, headers, body, rate=rate, seconds=min(seconds, 6)))
         if setup.kind == "agentgov":
-            worker = max(tree_pids(server_pids[0]), key=rss_mb)
-            result.authorizer_rss_mb, result.authorizer_anon_mb = rss_mb(worker), rss_mb(worker, "RssAnon")
             if PROFILE_DIR is not None:
                 profile(setup, server_pids[0], url, headers, body, seconds)
         if saturation.non_2xx or saturation.errors:

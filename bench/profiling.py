@@ -1,11 +1,16 @@
 """Summaries of py-spy profiles (collapsed stacks) of an agentgov worker, by stage.
 
 py-spy's raw format is one line per distinct stack: `frame;frame;...;leaf count`, each frame
-`function (path:line)`. Only on-CPU samples are recorded (no `--idle`), so the count over the
-sampling duration and rate is how busy the worker's Python threads were. Each sample is charged to
-the stage of the innermost agentgov frame on its stack (a regex inside the PII scanner is PII's,
-a JSON encode inside the audit record is audit's); samples with no agentgov frame are the event
-loop, aiohttp and the interpreter's own.
+`function (path:line)`. Only samples py-spy counts as active are recorded (no `--idle`).
+
+Event-loop thread: each sample is charged to the stage of the innermost agentgov engine frame on
+its stack (a regex inside the PII scanner is PII's, a JSON encode inside the audit record is
+audit's); samples with none are the event loop, aiohttp and the interpreter's own (uvloop's C loop
+shows as `Runner.run`).
+
+Other threads (the budget store's SQLite writer, the audit log's fsync, the WAL checkpointer) are
+summed apart: py-spy counts a thread blocked in `fsync` or a SQLite lock as active, so their share
+is wall time spent off the event loop, not CPU the loop lost.
 """
 
 from __future__ import annotations
@@ -32,11 +37,19 @@ STAGES: list[tuple[str, str]] = [
 _FRAME = re.compile(r"^(?P<fn>.*?) \((?P<path>[^()]*?)(?::\d+)?\)$")
 
 
+def _is_thread(frames: list[str]) -> bool:
+    return any("_bootstrap_inner" in frame or "Thread.run" in frame for frame in frames[:4])
+
+
 def _stage(frames: list[str]) -> str:
+    if _is_thread(frames):
+        owner = next((s for f in reversed(frames) for p, s in STAGES if "agentgov/" + p in f),
+                     "thread pool between tasks (waiting for work or the interpreter lock)")
+        return f"background threads: {owner}"
     for frame in reversed(frames):
         match = _FRAME.match(frame)
         path = match.group("path") if match else frame
-        if "agentgov/" in path:
+        if "agentgov/engine/" in path:  # the CLI's frames (serve, the runner of the loop) are below every stage
             tail = path.split("agentgov/", 1)[1]
             for prefix, stage in STAGES:
                 if tail.startswith(prefix):
@@ -64,7 +77,7 @@ def summary(collapsed: str, top: int = 15) -> str:
         by_stage[_stage(frames)] += count
         leaf = frames[-1] if frames else "?"
         by_leaf[re.sub(r":\d+\)$", ")", leaf)] += count
-    lines = [f"on-CPU samples: {total}", "", "by stage (innermost agentgov frame):"]
+    lines = [f"active samples: {total}", "", "by stage (innermost agentgov frame; background threads apart):"]
     lines += [f"  {100 * n / total:5.1f}%  {stage}" for stage, n in by_stage.most_common()]
     lines += ["", f"top {top} functions by self time:"]
     lines += [f"  {100 * n / total:5.1f}%  {leaf}" for leaf, n in by_leaf.most_common(top)]

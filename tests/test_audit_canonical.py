@@ -4,13 +4,16 @@ it: `verify` re-derives it with json from each parsed line, so the two must neve
 from __future__ import annotations
 
 import enum
+import hashlib
 import json
 import math
 from typing import Any
 
+import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
+from agentgov.engine.hooks.audit import record
 from agentgov.engine.hooks.audit.record import canonical
 
 
@@ -39,6 +42,7 @@ _DOCS = st.dictionaries(st.text(max_size=6), st.recursive(
 @settings(max_examples=600, deadline=None)
 @given(_DOCS)
 @example({"big": 1e16})
+@example({"prev": "3e5a" * 16, "list": [1e20, "e-1"], "neg": -2.5e-30})
 @example({"tiny": 2.5e-05, "least": 5e-324})
 @example({"del": "\x7f", "nan": float("nan"), "inf": [float("inf")]})
 def test_the_text_is_what_json_writes(doc: dict[str, Any]) -> None:
@@ -49,10 +53,20 @@ def test_the_text_is_what_json_writes(doc: dict[str, Any]) -> None:
         assert text == reference(doc)
 
 
-def test_records_of_every_shape_the_log_writes_take_the_fast_path_and_match() -> None:
-    doc = {"v": 1, "latency_ms": {"policy": 0.123, "hook.pii": 1.5, "total": 0.02}, "allow": True, "seq": 12,
-           "subject": {"id": "alice", "roles": ["analyst"]}, "reasons": [], "time": "2026-12-03T20:00:00.000001+00:00"}
-    assert canonical(doc) == reference(doc)
+def test_records_the_log_writes_take_the_fast_path_and_match(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Hashes in hex are full of `e` before a digit; they must not send every record the slow way."""
+    chain = [hashlib.sha256(str(n).encode()).hexdigest() for n in range(200)]
+    docs = [{"v": 1, "latency_ms": {"policy": 0.123, "hook.pii": 1.5, "total": 0.02 * n}, "allow": True, "seq": n,
+             "subject": {"id": "alice", "roles": ["analyst"]}, "reasons": ["one-time"], "prev": prev,
+             "time": f"2026-12-03T20:00:{n % 60:02d}.{123456 + n:06d}+00:00"} for n, prev in enumerate(chain)]
+    expected = [reference(d) for d in docs]
+
+    class NoSlowWay:
+        def encode(self, doc: object) -> str:
+            raise AssertionError(f"took json for {doc}")
+
+    monkeypatch.setattr(record, "_CANONICAL", NoSlowWay())
+    assert [canonical(d) for d in docs] == expected
 
 
 class Colour(enum.StrEnum):

@@ -30,9 +30,36 @@ _CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_asci
 # floats below 1e-4 in plain decimals ("0.00001", json "1e-05") and exponents without a sign
 # ("1e16", json "1e+16"), NaN and infinities as null (which json reads back as null, so the text
 # still is json's canonical form of what it parses to). Output with none of those marks is json's
-# text exactly; the marks are looked for in ways that cost < 1 µs (an `e` before a digit or a minus
-# inside a string only sends that record the slow way).
-_EXPONENT = re.compile(rb"e[0-9-]")
+# text exactly. Each mark is looked for in well under a microsecond; one that only looks like a mark
+# (an `e5` in a string) sends that record the slow way, never the wrong way.
+_E_THEN_DIGIT = re.compile(rb"e[0-9-]")
+_NUMBER_BYTES = frozenset(b"0123456789.-")
+_BEFORE_A_VALUE = frozenset(b":,[")
+
+
+def _in_number(text: bytes, at: int) -> bool:
+    """Whether `text[at]` continues a number token: only digits, `.` and `-` back to a `:`, `,` or `[`
+    (a SHA-256 in hex reaches a letter or a quote first)."""
+    at -= 1
+    while at >= 0 and text[at] in _NUMBER_BYTES:
+        at -= 1
+    return at < 0 or text[at] in _BEFORE_A_VALUE
+
+
+def _not_as_json_writes(text: bytes) -> bool:
+    """Whether orjson's `text` may differ from json's: a number with an exponent or a float below
+    1e-4, or anything but printable ASCII."""
+    if not text.isascii() or b"\x7f" in text:
+        return True
+    at = text.find(b"0.0000")
+    while at != -1:
+        if _in_number(text, at):
+            return True
+        at = text.find(b"0.0000", at + 1)
+    return any(text[m.start() - 1] in _NUMBER_BYTES and _in_number(text, m.start())
+               for m in _E_THEN_DIGIT.finditer(text))
+
+
 _ORJSON_STRICT = orjson.OPT_SORT_KEYS | orjson.OPT_PASSTHROUGH_DATACLASS | orjson.OPT_PASSTHROUGH_DATETIME \
     | orjson.OPT_PASSTHROUGH_SUBCLASS
 
@@ -41,13 +68,13 @@ def canonical(doc: Mapping[str, Any]) -> str:
     """Sorted keys, no insignificant whitespace, ASCII only: what every record's hash is over, and
     what `verify` re-derives from each parsed line (with json, the reference).
 
-    Encoded with orjson when its text is provably json's (see _EXPONENT), json otherwise:
+    Encoded with orjson when its text is provably json's (see _not_as_json_writes), json otherwise:
     ~3 µs against ~15 for a decision record, on every decision (measured, docs/benchmarks.md)."""
     try:
         fast = orjson.dumps(doc, option=_ORJSON_STRICT)
     except TypeError:  # a type orjson leaves to json (a str subclass, a big int): json decides
         return _CANONICAL.encode(doc)
-    if fast.isascii() and b"\x7f" not in fast and b"0.0000" not in fast and _EXPONENT.search(fast) is None:
+    if not _not_as_json_writes(fast):
         return fast.decode("ascii")
     return _CANONICAL.encode(doc)
 
