@@ -356,9 +356,8 @@ def measure(setup: Setup, procs: Processes, workdir: Path, keys: DemoKeys, upstr
             result.authorizer_rss_mb, result.authorizer_anon_mb = rss_mb(worker), rss_mb(worker, "RssAnon")
         for rate in rates:
             result.open_loops.append(open_loop(url, headers, body, rate=rate, seconds=min(seconds, 6)))
-        if setup.kind == "agentgov":
-            if PROFILE_DIR is not None:
-                profile(setup, server_pids[0], url, headers, body, seconds)
+        if setup.kind == "agentgov" and PROFILE_DIR is not None:
+            profile(setup, server_pids[0], url, headers, body, seconds)
         if saturation.non_2xx or saturation.errors:
             result.note = f"{saturation.non_2xx} non-2xx and {saturation.errors} errors at saturation"
         return result
