@@ -541,7 +541,7 @@ CATEGORY_OF: dict[str, Category] = {d.type: d.category for d in DETECTORS}
 # --- cues: what the detectors start from, found in one pass (prefilter.py) ---------------------------
 
 def _needle_key(needle: str, lower: bool) -> str:
-    return ("i:" if lower else "s:") + needle
+    return (_I if lower else _S) + needle
 
 
 _NEEDLES = (("@", False), ("bc1", True), ("tb1", True), ("0x", False), ("-----BEGIN ", False),

@@ -48,10 +48,6 @@ class Prefilter:
                           for c in cues])
         self._db = db
 
-    @property
-    def available(self) -> bool:
-        return self._db is not None
-
     def scan(self, raw: str) -> dict[str, list[tuple[int, int]]] | None:
         """Cue key → (start, end) of every match, in order of end offset; None when this text must
         take the detectors' own search (not ASCII, or no Hyperscan here). Even a four-letter tool
