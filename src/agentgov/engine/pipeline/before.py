@@ -3,7 +3,6 @@ hooks added) and may enrich the policy input or answer early."""
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -11,6 +10,7 @@ from typing import Any
 from agentgov.engine.hooks.base import Deny, Enrichment, HookRequest
 from agentgov.engine.hooks.registry import HookSlot
 from agentgov.engine.model import Decision
+from agentgov.engine.pipeline.bounded import bounded
 from agentgov.engine.pipeline.failures import hook_failed
 from agentgov.engine.pipeline.types import HookRun
 
@@ -36,7 +36,7 @@ class BeforeStage:
         outcome = "ok"
         try:
             call = slot.before(request)
-            result = await (asyncio.wait_for(call, slot.timeout_s) if slot.timeout_s else call)
+            result = await bounded(call, slot.timeout_s)
             if result is not None and not isinstance(result, Enrichment | Deny):
                 raise TypeError(f"before() returned {type(result).__name__}, not Enrichment, Deny or None")
             if isinstance(result, Deny):

@@ -4,9 +4,13 @@ Each record carries the hash of the one before it, so an edit, a deletion or a r
 the chain; a signed checkpoint of the chain head, written every few seconds and on shutdown, lets
 `agentgov audit verify` notice a cut tail too, which a chain alone cannot show.
 
-Durability: `append` returns only after the record is on disk (written and fsynced). Appends that
-arrive while a write is in flight wait for the next one, so one fsync serves every decision that was
-waiting at that moment (group commit). The Check's answer goes out after `append` returns.
+Durability (`durability`): with `fsync`, the default, `append` returns only after the record is on
+disk (written and fsynced). Appends that arrive while a write is in flight wait for the next one, so
+one fsync serves every decision that was waiting at that moment (group commit). The Check's answer
+goes out after `append` returns. With `write`, `append` returns once the record is written to the
+operating system (it survives the worker being killed, not the machine losing power) and a thread
+of its own fsyncs behind the writes, so a disk's fsync stalls no longer hold answers back;
+checkpoints then vouch only for what that thread has fsynced.
 """
 
 from __future__ import annotations
@@ -15,8 +19,10 @@ import asyncio
 import base64
 import fcntl
 import json
+import logging
 import os
 import re
+import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -31,6 +37,9 @@ from agentgov.engine.hooks.audit.record import GENESIS, canonical, chained
 FILE_PATTERN = re.compile(r"^(?P<chain>[A-Za-z0-9_.-]+)-(?P<first>\d{12})\.jsonl$")
 CHECKPOINTS_SUFFIX = ".checkpoints.jsonl"
 DEFAULT_MAX_FILE_BYTES = 64 * 1024 * 1024
+DURABILITY = ("fsync", "write")
+
+log = logging.getLogger("agentgov.audit")
 
 
 class AuditError(RuntimeError):
@@ -60,6 +69,7 @@ def checkpoint_payload(chain: str, seq: int, head: str, at: str) -> bytes:
 class _Pending:
     line: bytes
     done: asyncio.Future[None]
+    head: tuple[int, str]  # this record's (seq, hash)
 
 
 @dataclass
@@ -70,6 +80,7 @@ class ChainWriter:
     signing_key: Ed25519PrivateKey | None = None
     checkpoint_every_s: float = 10.0
     max_file_age_s: float | None = None  # also start a new file after this long (daily files, say)
+    durability: str = "fsync"  # or "write": answer once written, fsync behind (see the module docstring)
     _opened_at: float = 0.0
     _seq: int = 0
     _head: str = GENESIS
@@ -82,6 +93,14 @@ class ChainWriter:
     _checkpointer: asyncio.Task[None] | None = None
     _checkpointed: tuple[int, str] = (0, GENESIS)
     _closed: bool = False
+    # With durability "write": the head of what is written, of what is fsynced, and the lock that keeps a
+    # file from being closed (rotation, shutdown) while the syncing thread fsyncs it.
+    _written: tuple[int, str] = (0, GENESIS)
+    _synced: tuple[int, str] = (0, GENESIS)
+    _fd_lock: threading.Lock = field(default_factory=threading.Lock)
+    _sync_wanted: asyncio.Event | None = None
+    _syncer: asyncio.Task[None] | None = None
+    _sync_failed: str = ""  # set when an fsync behind the writes failed: later appends are refused
 
     # --- lifecycle --------------------------------------------------------------------------------
 
@@ -103,10 +122,16 @@ class ChainWriter:
         # checkpoint: they are sealed now, not when traffic next comes (truncating them would
         # otherwise go unnoticed until then).
         self._checkpointed = self._last_checkpoint()
+        self._written = self._synced = (self._seq, self._head)  # what is resumed was read back from the file
         if self.signing_key is not None:
             self._write_checkpoint()
+        if self.durability not in DURABILITY:
+            raise AuditError(f"audit durability must be one of {', '.join(DURABILITY)}, not {self.durability!r}")
         self._wakeup = asyncio.Event()
         self._flusher = asyncio.create_task(self._flush_loop(), name=f"audit-flush-{self.chain}")
+        if self.durability == "write":
+            self._sync_wanted = asyncio.Event()
+            self._syncer = asyncio.create_task(self._sync_loop(), name=f"audit-sync-{self.chain}")
         if self.signing_key is not None:
             self._checkpointer = asyncio.create_task(self._checkpoint_loop(), name=f"audit-cp-{self.chain}")
 
@@ -118,6 +143,9 @@ class ChainWriter:
             self._wakeup.set()
         if self._flusher is not None:
             await self._flusher
+        if self._syncer is not None and self._sync_wanted is not None:
+            self._sync_wanted.set()
+            await self._syncer
         if self._checkpointer is not None:
             self._checkpointer.cancel()
         await asyncio.to_thread(self._write_checkpoint)
@@ -159,9 +187,12 @@ class ChainWriter:
         return self.directory / f"{self.chain}-{first_seq:012d}.jsonl"
 
     def _open_file(self, path: Path) -> None:
-        if self._fd >= 0:
-            os.close(self._fd)
-        self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
+        with self._fd_lock:
+            if self._fd >= 0:
+                if self.durability == "write":
+                    os.fsync(self._fd)  # the file left behind is whole on disk before the next one starts
+                os.close(self._fd)
+            self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
         self._size = os.fstat(self._fd).st_size
         self._opened_at = time.monotonic()
         dir_fd = os.open(self.directory, os.O_RDONLY)
@@ -177,11 +208,15 @@ class ChainWriter:
         order on the event loop, and lines are written in the same order."""
         if self._closed or self._wakeup is None:
             raise AuditError("the audit log is closed")
+        if self._sync_failed:
+            # Written records may not reach the disk (after a failed fsync the kernel may drop them):
+            # decisions stop being given rather than go on with a log that is not being kept.
+            raise AuditError(f"audit fsync failed: {self._sync_failed}")
         self._seq += 1
         record, line = chained(body, chain=self.chain, seq=self._seq, prev=self._head)
         self._head = record["hash"]
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._pending.append(_Pending(line.encode(), done))
+        self._pending.append(_Pending(line.encode(), done, (self._seq, self._head)))
         self._wakeup.set()
         await done
         return record
@@ -200,11 +235,36 @@ class ChainWriter:
                         if not p.done.done():
                             p.done.set_exception(AuditError(f"audit write failed: {type(exc).__name__}: {exc}"))
                     continue
+                self._written = batch[-1].head
+                if self._sync_wanted is not None:
+                    self._sync_wanted.set()
                 for p in batch:
                     if not p.done.done():
                         p.done.set_result(None)
             if self._closed and not self._pending:
                 return
+
+    async def _sync_loop(self) -> None:
+        """Durability `write`: fsync what was written, behind the answers, until the writer closes."""
+        assert self._sync_wanted is not None
+        while True:
+            await self._sync_wanted.wait()
+            self._sync_wanted.clear()
+            target = self._written
+            if target != self._synced:
+                try:
+                    await asyncio.to_thread(self._sync)
+                except OSError as exc:
+                    self._sync_failed = exc.strerror or type(exc).__name__
+                    log.error("audit fsync failed (%s): refusing decisions until restarted", self._sync_failed)
+                else:
+                    self._synced = target
+            if self._closed and self._flusher is not None and self._flusher.done():
+                return
+
+    def _sync(self) -> None:
+        with self._fd_lock:
+            os.fsync(self._fd)
 
     def _write(self, lines: list[bytes]) -> None:
         data = b"".join(lines)
@@ -216,7 +276,8 @@ class ChainWriter:
         while view:
             written = os.write(self._fd, view)
             view = view[written:]
-        os.fsync(self._fd)
+        if self.durability == "fsync":
+            os.fsync(self._fd)
         self._size += len(data)
 
     # --- checkpoints ------------------------------------------------------------------------------
@@ -264,6 +325,8 @@ class ChainWriter:
         return 0, GENESIS
 
     def _durable_head(self) -> tuple[int, str]:
+        if self.durability == "write" and not self._closed:
+            return self._synced  # written is not durable: vouch only for what was fsynced
         pending = len(self._pending)
         if not pending:
             return self._seq, self._head

@@ -13,7 +13,7 @@ from typing import Any
 
 from prometheus_client import Counter
 
-from agentgov.engine.hooks.audit.chain import DEFAULT_MAX_FILE_BYTES, ChainWriter, load_signing_key
+from agentgov.engine.hooks.audit.chain import DEFAULT_MAX_FILE_BYTES, DURABILITY, ChainWriter, load_signing_key
 from agentgov.engine.hooks.audit.record import decision_body
 from agentgov.engine.hooks.audit.sinks import OpaHttpSink, SinkConfigError, sinks_from_config
 from agentgov.engine.hooks.base import HookRequest
@@ -21,7 +21,8 @@ from agentgov.engine.keys import unknown_keys
 from agentgov.engine.model import Decision
 
 RECORDS = Counter("agentgov_audit_records_total", "Audit records written, by entry point", ["entry_point"])
-_KEYS = {"dir", "checkpoint_key_file", "checkpoint_every_s", "sinks", "max_file_bytes", "max_file_age_s"}
+_KEYS = {"dir", "checkpoint_key_file", "checkpoint_every_s", "sinks", "max_file_bytes", "max_file_age_s",
+         "durability"}
 
 
 class AuditConfigError(ValueError):
@@ -36,6 +37,7 @@ class AuditSettings:
     max_file_bytes: int = DEFAULT_MAX_FILE_BYTES
     sinks: tuple[Mapping[str, Any], ...] = field(default_factory=tuple)
     max_file_age_s: float | None = None
+    durability: str = "fsync"  # or "write" (docs/audit.md: what each survives)
 
 
 def settings_from_config(doc: Mapping[str, Any], base: Path) -> AuditSettings | None:
@@ -66,12 +68,16 @@ def settings_from_config(doc: Mapping[str, Any], base: Path) -> AuditSettings | 
     age = doc.get("max_file_age_s")
     if age is not None and (isinstance(age, bool) or not isinstance(age, int | float) or age <= 0):
         raise AuditConfigError("audit.max_file_age_s must be a positive number of seconds")
+    durability = doc.get("durability", "fsync")
+    if durability not in DURABILITY:
+        raise AuditConfigError(f"audit.durability must be one of {', '.join(DURABILITY)} "
+                               "(fsync: on disk before the answer; write: written before it, fsynced behind)")
     try:
         sinks_from_config(doc.get("sinks"))
     except SinkConfigError as exc:
         raise AuditConfigError(str(exc)) from None
     return AuditSettings(directory, key_file, float(every), size, tuple(doc.get("sinks") or ()),
-                         float(age) if age is not None else None)
+                         float(age) if age is not None else None, str(durability))
 
 
 def chain_name(worker: int) -> str:
@@ -91,7 +97,7 @@ class AuditHook:
         key = load_signing_key(settings.signing_key_file) if settings.signing_key_file else None
         self.writer = ChainWriter(settings.directory, chain_name(worker), max_file_bytes=settings.max_file_bytes,
                                   signing_key=key, checkpoint_every_s=settings.checkpoint_every_s,
-                                  max_file_age_s=settings.max_file_age_s)
+                                  max_file_age_s=settings.max_file_age_s, durability=settings.durability)
         self.sinks: list[OpaHttpSink] = sinks_from_config(list(settings.sinks) or None)
         for sink in self.sinks:
             sink.node = self.writer.chain
