@@ -6,6 +6,7 @@ import asyncio
 import json
 from typing import Any
 
+import cedarpy
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -127,6 +128,46 @@ def test_cedar_obligation_policy_never_grants() -> None:
     decision = asyncio.run(backend.evaluate(policy_input))
     assert not decision.allow
     assert decision.reasons == ("default_deny",)
+
+
+ONE_SET = ('@id("all")\npermit (principal, action, resource);\n'
+           '@id("no_x")\n@status("429")\nforbid (principal, action, resource == Tool::\"x\");\n'
+           '@id("mark")\n@obligation("header:x-reviewed=yes")\npermit (principal, action, resource);\n'
+           '@id("shaky")\n@obligation("redact")\npermit (principal, action, resource) when { context.missing };\n')
+
+
+def _cedar_call(tool: str) -> dict[str, Any]:
+    return normalize_input({"action": {"kind": "tool.call"}, "resource": {"type": "tool", "id": tool}})
+
+
+def test_cedar_asks_once_per_decision_and_reads_obligations_from_the_same_answer(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    backend = CedarBackend([("p.cedar", ONE_SET.replace(' when { context.missing }', ''))])
+    calls = 0
+    real = cedarpy.is_authorized
+
+    def counting(*args: Any, **kwargs: Any) -> Any:
+        nonlocal calls
+        calls += 1
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(cedarpy, "is_authorized", counting)
+    allowed = asyncio.run(backend.evaluate(_cedar_call("y")))
+    assert (allowed.allow, allowed.reasons) == (True, ("all",))  # obligations are not reasons
+    assert allowed.obligations.headers == {"x-reviewed": "yes"}
+    denied = asyncio.run(backend.evaluate(_cedar_call("x")))
+    assert (denied.allow, denied.reasons, denied.status) == (False, ("no_x",), 429)
+    assert denied.obligations.headers == {}
+    assert calls == 2
+
+
+def test_a_cedar_obligation_that_errors_refuses_an_allow_but_not_a_deny() -> None:
+    backend = CedarBackend([("p.cedar", ONE_SET)])
+    allowed = asyncio.run(backend.evaluate(_cedar_call("y")))
+    assert (allowed.allow, allowed.reasons) == (False, ("engine_error",))
+    assert "obligation policy error" in allowed.errors[0]
+    denied = asyncio.run(backend.evaluate(_cedar_call("x")))  # the forbid decides; the obligation never mattered
+    assert (denied.allow, denied.reasons, denied.status) == (False, ("no_x",), 429)
 
 
 def test_cedar_bad_obligation_annotation_is_a_load_error() -> None:
