@@ -53,7 +53,8 @@ def test_the_command_table_says_what_each_command_says() -> None:
 
 def test_a_rego_worker_loads_no_library_its_configuration_does_not_use(tmp_path: object) -> None:
     """Memory per worker: a Rego worker with local policies, budgets and audit never loads the OCI
-    client (oras, requests), the remote-OPA client or cedarpy (docs/benchmarks.md, worker memory)."""
+    client (oras, requests), the remote-OPA client, cedarpy, or aiohttp (only the Data API, audit
+    sinks and remote bundles need it) (docs/benchmarks.md, worker memory)."""
     probe = (
         "import asyncio, json, sys, pathlib, yaml\n"
         "import agentgov.cli.serve, agentgov.engine.server.app\n"
@@ -72,5 +73,5 @@ def test_a_rego_worker_loads_no_library_its_configuration_does_not_use(tmp_path:
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True).stdout
     loaded = _top(set(json.loads(out[out.index("MODULES") + len("MODULES"):])))
     assert "regorus" in loaded  # the probe did build a Rego worker's governor
-    assert loaded.isdisjoint({"oras", "requests", "opa_client", "cedarpy"}), \
-        sorted(loaded & {"oras", "requests", "opa_client", "cedarpy"})
+    unused = {"oras", "requests", "opa_client", "cedarpy", "aiohttp"}
+    assert loaded.isdisjoint(unused), sorted(loaded & unused)

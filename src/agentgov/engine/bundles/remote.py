@@ -5,12 +5,16 @@ sent (nginx WebDAV, S3-style gateways, agentgov's own tests). OCI registries are
 from __future__ import annotations
 
 from dataclasses import dataclass
-
-import aiohttp
+from typing import TYPE_CHECKING
 
 from agentgov.engine.bundles.archive import MAX_TOTAL_BYTES, bundle_error
 
-_TIMEOUT = aiohttp.ClientTimeout(total=60, connect=10)
+if TYPE_CHECKING:
+    import aiohttp
+
+# aiohttp is imported by the calls below, not at import: the bundle sources import this module, and
+# a worker that serves local bundles never needs an HTTP client (~16 MB of its memory).
+_TIMEOUT_TOTAL_S, _TIMEOUT_CONNECT_S = 60, 10
 MAX_DOWNLOAD_BYTES = MAX_TOTAL_BYTES  # compressed never exceeds what the reader would accept expanded
 
 
@@ -18,6 +22,12 @@ MAX_DOWNLOAD_BYTES = MAX_TOTAL_BYTES  # compressed never exceeds what the reader
 class Pulled:
     blob: bytes | None   # None: unchanged since `etag` (304)
     etag: str
+
+
+def _session() -> aiohttp.ClientSession:
+    import aiohttp
+
+    return aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=_TIMEOUT_TOTAL_S, connect=_TIMEOUT_CONNECT_S))
 
 
 def _headers(token: str, extra: dict[str, str] | None = None) -> dict[str, str]:
@@ -29,9 +39,11 @@ def _headers(token: str, extra: dict[str, str] | None = None) -> dict[str, str]:
 
 async def pull(url: str, *, token: str = "", etag: str = "") -> Pulled:
     """The bundle at `url`, or None when the server says it has not changed since `etag`."""
+    import aiohttp
+
     headers = _headers(token, {"If-None-Match": etag} if etag else None)
     try:
-        async with aiohttp.ClientSession(timeout=_TIMEOUT) as session, \
+        async with _session() as session, \
                 session.get(url, headers=headers, allow_redirects=False) as response:
             if response.status == 304:
                 return Pulled(None, etag)
@@ -45,9 +57,11 @@ async def pull(url: str, *, token: str = "", etag: str = "") -> Pulled:
 
 async def push(url: str, blob: bytes, *, token: str = "") -> str:
     """PUT the bundle; returns the ETag the server gave it ("" when none)."""
+    import aiohttp
+
     headers = _headers(token, {"Content-Type": "application/gzip"})
     try:
-        async with aiohttp.ClientSession(timeout=_TIMEOUT) as session, \
+        async with _session() as session, \
                 session.put(url, data=blob, headers=headers, allow_redirects=False) as response:
             if response.status not in (200, 201, 204):
                 raise bundle_error(url, f"the bundle server refused the upload: {response.status} "

@@ -20,7 +20,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
-from aiohttp import web
 from envoy.service.auth.v3 import external_auth_pb2_grpc as authz_grpc
 from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as ep_grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -30,7 +29,6 @@ from agentgov.engine.pipeline import Decider
 from agentgov.engine.proto import SERVICE as DECISION_SERVICE
 from agentgov.engine.server.approval_status import approval_status_routes
 from agentgov.engine.server.authzen import authzen_routes
-from agentgov.engine.server.data_api import create_app
 from agentgov.engine.server.decision_service import DecisionService, add_decision_service
 from agentgov.engine.server.ext_authz import AuthorizationService
 from agentgov.engine.server.ext_proc import EXT_PROC_SERVICE, ExternalProcessorService
@@ -111,6 +109,11 @@ async def run_worker(decider: Decider, cfg: WorkerConfig, ready: asyncio.Event |
         start_http_server(cfg.metrics_port, addr=cfg.host)
     runner = None
     if cfg.data_api_port and local is not None:
+        # Imported here: aiohttp (~16 MB per worker) is only for OPA's Data API, which is off by default.
+        from aiohttp import web
+
+        from agentgov.engine.server.data_api import create_app
+
         runner = web.AppRunner(create_app(local, cfg.rule, token=cfg.data_api_token,
                                                 serve_bundles=cfg.serve_bundles), access_log=None)
         await runner.setup()

@@ -19,13 +19,15 @@ from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import aiohttp
 from prometheus_client import Counter
 
 from agentgov import __version__
 from agentgov.engine.keys import unknown_keys
+
+if TYPE_CHECKING:
+    import aiohttp
 
 log = logging.getLogger("agentgov.audit.sink")
 SENT = Counter("agentgov_audit_sink_sent_total", "Audit records delivered to a sink", ["sink"])
@@ -141,6 +143,8 @@ class OpaHttpSink:
 
     async def _run(self) -> None:
         assert self._wakeup is not None
+        import aiohttp  # here, not at import: a worker whose audit log has no sink never loads the HTTP client
+
         backoff = 0.5
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.timeout_s)) as session:
             while True:
@@ -165,6 +169,8 @@ class OpaHttpSink:
                 backoff = min(backoff * 2, 30.0)
 
     async def _send(self, session: aiohttp.ClientSession, batch: list[dict[str, Any]]) -> bool:
+        import aiohttp
+
         body = gzip.compress(json.dumps(batch, separators=(",", ":")).encode())
         headers = {"content-type": "application/json", "content-encoding": "gzip", **self.headers}
         try:
