@@ -106,6 +106,8 @@ class ChainWriter:
 
     def open(self) -> None:
         """Take the chain (one writer per chain), resume it from its last record, start the tasks."""
+        if self.durability not in DURABILITY:
+            raise AuditError(f"audit durability must be one of {', '.join(DURABILITY)}, not {self.durability!r}")
         self.directory.mkdir(parents=True, exist_ok=True)
         self._lock_fd = os.open(self.directory / f"{self.chain}.lock", os.O_RDWR | os.O_CREAT, 0o600)
         try:
@@ -125,8 +127,6 @@ class ChainWriter:
         self._written = self._synced = (self._seq, self._head)  # what is resumed was read back from the file
         if self.signing_key is not None:
             self._write_checkpoint()
-        if self.durability not in DURABILITY:
-            raise AuditError(f"audit durability must be one of {', '.join(DURABILITY)}, not {self.durability!r}")
         self._wakeup = asyncio.Event()
         self._flusher = asyncio.create_task(self._flush_loop(), name=f"audit-flush-{self.chain}")
         if self.durability == "write":
@@ -325,8 +325,8 @@ class ChainWriter:
         return 0, GENESIS
 
     def _durable_head(self) -> tuple[int, str]:
-        if self.durability == "write" and not self._closed:
-            return self._synced  # written is not durable: vouch only for what was fsynced
+        if self.durability == "write":
+            return self._synced  # written is not durable: vouch only for what was fsynced (at close too)
         pending = len(self._pending)
         if not pending:
             return self._seq, self._head
