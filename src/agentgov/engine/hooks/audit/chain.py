@@ -259,7 +259,10 @@ class ChainWriter:
                     log.error("audit fsync failed (%s): refusing decisions until restarted", self._sync_failed)
                 else:
                     self._synced = target
-            if self._closed and self._flusher is not None and self._flusher.done():
+            # Closing: done once the flusher has written its last batch and all of it is fsynced (or
+            # an fsync failed: nothing more would reach the disk).
+            flushed = self._closed and self._flusher is not None and self._flusher.done()
+            if flushed and (self._written == self._synced or self._sync_failed):
                 return
 
     def _sync(self) -> None:
