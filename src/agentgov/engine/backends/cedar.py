@@ -41,9 +41,9 @@ DEFAULT_CATALOG_PATH = ("agentgov", "catalog")
 # before a forbidden action (403) before a budget that would reset (429).
 _STATUS_PRECEDENCE = (STATUS_UNAUTHENTICATED, STATUS_FORBIDDEN, STATUS_RATE_LIMITED)
 SLICE_CACHE = 4096  # distinct catalog slices kept parsed (one per resource, as a rule)
-# An entity literal in Cedar policy text: Type::"id" or Namespace::Type::"id" (the id JSON-escaped).
 # Cedar names the policy an evaluation error came from: "error while evaluating policy `policy3`: …".
 _ERROR_POLICY = re.compile(r"policy `(policy\d+)`")
+# An entity literal in Cedar policy text: Type::"id" or Namespace::Type::"id" (the id JSON-escaped).
 _LITERAL = re.compile(r'((?:[A-Za-z_][A-Za-z0-9_]*::)*[A-Za-z_][A-Za-z0-9_]*)::("(?:[^"\\]|\\.)*")')
 
 
@@ -150,7 +150,7 @@ class CedarBackend:
             errors, obligation_errors = self._errors_by_set(result.diagnostics.errors)
             if errors:
                 return engine_error(self.name, "; ".join(errors)), result
-            satisfied = [p for p in result.diagnostics.reasons if p not in self._obligation_of]
+            satisfied = self._authorization_reasons(result.diagnostics.reasons)
             ids = sorted(self.policies.authorization_ids.get(p, p) for p in satisfied)
             self.applied.update(ids)
             if not result.allowed or not satisfied:  # a forbid applied, or only obligations did: no permit
@@ -177,15 +177,14 @@ class CedarBackend:
         decision, result = self._authorize(policy_input)
         lines: list[str] = []
         if result is not None:
-            for pid in result.diagnostics.reasons:
-                if pid in self._obligation_of:
-                    continue  # an obligation, not a reason
+            satisfied = self._authorization_reasons(result.diagnostics.reasons)
+            for pid in satisfied:
                 display = self.policies.authorization_ids.get(pid, pid)
                 st = self._locations.get(display)
                 where = f" ({st.file}:{st.line})" if st else ""
                 lines.append(f"determining policy {display}{where}")
             lines.extend(f"error: {e}" for e in result.diagnostics.errors)
-            if not set(result.diagnostics.reasons) - self._obligation_of.keys() and not result.diagnostics.errors:
+            if not satisfied and not result.diagnostics.errors:
                 lines.append("no policy applied: default deny")
         return Explanation(decision, lines)
 
@@ -200,6 +199,10 @@ class CedarBackend:
             if status in statuses:
                 return status
         return min(statuses) if statuses else STATUS_FORBIDDEN
+
+    def _authorization_reasons(self, reasons: list[str]) -> list[str]:
+        """The satisfied policies that decide (the obligations among them only add obligations)."""
+        return [p for p in reasons if p not in self._obligation_of]
 
     def _errors_by_set(self, errors: list[str]) -> tuple[list[str], list[str]]:
         """Evaluation errors split into the authorization policies' and the obligations'. An error

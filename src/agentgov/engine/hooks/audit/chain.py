@@ -93,8 +93,9 @@ class ChainWriter:
     _checkpointer: asyncio.Task[None] | None = None
     _checkpointed: tuple[int, str] = (0, GENESIS)
     _closed: bool = False
-    # With durability "write": the head of what is written, of what is fsynced, and the lock that keeps a
-    # file from being closed (rotation, shutdown) while the syncing thread fsyncs it.
+    # The (seq, hash) of the last record written and of the last one fsynced (with durability "fsync" the
+    # two move together), and, for "write", the lock that keeps a file from being closed (rotation,
+    # shutdown) while the syncing thread fsyncs it.
     _written: tuple[int, str] = (0, GENESIS)
     _synced: tuple[int, str] = (0, GENESIS)
     _fd_lock: threading.Lock = field(default_factory=threading.Lock)
@@ -236,7 +237,9 @@ class ChainWriter:
                             p.done.set_exception(AuditError(f"audit write failed: {type(exc).__name__}: {exc}"))
                     continue
                 self._written = batch[-1].head
-                if self._sync_wanted is not None:
+                if self._sync_wanted is None:
+                    self._synced = self._written  # _write fsynced it
+                else:
                     self._sync_wanted.set()
                 for p in batch:
                     if not p.done.done():
@@ -328,20 +331,9 @@ class ChainWriter:
         return 0, GENESIS
 
     def _durable_head(self) -> tuple[int, str]:
-        if self.durability == "write":
-            return self._synced  # written is not durable: vouch only for what was fsynced (at close too)
-        pending = len(self._pending)
-        if not pending:
-            return self._seq, self._head
-        # The head of what is written: re-read the last line of the current file.
-        files = chain_files(self.directory, self.chain)
-        if not files:
-            return 0, GENESIS
-        data = files[-1].read_bytes().splitlines()
-        if not data:
-            return self._checkpointed
-        last = json.loads(data[-1])
-        return int(last["seq"]), str(last["hash"])
+        """What a checkpoint may vouch for: the last record fsynced (not one still being written, and
+        with durability "write" not one written but not yet fsynced)."""
+        return self._synced
 
 
 def chain_files(directory: Path, chain: str) -> list[Path]:
