@@ -120,6 +120,9 @@ class LocalStack:
     tls_files: dict[str, str] = field(default_factory=dict)
     envoy_sends_client_cert: bool = True  # False: Envoy omits its certificate although agentgov wants one
     max_request_bytes: int = 1024 * 1024  # what Envoy sends of a body to agentgov
+    # How long Envoy waits for a check before it answers 503 itself (fail closed). Tests that load
+    # two cores with a fleet raise it, so a slow moment is not read as a refusal.
+    check_timeout_s: float = 0.5
     ext_proc: bool = False  # Envoy's ext_proc filter: redaction, response inspection, token metering
     config_extra: dict[str, Any] = field(default_factory=dict)  # more top-level agentgov.yaml sections
     env_extra: dict[str, str] = field(default_factory=dict)  # more environment for the child processes
@@ -203,6 +206,7 @@ class LocalStack:
                              agentgov_ports=self.agentgov_ports, mcp_filter=self.mcp_filter,
                              send_body=self.send_body, agentgov_sockets=self.socket_paths,
                              max_request_bytes=self.max_request_bytes, ext_proc=self.ext_proc,
+                             check_timeout_s=self.check_timeout_s,
                              xff_num_trusted_hops=self.xff_num_trusted_hops,
                              tls_ca_file=self.tls_files.get("ca"),
                              tls_cert_file=self.tls_files.get("client_cert") if self.envoy_sends_client_cert else None,

@@ -23,6 +23,7 @@ from typing import Any
 import cedarpy
 
 from agentgov.engine.backends.base import REASON_DEFAULT_DENY, Explanation, engine_error, is_fatal
+from agentgov.engine.backends.cedar_context import context_use
 from agentgov.engine.backends.cedar_mapping import build_request, catalog_entities, entities_json
 from agentgov.engine.model import (
     STATUS_FORBIDDEN,
@@ -41,6 +42,7 @@ DEFAULT_CATALOG_PATH = ("agentgov", "catalog")
 # before a forbidden action (403) before a budget that would reset (429).
 _STATUS_PRECEDENCE = (STATUS_UNAUTHENTICATED, STATUS_FORBIDDEN, STATUS_RATE_LIMITED)
 SLICE_CACHE = 4096  # distinct catalog slices kept parsed (one per resource, as a rule)
+PRINCIPAL_CACHE = 4096  # slices with a caller's principal added, for the callers and resources in use
 # Cedar names the policy an evaluation error came from: "error while evaluating policy `policy3`: …".
 _ERROR_POLICY = re.compile(r"policy `(policy\d+)`")
 # An entity literal in Cedar policy text: Type::"id" or Namespace::Type::"id" (the id JSON-escaped).
@@ -91,6 +93,8 @@ class CedarBackend:
                                for i, display in enumerate(self.policies.obligation_ids.values())}
         self._both = cedarpy.PolicySet.from_str(self.policies.authorization + "\n" + self.policies.obligations) \
             if self.policies.obligations else self._authz
+        # The context attributes the policies can read; the rest is never converted nor sent.
+        self._context_use = context_use(self.policies.authorization + "\n" + self.policies.obligations)
         catalog: Any = data or {}
         for key in catalog_path:
             catalog = catalog.get(key, {}) if isinstance(catalog, Mapping) else {}
@@ -107,6 +111,7 @@ class CedarBackend:
         self._pinned = frozenset(uid for uid in literal_uids(self.policies.authorization + "\n" +
                                                              self.policies.obligations) if uid in self._catalog)
         self._slices: OrderedDict[tuple[str, str], Any] = OrderedDict()
+        self._with_principal: OrderedDict[tuple[tuple[str, str], str], Any] = OrderedDict()
 
     def _entities_for(self, resource: tuple[str, str]) -> Any:
         """The catalog entities a request on `resource` can reach, parsed once per resource and kept
@@ -138,14 +143,29 @@ class CedarBackend:
             self._slices.popitem(last=False)
         return handle
 
+    def _request_entities(self, resource: tuple[str, str], delta: str) -> Any:
+        """The resource's slice plus this caller's principal entity (`delta`, its JSON), kept (LRU):
+        an agent makes many calls as the same principal on the same tool or model, and adding the
+        principal clones the slice each time (measured ~15 µs of a ~200 µs decision)."""
+        key = (resource, delta)
+        handle = self._with_principal.get(key)
+        if handle is not None:
+            self._with_principal.move_to_end(key)
+            return handle
+        handle = self._entities_for(resource).with_added_json_str(delta)
+        self._with_principal[key] = handle
+        if len(self._with_principal) > PRINCIPAL_CACHE:
+            self._with_principal.popitem(last=False)
+        return handle
+
     def _authorize(self, policy_input: Mapping[str, Any]) -> tuple[Decision, Any | None]:
         try:
-            request, principal = build_request(policy_input)
+            request, principal = build_request(policy_input, self._context_use)
             delta = [principal]
             res = request["resource"]
             if (res["type"], res["id"]) not in self._catalog:
                 delta.append({"uid": res, "attrs": {}, "parents": []})
-            entities = self._entities_for((res["type"], res["id"])).with_added_json_str(entities_json(delta))
+            entities = self._request_entities((res["type"], res["id"]), entities_json(delta))
             result = cedarpy.is_authorized(request, self._both, entities)
             errors, obligation_errors = self._errors_by_set(result.diagnostics.errors)
             if errors:

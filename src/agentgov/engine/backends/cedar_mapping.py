@@ -18,6 +18,8 @@ from collections.abc import Mapping
 from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
 from typing import Any
 
+from agentgov.engine.backends.cedar_context import WHOLE, Projection, project
+
 _LONG_MIN, _LONG_MAX = -(2**63), 2**63 - 1
 _DECIMAL_LIMIT = Decimal("922337203685477.5807")
 _FOUR_PLACES = Decimal("0.0001")
@@ -69,8 +71,10 @@ def catalog_entities(catalog: Mapping[str, Any]) -> list[dict[str, Any]]:
     return out
 
 
-def build_request(policy_input: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Return (Cedar request, principal entity) for one policy input document."""
+def build_request(policy_input: Mapping[str, Any],
+                  context_projection: Projection = WHOLE) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Return (Cedar request, principal entity) for one policy input document, its context cut down
+    to `context_projection` (what the policies can read: see cedar_context) before conversion."""
     subject = policy_input.get("subject", {})
     action = policy_input.get("action", {})
     resource = policy_input.get("resource", {})
@@ -93,7 +97,7 @@ def build_request(policy_input: Mapping[str, Any]) -> tuple[dict[str, Any], dict
         # the backend) see a plain object: one request, two readings. Refused (a deny), never passed on.
         raise ValueError(f"the call's arguments hold a `{escape}` key, which Cedar would read as an "
                          "entity or extension value, not as data")
-    context = to_cedar({
+    context = to_cedar(project({
         "arguments": arguments,
         "pii": {
             "types": list(pii.get("types", [])),
@@ -108,7 +112,7 @@ def build_request(policy_input: Mapping[str, Any]) -> tuple[dict[str, Any], dict
         "action_name": action.get("name", ""),
         "server": resource.get("server") or "",
         "phase": ctx.get("phase") or "request",
-    })
+    }, context_projection))
     request = {
         "principal": principal["uid"],
         "action": {"type": "Action", "id": str(action.get("kind", ""))},
