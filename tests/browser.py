@@ -41,8 +41,12 @@ def chromium() -> Iterator[WebDriver]:
 
 
 def wait(driver: WebDriver, timeout_s: float = 20) -> WebDriverWait[WebDriver]:
-    """A wait that reads again when htmx swapped the element it was reading (live tables refresh)."""
-    return WebDriverWait(driver, timeout_s, poll_frequency=0.1, ignored_exceptions=[StaleElementReferenceException])
+    """A wait that reads again when htmx swapped the element it was reading (live tables refresh),
+    or a navigation replaced the page: Chrome then sometimes reports the node it was reading as a
+    plain WebDriverException ("Node with given id does not belong to the document") instead of a
+    stale element. A condition that never holds still fails, as a timeout."""
+    return WebDriverWait(driver, timeout_s, poll_frequency=0.1,
+                         ignored_exceptions=[StaleElementReferenceException, WebDriverException])
 
 
 def text_of(driver: WebDriver, css: str) -> str:

@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 from agentgov.engine.backends import cedar
 from agentgov.engine.backends.cedar import CedarBackend
 from agentgov.engine.backends.cedar_context import WHOLE, context_use, project
+from agentgov.engine.policy.problems import PolicyLoadError
 from agentgov.engine.policy_input import normalize_input
 from tests.conftest import POLICIES
 
@@ -118,3 +119,19 @@ def test_the_principal_cache_is_keyed_by_the_whole_principal(monkeypatch: pytest
         asyncio.run(backend.evaluate({**analyst, "subject": {**analyst["subject"], "id": f"u{i}"}}))
     assert len(backend._with_principal) == 4
     assert json.loads(next(reversed(backend._with_principal))[1])[0]["uid"]["id"] == "u9"
+
+
+def test_every_catalog_entry_is_checked_against_the_schema_in_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A bad entry anywhere in the catalog, past the first chunk too, is a load error naming why."""
+    monkeypatch.setattr(cedar, "VALIDATE_CHUNK", 3)
+    schema = ("agentgov.cedarschema", (POLICIES / "cedar" / "agentgov.cedarschema").read_text())
+    policy = [("p.cedar", '@id("all")\npermit (principal, action, resource);\n')]
+    tools = {f"t{i}": {"roles": ["analyst"], "classification": "internal"} for i in range(10)}
+    CedarBackend(policy, schema, {"agentgov": {"catalog": {"tool": tools}}})
+    tools["t8"] = {"roles": 5, "classification": "internal"}
+    with pytest.raises(PolicyLoadError) as raised:
+        CedarBackend(policy, schema, {"agentgov": {"catalog": {"tool": tools}}})
+    problem = raised.value.problems[0]
+    assert problem.code == "cedar_schema_error"
+    assert "catalog entities do not match the Cedar schema" in problem.message
+    assert "t8" in problem.message

@@ -35,7 +35,7 @@ from agentgov.engine.hooks.base import Enrichment, HookRequest
 from agentgov.engine.hooks.registry import bind
 from agentgov.engine.model import Decision
 from agentgov.engine.pipeline import Governor
-from agentgov.engine.policy.policy_set import PolicySet, UnavailableBackend, policy_set_builder
+from agentgov.engine.policy.policy_set import PolicySet, UnavailableBackend, policy_set_builder, reload_builder
 from agentgov.engine.server.data_api import create_app
 from tests.bundle_servers import TOKEN, BundleServer, Registry
 from tests.conftest import POLICIES, revoke_analyst_crm
@@ -393,7 +393,7 @@ def test_a_persisted_copy_is_verified_again_and_one_from_another_source_is_not_u
 
 def test_polling_backs_off_with_jitter_after_failures(tmp_path: Path) -> None:
     async def body() -> None:
-        reloader = BundleReloader("t", LocalSource(tmp_path / "missing.tar.gz"), policy_set_builder("rego"),
+        reloader = BundleReloader("t", LocalSource(tmp_path / "missing.tar.gz"), reload_builder("rego"),
                                   lambda p: None, ReloadSettings(poll_min_s=1.0, poll_max_s=30.0))
         ok = [reloader.next_delay() for _ in range(50)]
         assert all(1.0 <= d <= 30.0 for d in ok)

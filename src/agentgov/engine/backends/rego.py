@@ -6,11 +6,12 @@ error, a Rust panic included (`pyo3_runtime.PanicException` derives from BaseExc
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import re
 from collections.abc import Mapping
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 import orjson
@@ -26,11 +27,15 @@ from agentgov.engine.backends.base import (
     first_line,
     is_fatal,
 )
+from agentgov.engine.backends.rego_compile import CompilerUnavailable, compile_in_child
 from agentgov.engine.model import Decision
 from agentgov.engine.policy.problems import PolicyLoadError
 from agentgov.engine.policy.rego_check import check_modules, parse_problem, ref_parts
 
 DEFAULT_RULE = "data.agentgov.decision"
+# What a reload's assembly sleeps between its steps on the serving thread: long enough for the
+# decisions that were waiting to run to their next wait, short against a reload's poll interval.
+YIELD_S = 0.005
 log = logging.getLogger("agentgov.rego")
 
 
@@ -51,6 +56,12 @@ def build_engine(modules: list[tuple[str, str]], data: Mapping[str, Any],
     problems = check_modules(modules, data)
     if problems:
         raise PolicyLoadError(problems)
+    return _load_engine(modules, encoded if encoded is not None else data_json(data))
+
+
+def _load_engine(modules: list[tuple[str, str]], encoded: str | None) -> regorus.Engine:
+    """A fresh interpreter with checked modules, and the data's JSON when given (`None`: loaded
+    later, see RegoBackend._interpreter). Raises PolicyLoadError."""
     engine = regorus.Engine()
     for file, source in modules:
         try:
@@ -59,8 +70,40 @@ def build_engine(modules: list[tuple[str, str]], data: Mapping[str, Any],
             if isinstance(exc, KeyboardInterrupt | SystemExit):
                 raise
             raise PolicyLoadError([parse_problem(file, str(exc))]) from None
-    engine.add_data_json(encoded if encoded is not None else data_json(data))
+    if encoded is not None:
+        engine.add_data_json(encoded)
     return engine
+
+
+@dataclass(frozen=True)
+class RegoPrepared:
+    """A Rego policy set made ready off the event loop, for a reload: checked modules, the data as
+    JSON, and the program compiled by a child process, serialized (regorus' objects belong to the
+    thread that made them; bytes do not). `compile_here`: the child could not compile at all, so
+    the serving thread compiles, as at start-up."""
+    modules: list[tuple[str, str]]
+    data_json: str
+    program: bytes | None
+    compile_here: bool = False
+
+
+def prepare_rego(modules: list[tuple[str, str]], data: Mapping[str, Any], rule: str = DEFAULT_RULE) -> RegoPrepared:
+    """Everything of a reload's Rego build that need not happen on the serving thread (blocking:
+    run it on a worker thread). Raises PolicyLoadError."""
+    if not modules:
+        raise PolicyLoadError([])
+    problems = check_modules(modules, data)
+    if problems:
+        raise PolicyLoadError(problems)
+    encoded = data_json(data)
+    try:
+        compiled = compile_in_child(modules, encoded, rule)
+    except CompilerUnavailable as exc:
+        log.warning("compiling the policy in a child process failed (%s); compiling it here", exc)
+        return RegoPrepared(modules, encoded, None, compile_here=True)
+    if compiled.program is None:
+        log.debug("rule %s runs interpreted: %s", rule, first_line(compiled.why))
+    return RegoPrepared(modules, encoded, compiled.program)
 
 
 class RegoBackend:
@@ -71,6 +114,35 @@ class RegoBackend:
                  compiled: bool = True) -> None:
         if not modules:
             raise PolicyLoadError([])
+        problems = check_modules(modules, data or {})
+        if problems:
+            raise PolicyLoadError(problems)
+        encoded = data_json(data or {})
+        engine = _load_engine(modules, None)  # the policies parse, or this is a load error
+        # regorus' compiled mode (a Program run by its VM) decides the shipped library 3-4x faster
+        # than the interpreter, with the same answers (tests/test_backends.py compares every case).
+        # It refuses `with` and reads of the whole of `data`: those policies stay interpreted.
+        self._adopt(modules, encoded, engine, _compile(modules, encoded, rule) if compiled else None, rule, reader)
+
+    @classmethod
+    async def assemble(cls, prepared: RegoPrepared, rule: str = DEFAULT_RULE,
+                       reader: ResultReader = decision_from_document) -> RegoBackend:
+        """The backend from a reload's prepared set, on the serving thread, in steps with the event
+        loop given back after each: parsing the policies, then loading the data into the VM (or, for
+        a policy the VM cannot run, into the interpreter), which parses the whole data document
+        (~40 ms with a 20,000-tool catalog)."""
+        engine = _load_engine(prepared.modules, None)
+        await asyncio.sleep(YIELD_S)
+        program = None if prepared.compile_here else _deserialize(prepared.program)
+        if prepared.compile_here or (program is None and prepared.program is not None):
+            program = _compile(prepared.modules, prepared.data_json, rule)  # as at start-up
+        backend = cls.__new__(cls)
+        backend._adopt(prepared.modules, prepared.data_json, engine, program, rule, reader)
+        await asyncio.sleep(YIELD_S)
+        return backend
+
+    def _adopt(self, modules: list[tuple[str, str]], encoded: str, engine: regorus.Engine,
+               program: regorus.Program | None, rule: str, reader: ResultReader) -> None:
         self.rule = rule
         self._read = reader
         # regorus's eval_rule refuses partial object rules (`result["allowed"] := allow`, the OPA-Envoy
@@ -79,18 +151,31 @@ class RegoBackend:
         # A pristine copy of the loaded engine: after a Rust panic regorus's engine is poisoned (every
         # later evaluation fails with "recursion detected"), so the working engine is replaced by a
         # fresh clone and one bad input cannot turn every later decision into an engine_error.
-        self._data_json = data_json(data or {})
-        self._pristine = build_engine(modules, data or {}, self._data_json)
-        self._engine = self._pristine.clone()
+        # When the VM decides, the interpreter is for explain and coverage only: its copy of the
+        # data is loaded on first use (a 20,000-tool catalog is ~40 ms and several MB per worker).
+        self._data_json = encoded
+        self._pristine = engine
+        self._pristine_has_data = False
+        self._engine: regorus.Engine | None = None
         self._coverage = False
         self._modules = modules
-        # regorus' compiled mode (a Program run by its VM) decides the shipped library 3-4x faster
-        # than the interpreter, with the same answers (tests/test_backends.py compares every case).
-        # It refuses `with` and reads of the whole of `data`: those policies stay interpreted.
-        self._program = _compile(modules, self._data_json, rule) if compiled else None
+        self._program = program
         self._vm = self._new_vm() if self._program is not None else None
+        if self._vm is None:
+            self._interpreter()  # it decides: loaded now, not in the first decision
         self._packages = sorted({m.group(1) for _, source in modules
                                  if (m := re.search(r"^package\s+([\w.]+)", source, re.MULTILINE))})
+
+    def _interpreter(self) -> regorus.Engine:
+        """The working interpreter, with the data loaded (made on first need)."""
+        if self._engine is None:
+            if not self._pristine_has_data:
+                self._pristine.add_data_json(self._data_json)
+                self._pristine_has_data = True
+            self._engine = self._pristine.clone()
+            if self._coverage:
+                self._engine.set_enable_coverage(True)
+        return self._engine
 
     @property
     def compiled(self) -> bool:
@@ -114,8 +199,9 @@ class RegoBackend:
                 answer = self._vm.execute()
                 result = None if answer == _VM_UNDEFINED else orjson.loads(answer)
             else:
-                self._engine.set_input_json(text)
-                result = self._eval(self._engine)
+                engine = self._interpreter()
+                engine.set_input_json(text)
+                result = self._eval(engine)
         except BaseException as exc:
             if is_fatal(exc):
                 raise
@@ -164,11 +250,9 @@ class RegoBackend:
 
     def _heal(self) -> None:
         """Start again from the loaded policy set (cheap: a clone of already-compiled policies)."""
-        self._engine = self._pristine.clone()
+        self._engine = None  # a fresh clone on next use
         if self._program is not None:
             self._vm = self._new_vm()
-        if self._coverage:
-            self._engine.set_enable_coverage(True)
 
     def _eval(self, engine: regorus.Engine) -> Any:
         if not self._as_query:
@@ -188,7 +272,7 @@ class RegoBackend:
     async def explain(self, policy_input: Mapping[str, Any]) -> Explanation:
         """The decision plus the value of every rule in the decision's package, and the lines evaluated."""
         decision = self.evaluate_sync(policy_input)
-        engine = self._engine.clone()
+        engine = self._interpreter().clone()
         engine.set_enable_coverage(True)
         engine.clear_coverage_data()
         lines: list[str] = []
@@ -217,7 +301,7 @@ class RegoBackend:
 
     def _package_rules(self, package: str) -> list[str]:
         names: list[str] = []
-        for entry in json.loads(self._engine.get_ast_as_json()):
+        for entry in json.loads(self._interpreter().get_ast_as_json()):
             ast = entry["ast"]
             if "data." + ".".join(ref_parts(ast["package"]["refr"])) != package:
                 continue
@@ -230,10 +314,10 @@ class RegoBackend:
 
     def enable_coverage(self) -> None:
         self._coverage = True
-        self._engine.set_enable_coverage(True)
+        self._interpreter().set_enable_coverage(True)
 
     def coverage_report(self) -> list[dict[str, Any]]:
-        files: list[dict[str, Any]] = json.loads(self._engine.get_coverage_report_as_json()).get("files", [])
+        files: list[dict[str, Any]] = json.loads(self._interpreter().get_coverage_report_as_json()).get("files", [])
         return files
 
     async def close(self) -> None:
@@ -252,6 +336,24 @@ def _compile(modules: list[tuple[str, str]], data_json: str, rule: str) -> regor
             raise
         log.debug("rule %s runs interpreted: %s", rule, first_line(str(exc)))
         return None
+
+
+def _deserialize(blob: bytes | None) -> regorus.Program | None:
+    """A program a child compiled; None when there is none, or when this regorus cannot take it
+    whole (it would need recompiling: the caller compiles here then)."""
+    if blob is None:
+        return None
+    try:
+        program, partial = regorus.Program.deserialize_binary(blob)
+    except BaseException as exc:
+        if is_fatal(exc):
+            raise
+        log.warning("the compiled policy could not be read back (%s)", first_line(str(exc)))
+        return None
+    if partial:
+        log.warning("the compiled policy came back incomplete")
+        return None
+    return program
 
 
 def _set_as_list(value: Any) -> Any:

@@ -34,7 +34,7 @@ from prometheus_client import Counter, Gauge
 from agentgov.engine.bundles.bundle import LoadedBundle, open_bundle
 from agentgov.engine.bundles.settings import ReloadSettings
 from agentgov.engine.bundles.sources import BundleSource
-from agentgov.engine.policy.policy_set import PolicySet, PolicySetBuilder
+from agentgov.engine.policy.policy_set import PolicySet, ReloadBuilder
 from agentgov.engine.policy.problems import PolicyLoadError, Problem
 
 log = logging.getLogger("agentgov.bundles")
@@ -75,14 +75,11 @@ class BundleStatus:
 
 
 class BundleReloader:
-    def __init__(self, name: str, source: BundleSource, build: PolicySetBuilder,
-                 activate: Callable[[PolicySet], None], settings: ReloadSettings, *,
-                 build_off_loop: bool = False) -> None:
+    def __init__(self, name: str, source: BundleSource, build: ReloadBuilder,
+                 activate: Callable[[PolicySet], None], settings: ReloadSettings) -> None:
         self.name, self.source, self.settings = name, source, settings
+        # `build` keeps the event loop answering while it works (policy_set.reload_builder).
         self._build, self._activate = build, activate
-        # Cedar's handles may be built on a worker thread, so a large catalog's reload does not hold
-        # decisions up; regorus' engines belong to the thread that made them and are built on the loop.
-        self._build_off_loop = build_off_loop
         self.status = BundleStatus(name, source.where)
         self._tag = ""
         self._task: asyncio.Task[None] | None = None
@@ -157,9 +154,7 @@ class BundleReloader:
         loaded: LoadedBundle = await asyncio.to_thread(open_bundle, blob, where, s.keys, key_id=s.key_id,
                                                        scope=s.scope)
         revision = loaded.manifest.revision if loaded.manifest else ""
-        if self._build_off_loop:
-            return await asyncio.to_thread(self._build, loaded.sources, revision, loaded.digest, blob, where)
-        return self._build(loaded.sources, revision, loaded.digest, blob, where)
+        return await self._build(loaded.sources, revision, loaded.digest, blob, where)
 
     def _swap(self, policy_set: PolicySet, origin: str) -> None:
         old = (self.status.active_revision, self.status.active_digest)

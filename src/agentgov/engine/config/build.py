@@ -35,7 +35,13 @@ from agentgov.engine.model import Subject
 from agentgov.engine.pipeline import Governor, GovernorOptions
 from agentgov.engine.pipeline.approvals import ApprovalStage
 from agentgov.engine.policy.discovery import discover
-from agentgov.engine.policy.policy_set import NO_POLICIES, PolicySet, UnavailableBackend, policy_set_builder
+from agentgov.engine.policy.policy_set import (
+    NO_POLICIES,
+    PolicySet,
+    UnavailableBackend,
+    policy_set_builder,
+    reload_builder,
+)
 from agentgov.engine.policy.problems import PolicyLoadError
 from agentgov.engine.telemetry.tracing import TracingSettings, TracingUnavailable, check_exporter
 
@@ -121,7 +127,7 @@ def build_governor(cfg: Config) -> Governor:
         input_format=cfg.input_format, can_redact=bool(cfg.ext_proc), max_batch=cfg.max_batch,
         tracing=_tracing(cfg)),
         hooks=build_hooks(cfg), approvals=_approvals(cfg))
-    build = policy_set_builder(cfg.engine, rule=cfg.rule, reader=_reader(cfg))
+    build = reload_builder(cfg.engine, rule=cfg.rule, reader=_reader(cfg))
     for name, settings, activate in (("active", cfg.bundle, governor.swap), ("shadow", cfg.shadow, governor.set_shadow)):
         if settings is None:
             continue
@@ -130,8 +136,7 @@ def build_governor(cfg: Config) -> Governor:
         except PolicyLoadError as exc:
             raise cfg.problem(f"policy.{'bundle' if name == 'active' else name}.source: "
                               f"{exc.problems[0].message}") from None
-        governor.attach(BundleReloader(name, source, build, activate, settings.reload,
-                                       build_off_loop=cfg.engine == "cedar"))
+        governor.attach(BundleReloader(name, source, build, activate, settings.reload))
     return governor
 
 

@@ -9,6 +9,7 @@ from typing import Any
 
 from agentgov.engine.backends.base import DecisionBackend, ResultReader, decision_from_document
 from agentgov.engine.backends.rego import DEFAULT_RULE, RegoBackend
+from agentgov.engine.gc_pause import gc_paused
 from agentgov.engine.policy.problems import PolicyLoadError, Problem
 from agentgov.engine.policy.rego_check import check_modules
 from agentgov.engine.policy.sources import PolicySources
@@ -29,14 +30,15 @@ def default_policy_path() -> Path:
 
 def check_sources(sources: PolicySources) -> list[Problem]:
     """Everything `agentgov check` verifies; an empty list means every engine would load."""
-    problems = check_modules(sources.rego + sources.rego_tests, sources.data)
-    if sources.cedar or sources.cedar_schema:
-        from agentgov.engine.backends.cedar import CedarBackend  # cedarpy: only where there is Cedar
+    with gc_paused():  # a large catalog's entities are many objects alive until the end
+        problems = check_modules(sources.rego + sources.rego_tests, sources.data)
+        if sources.cedar or sources.cedar_schema:
+            from agentgov.engine.backends.cedar import CedarBackend  # cedarpy: only where there is Cedar
 
-        try:
-            CedarBackend(sources.cedar, sources.cedar_schema, sources.data)
-        except PolicyLoadError as exc:
-            problems.extend(exc.problems)
+            try:
+                CedarBackend(sources.cedar, sources.cedar_schema, sources.data)
+            except PolicyLoadError as exc:
+                problems.extend(exc.problems)
     return problems
 
 
@@ -49,10 +51,11 @@ def build_backends(sources: PolicySources, *, rule: str = DEFAULT_RULE,
     """
     effective = sources.data if data is None else data
     backends: dict[str, DecisionBackend] = {}
-    if sources.rego:
-        backends["rego"] = RegoBackend(sources.rego, effective, rule, reader)
-    if sources.cedar:
-        from agentgov.engine.backends.cedar import CedarBackend  # cedarpy (~2.4 MB): only where there is Cedar
+    with gc_paused():  # a large catalog's entities are many objects alive until the end
+        if sources.rego:
+            backends["rego"] = RegoBackend(sources.rego, effective, rule, reader)
+        if sources.cedar:
+            from agentgov.engine.backends.cedar import CedarBackend  # cedarpy (~2.4 MB): only where there is Cedar
 
-        backends["cedar"] = CedarBackend(sources.cedar, sources.cedar_schema, effective)
+            backends["cedar"] = CedarBackend(sources.cedar, sources.cedar_schema, effective)
     return backends

@@ -6,14 +6,17 @@ check that started on one set finishes on it: the runner reads the reference onc
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+import orjson
+
 from agentgov.engine.backends.base import DecisionBackend, Explanation, ResultReader, decision_from_document
-from agentgov.engine.backends.rego import DEFAULT_RULE
+from agentgov.engine.backends.rego import DEFAULT_RULE, RegoBackend, RegoPrepared, prepare_rego
 from agentgov.engine.model import STATUS_ERROR, Decision
 from agentgov.engine.policy.library import build_backends
 from agentgov.engine.policy.problems import PolicyLoadError, Problem
@@ -50,7 +53,12 @@ def sources_digest(sources: PolicySources) -> str:
     identity across workers and restarts, like a bundle's."""
     doc = {"rego": sorted(sources.rego), "cedar": sorted(sources.cedar),
            "schema": list(sources.cedar_schema or ()), "data": sources.data}
-    return hashlib.sha256(json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+    try:  # orjson: one call that holds the GIL, on a reload's thread beside the event loop (the
+        # standard encoder held it ~80 ms with a 20,000-tool catalog)
+        text = orjson.dumps(doc, option=orjson.OPT_SORT_KEYS)
+    except (TypeError, orjson.JSONEncodeError):  # integers beyond 64 bits, non-string keys
+        text = json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
+    return hashlib.sha256(text).hexdigest()
 
 
 PolicySetBuilder = Callable[[PolicySources, str, str, "bytes | None", str], PolicySet]
@@ -71,6 +79,40 @@ def policy_set_builder(engine: str, *, rule: str = DEFAULT_RULE,
         return PolicySet(backends[engine], revision, digest or sources_digest(sources), source, blob, sources.data)
 
     return build
+
+
+ReloadBuilder = Callable[[PolicySources, str, str, "bytes | None", str], Awaitable[PolicySet]]
+
+
+def reload_builder(engine: str, *, rule: str = DEFAULT_RULE,
+                   reader: ResultReader = decision_from_document) -> ReloadBuilder:
+    """`policy_set_builder`'s result, built while the same thread keeps deciding: a reload must
+    not hold decisions up (measured with a 20,000-tool catalog: building on the event loop stalled
+    it ~210 ms for Rego; Cedar's build on a thread held the GIL 0.56 s until it released it).
+
+    Cedar's handles may move between threads: the whole build runs on a worker thread. regorus'
+    objects belong to the thread that made them: what can move is done on a worker thread (checks,
+    the data's JSON, compiling in a child process), and the engines are assembled here in steps
+    that give the loop back between them (RegoBackend.assemble)."""
+    build = policy_set_builder(engine, rule=rule, reader=reader)
+
+    async def build_while_serving(sources: PolicySources, revision: str, digest: str, blob: bytes | None,
+                                  source: str) -> PolicySet:
+        if engine != "rego":
+            return await asyncio.to_thread(build, sources, revision, digest, blob, source)
+        if not sources.rego:
+            raise PolicyLoadError([Problem(source, 0, 0, f"no {engine} policies in it", NO_POLICIES)])
+        prepared, digest = await asyncio.to_thread(_prepare, sources, digest, rule)
+        backend = await RegoBackend.assemble(prepared, rule, reader)
+        return PolicySet(backend, revision, digest, source, blob, sources.data)
+
+    return build_while_serving
+
+
+def _prepare(sources: PolicySources, digest: str, rule: str) -> tuple[RegoPrepared, str]:
+    """The thread's part of a Rego reload, with the folder digest (a sorted dump of all the data:
+    90 ms of GIL with a 20,000-tool catalog) when the source gave none."""
+    return prepare_rego(sources.rego, sources.data, rule), digest or sources_digest(sources)
 
 
 class UnavailableBackend:

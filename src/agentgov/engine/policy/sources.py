@@ -21,6 +21,7 @@ from typing import Any
 
 import yaml
 
+from agentgov.engine.gc_pause import gc_paused
 from agentgov.engine.policy.problems import Problem, yaml_problem
 from agentgov.engine.yamldoc import load_yaml
 
@@ -106,7 +107,11 @@ def _read(path: Path) -> str:
 def _parse_data(path: Path, problems: list[Problem]) -> dict[str, Any] | None:
     text = _read(path)
     try:
-        doc = json.loads(text) if path.suffix == ".json" else load_yaml(text)
+        if path.suffix == ".json":
+            with gc_paused():
+                doc = json.loads(text)
+        else:
+            doc = load_yaml(text)
     except json.JSONDecodeError as exc:
         problems.append(Problem(str(path), exc.lineno, exc.colno, f"invalid JSON: {exc.msg}", "load_error"))
         return None

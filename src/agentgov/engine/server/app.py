@@ -25,6 +25,7 @@ from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as ep_grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from prometheus_client import start_http_server
 
+from agentgov.engine.gc_pause import serving_started
 from agentgov.engine.pipeline import Decider
 from agentgov.engine.proto import SERVICE as DECISION_SERVICE
 from agentgov.engine.server.approval_status import approval_status_routes
@@ -102,8 +103,6 @@ async def run_worker(decider: Decider, cfg: WorkerConfig, ready: asyncio.Event |
         http_server = HttpServer(http_handler, max_body_bytes=cfg.max_body_bytes)
         if cfg.http_socket_path:
             _remove_stale_socket(cfg.http_socket_path)
-        await http_server.start(cfg.host, cfg.http_port or 0, socket_path=cfg.http_socket_path,
-                                ssl=_server_ssl(cfg))
         address += f", HTTP ext_authz on {cfg.http_socket_path or f'{cfg.host}:{cfg.http_port}'}"
     if cfg.metrics_port:
         start_http_server(cfg.metrics_port, addr=cfg.host)
@@ -126,6 +125,16 @@ async def run_worker(decider: Decider, cfg: WorkerConfig, ready: asyncio.Event |
     gc.collect()
     gc.freeze()
     gc.set_threshold(*GC_THRESHOLDS)
+    serving_started()  # reloads from now on build with the collector on (see gc_pause)
+    # Both doors open once the decider has started (policy bundle loaded, audit log open): a check
+    # that arrived while a bundle was still loading would be refused with 503 policy_unavailable.
+    if http_server is not None:
+        try:
+            await http_server.start(cfg.host, cfg.http_port or 0, socket_path=cfg.http_socket_path,
+                                    ssl=_server_ssl(cfg))
+        except BaseException:
+            await decider.close()  # the audit log it opened is closed cleanly before the worker stops
+            raise
     await server.start()
     for service in services:
         await health_servicer.set(service, health_pb2.HealthCheckResponse.SERVING)
