@@ -6,9 +6,11 @@ can fail leaves a working, compiled set; Cedar builds on a worker thread."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import subprocess
 import sys
+import threading
 from typing import Any
 
 import pytest
@@ -172,3 +174,26 @@ def test_the_interpreter_loads_the_data_only_when_the_vm_does_not_decide() -> No
     assert backend._pristine_has_data
     interpreted = RegoBackend([("p.rego", source)], {"limits": {"max": 3}}, compiled=False)
     assert interpreted._pristine_has_data  # it decides: loaded before the first decision
+
+
+def test_a_backend_collected_on_another_thread_hands_its_engines_back_to_their_own(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """regorus' objects may only be dropped by the thread that made them: a backend freed by a
+    collection another thread ran (an old set held in a reference cycle) leaks nothing and warns
+    nothing; its own thread drops the engines on its next decision."""
+    raised: list[Any] = []
+    monkeypatch.setattr(sys, "unraisablehook", raised.append)
+    monkeypatch.setattr(rego, "_orphans", {})
+    backend = RegoBackend(SOURCES.rego, SOURCES.data)
+    cycle: dict[str, Any] = {"backend": backend}
+    cycle["self"] = cycle
+    del backend, cycle
+    collector = threading.Thread(target=gc.collect)
+    collector.start()
+    collector.join()
+    assert raised == []
+    assert len(rego._orphans.get(threading.get_ident(), [])) >= 3  # interpreter, VM, program
+    other = RegoBackend([("p.rego", "package agentgov\nimport rego.v1\ndecision := {\"allow\": true}\n")])
+    assert asyncio.run(other.evaluate({})).allow
+    assert threading.get_ident() not in rego._orphans
+    assert raised == []

@@ -21,6 +21,7 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 import cedarpy
+import orjson
 
 from agentgov.engine.backends.base import REASON_DEFAULT_DENY, Explanation, engine_error, is_fatal
 from agentgov.engine.backends.cedar_context import context_use
@@ -189,6 +190,9 @@ class CedarBackend:
             if (res["type"], res["id"]) not in self._catalog:
                 delta.append({"uid": res, "attrs": {}, "parents": []})
             entities = self._request_entities((res["type"], res["id"]), entities_json(delta))
+            # The context as JSON text (cedarpy's documented alternative to a dict): orjson encodes it
+            # in a fraction of the time the wrapper's json.dumps takes, and the wrapper copies nothing.
+            request["context"] = orjson.dumps(request["context"]).decode()
             result = cedarpy.is_authorized(request, self._both, entities)
             errors, obligation_errors = self._errors_by_set(result.diagnostics.errors)
             if errors:

@@ -10,6 +10,7 @@ import asyncio
 import json
 import logging
 import re
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
@@ -106,6 +107,22 @@ def prepare_rego(modules: list[tuple[str, str]], data: Mapping[str, Any], rule: 
     return RegoPrepared(modules, encoded, compiled.program)
 
 
+# regorus' objects may only be dropped by the thread that made them: dropped elsewhere, pyo3 leaks
+# them (and says so on stderr). A backend freed by a garbage collection that another thread ran (a
+# reference cycle that held an old policy set, collected while a reload's thread allocated) hands its
+# engines here instead, and their own thread drops them on its next decision or reload.
+_orphans: dict[int, list[Any]] = {}
+_orphans_lock = threading.Lock()
+
+
+def _drop_orphans() -> None:
+    """Drop what other threads handed back to this one (cheap when there is nothing)."""
+    if _orphans:
+        with _orphans_lock:
+            mine = _orphans.pop(threading.get_ident(), None)
+        del mine
+
+
 class RegoBackend:
     name = "rego"
 
@@ -143,6 +160,8 @@ class RegoBackend:
 
     def _adopt(self, modules: list[tuple[str, str]], encoded: str, engine: regorus.Engine,
                program: regorus.Program | None, rule: str, reader: ResultReader) -> None:
+        _drop_orphans()
+        self._owner = threading.get_ident()
         self.rule = rule
         self._read = reader
         # regorus's eval_rule refuses partial object rules (`result["allowed"] := allow`, the OPA-Envoy
@@ -188,7 +207,15 @@ class RegoBackend:
         vm.set_data_json(self._data_json)
         return vm
 
+    def __del__(self) -> None:
+        if getattr(self, "_owner", None) in (None, threading.get_ident()):
+            return
+        held = [getattr(self, name, None) for name in ("_pristine", "_engine", "_vm", "_program")]
+        with _orphans_lock:
+            _orphans.setdefault(self._owner, []).extend(h for h in held if h is not None)
+
     def evaluate_sync(self, policy_input: Mapping[str, Any]) -> Decision:
+        _drop_orphans()
         try:
             # orjson: the input crosses into Rust as JSON text on every decision, and the standard
             # library's encoder was a tenth of a decision's time. It refuses what JSON cannot hold

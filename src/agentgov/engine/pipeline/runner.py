@@ -162,6 +162,11 @@ class Governor:
     async def close(self) -> None:
         for service in self._services:
             await service.close()
+        # A reloader holds this Governor (its `swap`): without this the two would be a cycle, freed
+        # by whichever thread's collection finds it, and regorus' engines refuse to be dropped off
+        # the thread that made them (they would leak). Closed, they are freed where the last
+        # reference goes.
+        self._services.clear()
         await self.shadow_runner.drain()
         for slot in self.hooks:
             if slot.close is not None:
