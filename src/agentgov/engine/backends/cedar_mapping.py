@@ -33,6 +33,15 @@ def entity_type(resource_type: str) -> str:
 
 def to_cedar(value: Any) -> Any:
     """Convert a JSON value to Cedar's JSON value encoding; None means 'omit'."""
+    # Exact JSON types first, by identity (every decision converts its principal and context, and
+    # isinstance against the Mapping ABC was a third of that); anything else takes the general path.
+    kind = type(value)
+    if kind is str or kind is bool:
+        return value
+    if kind is dict:
+        return {str(k): c for k, v in value.items() if (c := to_cedar(v)) is not None}
+    if kind is list:
+        return [c for v in value if (c := to_cedar(v)) is not None]
     if value is None:
         return None
     if isinstance(value, bool | str):
@@ -131,14 +140,14 @@ def cedar_escape_in(value: Any, depth: int = 0) -> str:
     """The first key of Cedar's JSON escapes anywhere in a caller's value ("" when there is none)."""
     if depth > 64:
         return ""
-    if isinstance(value, Mapping):
+    if type(value) is dict or isinstance(value, Mapping):
         for key, child in value.items():
             if key in CEDAR_ESCAPES:
                 return str(key)
             found = cedar_escape_in(child, depth + 1)
             if found:
                 return found
-    elif isinstance(value, list | tuple):
+    elif type(value) is list or isinstance(value, list | tuple):
         for child in value:
             found = cedar_escape_in(child, depth + 1)
             if found:
