@@ -85,3 +85,46 @@ def test_internal_error_is_503_json_without_internals(tmp_path: Path) -> None:
     assert body["error"] == "unavailable"
     assert body["reasons"] == ["internal_error"]
     assert "unexpected" not in denied.body
+
+
+class SlowStart(Governor):
+    """A Governor whose start (a bundle's first load, the audit log opening) waits for the test."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self.entered, self.gate = asyncio.Event(), asyncio.Event()
+
+    async def start(self) -> None:
+        self.entered.set()
+        await self.gate.wait()
+        await super().start()
+
+
+def test_a_worker_opens_its_ports_only_once_started(tmp_path: Path) -> None:
+    """A check must not reach a worker whose policy is still loading (it would be refused with 503
+    policy_unavailable): the HTTP door accepts no connection until start() has finished (gRPC's
+    port is bound earlier, but its server answers nothing before then)."""
+    governor = SlowStart(ExplodingBackend(), verifier(tmp_path, DemoKeys()))
+    port, http_port = free_port(), free_port()
+
+    async def refused(p: int) -> bool:
+        try:
+            _, writer = await asyncio.open_connection("127.0.0.1", p)
+        except ConnectionRefusedError:
+            return True
+        writer.close()
+        return False
+
+    async def scenario() -> None:
+        ready, stop = asyncio.Event(), asyncio.Event()
+        task = asyncio.create_task(run_worker(governor, WorkerConfig("127.0.0.1", port, drain_s=0.1,
+                                                                     http_port=http_port), ready, stop))
+        await governor.entered.wait()
+        assert await refused(http_port)
+        governor.gate.set()
+        await ready.wait()
+        assert not await refused(http_port)
+        stop.set()
+        await task
+
+    asyncio.run(scenario())
