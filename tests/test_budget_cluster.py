@@ -82,12 +82,12 @@ def warm(nodes: list[LocalStack]) -> None:
             assert send(node, "/mcp", call("warm-up"), token)[0] == 200
 
 
-def fleet(url: str, limits: list[dict[str, Any]], count: int = 2) -> list[LocalStack]:
+def fleet(url: str, limits: list[dict[str, Any]], count: int = 2, check_timeout_s: float = 3.0) -> list[LocalStack]:
     # Two nodes of two workers, Envoy and six Redis processes share two cores here: Envoy waits up
     # to 3 s for a check (not 0.5 s), so a CPU-starved moment is not answered 503 by Envoy itself.
     # Exactness is what these tests hold; the agentgov hook timeouts still fail closed as configured.
-    nodes = [LocalStack(policies=POLICIES, workers=2, config_extra=cluster_budgets(url, limits), check_timeout_s=3.0)
-             for _ in range(count)]
+    nodes = [LocalStack(policies=POLICIES, workers=2, config_extra=cluster_budgets(url, limits),
+                        check_timeout_s=check_timeout_s) for _ in range(count)]
     for node in nodes[1:]:
         node.keys = nodes[0].keys  # one identity provider for the fleet
     return nodes
@@ -171,7 +171,10 @@ def test_a_master_killed_under_load_fails_over_and_admits_nothing_past_the_cap(t
     servers.start()
     cap = 30
     victim, bystander = tenants_on_each_shard(servers, 2)
-    (node,) = fleet(servers.url, [{"name": "calls-per-tenant", "key": "tenant", "window": "1h", "requests": cap}], 1)
+    # Envoy's usual 0.5 s check timeout: a check waiting on the cluster while no master serves the
+    # slot is answered 503 (fail closed), which the test looks for below.
+    (node,) = fleet(servers.url, [{"name": "calls-per-tenant", "key": "tenant", "window": "1h", "requests": cap}], 1,
+                    check_timeout_s=0.5)
     results: list[tuple[float, str, int]] = []
     stop = threading.Event()
     threads: list[threading.Thread] = []
