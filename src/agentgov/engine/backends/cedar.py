@@ -93,10 +93,10 @@ class CedarBackend:
         authorization_count = len(self.policies.authorization_ids)
         self._obligation_of = {f"policy{authorization_count + i}": display
                                for i, display in enumerate(self.policies.obligation_ids.values())}
-        self._both = cedarpy.PolicySet.from_str(self.policies.authorization + "\n" + self.policies.obligations) \
-            if self.policies.obligations else self._authz
+        both = self.policies.authorization + "\n" + self.policies.obligations
+        self._both = cedarpy.PolicySet.from_str(both) if self.policies.obligations else self._authz
         # The context attributes the policies can read; the rest is never converted nor sent.
-        self._context_use = context_use(self.policies.authorization + "\n" + self.policies.obligations)
+        self._context_use = context_use(both)
         catalog: Any = data or {}
         for key in catalog_path:
             catalog = catalog.get(key, {}) if isinstance(catalog, Mapping) else {}
@@ -109,8 +109,7 @@ class CedarBackend:
             raise PolicyLoadError([Problem(where, 1, 1, f"catalog entities do not match the Cedar schema: {bad}",
                                            "cedar_schema_error")])
         # Entities a policy names literally (Tool::"crm.query") are in every request's slice.
-        self._pinned = frozenset(uid for uid in literal_uids(self.policies.authorization + "\n" +
-                                                             self.policies.obligations) if uid in self._catalog)
+        self._pinned = frozenset(uid for uid in literal_uids(both) if uid in self._catalog)
         self._slices: OrderedDict[tuple[str, str], Any] = OrderedDict()
         self._with_principal: OrderedDict[tuple[tuple[str, str], str], Any] = OrderedDict()
 

@@ -40,7 +40,7 @@ def context_use(policy_text: str) -> Projection:
 def project(value: Any, projection: Projection) -> Any:
     """`value` cut down to `projection`: attributes it lacks stay absent (so `has` still answers
     false), and a non-record where attributes are named stays whole (so Cedar's error is the same)."""
-    if projection is True or not isinstance(projection, dict) or not (type(value) is dict or isinstance(value, Mapping)):
+    if not isinstance(projection, dict) or not (type(value) is dict or isinstance(value, Mapping)):
         return value
     return {key: project(value[key], sub) for key, sub in projection.items() if key in value}
 

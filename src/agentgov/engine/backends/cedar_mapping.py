@@ -13,7 +13,6 @@ and other values that do not fit (huge integers) become strings.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
 from typing import Any
@@ -158,8 +157,6 @@ def cedar_escape_in(value: Any, depth: int = 0) -> str:
 def entities_json(entities: list[dict[str, Any]]) -> str:
     """Entities as Cedar's JSON. orjson: a 20,000-tool catalog is one call that holds the GIL, on the
     reload thread beside the event loop (json.dumps held it for ~60 ms there); and each decision
-    encodes its principal. to_cedar has already made every value JSON (no floats, 64-bit integers)."""
-    try:
-        return orjson.dumps(entities).decode()
-    except (TypeError, orjson.JSONEncodeError):
-        return json.dumps(entities, separators=(",", ":"))
+    encodes its principal. to_cedar has already made every value JSON orjson takes (string keys, no
+    floats, 64-bit integers), so no fallback encoder is needed."""
+    return orjson.dumps(entities).decode()

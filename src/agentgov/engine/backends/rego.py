@@ -54,10 +54,15 @@ def build_engine(modules: list[tuple[str, str]], data: Mapping[str, Any],
                  encoded: str | None = None) -> regorus.Engine:
     """Check, parse and load modules and data (`encoded`: the data's JSON when the caller has it)
     into a fresh engine. Raises PolicyLoadError."""
+    _check(modules, data)
+    return _load_engine(modules, encoded if encoded is not None else data_json(data))
+
+
+def _check(modules: list[tuple[str, str]], data: Mapping[str, Any]) -> None:
+    """Raise PolicyLoadError with what the static checks find (the same at start-up and on a reload)."""
     problems = check_modules(modules, data)
     if problems:
         raise PolicyLoadError(problems)
-    return _load_engine(modules, encoded if encoded is not None else data_json(data))
 
 
 def _load_engine(modules: list[tuple[str, str]], encoded: str | None) -> regorus.Engine:
@@ -93,9 +98,7 @@ def prepare_rego(modules: list[tuple[str, str]], data: Mapping[str, Any], rule: 
     run it on a worker thread). Raises PolicyLoadError."""
     if not modules:
         raise PolicyLoadError([])
-    problems = check_modules(modules, data)
-    if problems:
-        raise PolicyLoadError(problems)
+    _check(modules, data)
     encoded = data_json(data)
     try:
         compiled = compile_in_child(modules, encoded, rule)
@@ -131,9 +134,7 @@ class RegoBackend:
                  compiled: bool = True) -> None:
         if not modules:
             raise PolicyLoadError([])
-        problems = check_modules(modules, data or {})
-        if problems:
-            raise PolicyLoadError(problems)
+        _check(modules, data or {})
         encoded = data_json(data or {})
         engine = _load_engine(modules, None)  # the policies parse, or this is a load error
         # regorus' compiled mode (a Program run by its VM) decides the shipped library 3-4x faster

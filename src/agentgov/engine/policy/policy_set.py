@@ -61,6 +61,10 @@ def sources_digest(sources: PolicySources) -> str:
     return hashlib.sha256(text).hexdigest()
 
 
+def _no_policies(engine: str, source: str) -> PolicyLoadError:
+    return PolicyLoadError([Problem(source, 0, 0, f"no {engine} policies in it", NO_POLICIES)])
+
+
 PolicySetBuilder = Callable[[PolicySources, str, str, "bytes | None", str], PolicySet]
 
 
@@ -75,7 +79,7 @@ def policy_set_builder(engine: str, *, rule: str = DEFAULT_RULE,
                          rego=[] if engine != "rego" else sources.rego)
         backends = build_backends(wanted, rule=rule, reader=reader)
         if engine not in backends:
-            raise PolicyLoadError([Problem(source, 0, 0, f"no {engine} policies in it", NO_POLICIES)])
+            raise _no_policies(engine, source)
         return PolicySet(backends[engine], revision, digest or sources_digest(sources), source, blob, sources.data)
 
     return build
@@ -101,7 +105,7 @@ def reload_builder(engine: str, *, rule: str = DEFAULT_RULE,
         if engine != "rego":
             return await asyncio.to_thread(build, sources, revision, digest, blob, source)
         if not sources.rego:
-            raise PolicyLoadError([Problem(source, 0, 0, f"no {engine} policies in it", NO_POLICIES)])
+            raise _no_policies(engine, source)
         prepared, digest = await asyncio.to_thread(_prepare, sources, digest, rule)
         backend = await RegoBackend.assemble(prepared, rule, reader)
         return PolicySet(backend, revision, digest, source, blob, sources.data)
