@@ -80,9 +80,32 @@ def test_hand_shaped_documents_load_and_fail_as_safe_load_does(lines: list[tuple
     "a: [1, 2\n",                                                  # a syntax error
     "x: 1\n---\ny: 2\n",                                           # two documents
     "n: " + "[" * 200 + "]" * 200 + "\n",                          # deep nesting
+    "a: &x 1\nb: &x 2\n",                                          # a scalar anchor defined twice
+    "a: &m {k: 1}\nb: &m [2]\n",                                   # a collection anchor defined twice
+    "a: &u unused\nb: !!str 5\nc: !!map {d: !!seq [! 7]}\n",        # an unused anchor, standard tags
 ])
 def test_documents_beyond_plain_data_follow_pyyaml(text: str) -> None:
     _same(text)
+
+
+def test_plain_data_is_built_from_events_without_a_node_tree(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The node tree is what made a large catalog's peak memory: plain data never composes one, and
+    anything unusual still does, so PyYAML builds it."""
+    composed: list[str] = []
+    real = REFERENCE.get_single_node
+
+    def spy(self: Any) -> Any:
+        composed.append("composed")
+        return real(self)
+
+    monkeypatch.setattr(REFERENCE, "get_single_node", spy)
+    catalog = {"tool": {f"t{i}": {"roles": ["analyst", "support"], "pii": "redact", "limit": i, "on": True,
+                                   "since": datetime.date(2026, 12, i % 28 + 1), "note": None}
+                        for i in range(50)}}
+    assert load_yaml(yaml.safe_dump(catalog)) == catalog
+    assert composed == []
+    assert load_yaml("a: &l [1]\nb: *l\n") == {"a": [1], "b": [1]}
+    assert composed == ["composed"]
 
 
 def test_aliases_stay_shared_instead_of_copied() -> None:
