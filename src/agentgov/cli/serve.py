@@ -54,6 +54,7 @@ def worker_config(cfg: Config, index: int) -> WorkerConfig:
         data_api_port=cfg.data_api_port if index == 0 else None, data_api_host=cfg.data_api_host,
         data_api_token=cfg.data_api_token() if index == 0 else None, rule=cfg.rule,
         drain_s=float(cfg.drain_s), drain_notice_s=float(cfg.drain_notice_s),
+        memory_trim_s=float(cfg.memory_trim_s),
         tls_cert=cfg.read_tls("cert_file") if serving_tls else None,
         tls_key=cfg.read_tls("key_file") if serving_tls else None,
         tls_client_ca=cfg.read_tls("client_ca_file"), serve_bundles=cfg.serve_bundles,

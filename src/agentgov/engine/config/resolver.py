@@ -374,7 +374,7 @@ def _base(file: Path | None) -> Path:
 _SERVER_FIELDS = ("host", "port", "workers", "metrics_port", "data_api_port", "allow_truncated_body",
                   "decision_service", "decision_service_timeout_s", "drain_s", "drain_notice_s", "socket_dir",
                   "ext_proc", "max_batch", "data_api_host", "data_api_token_file", "log_level", "serve_bundles",
-                  "http_port", "max_request_bytes")
+                  "http_port", "max_request_bytes", "memory_trim_s")
 
 
 def _build(doc: Mapping[str, Any], origins: Origins, file: Path | None) -> Config:
@@ -385,7 +385,7 @@ def _build(doc: Mapping[str, Any], origins: Origins, file: Path | None) -> Confi
                for path, where in sorted(origins.items(), key=lambda item: -len(item[0]))}
     cfg = Config(base=base, source=str(file) if file is not None else "", origins=located)
     changes: dict[str, Any] = {k: server[k] for k in _SERVER_FIELDS if k in server}
-    for name in ("decision_service_timeout_s", "drain_s", "drain_notice_s"):
+    for name in ("decision_service_timeout_s", "drain_s", "drain_notice_s", "memory_trim_s"):
         if name in changes:
             changes[name] = float(changes[name])
     changes["mcp_paths"] = tuple(str(p) for p in server.get("mcp_paths", ()))

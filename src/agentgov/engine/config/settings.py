@@ -95,6 +95,8 @@ class Config:
     decision_service_timeout_s: float = 0.4
     drain_s: float = 5.0
     drain_notice_s: float = 0.0
+    # Every this many seconds a worker hands the heap it freed back to the OS (0: never; server/memory.py).
+    memory_trim_s: float = 5.0
     # Workers listen on Unix sockets <socket_dir>/agentgov-<i>.sock instead of TCP ports.
     socket_dir: str | None = None
     # Server TLS (cert_file, key_file, client_ca_file for mTLS); with decision_service, the client's

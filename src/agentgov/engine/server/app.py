@@ -34,6 +34,7 @@ from agentgov.engine.server.decision_service import DecisionService, add_decisio
 from agentgov.engine.server.ext_authz import AuthorizationService
 from agentgov.engine.server.ext_proc import EXT_PROC_SERVICE, ExternalProcessorService
 from agentgov.engine.server.http_authz import AuthzHandler, HttpServer
+from agentgov.engine.server.memory import MemoryTrimmer
 
 log = logging.getLogger("agentgov.server")
 AUTHZ_SERVICE = "envoy.service.auth.v3.Authorization"
@@ -54,6 +55,7 @@ class WorkerConfig:
     rule: str = ""
     drain_s: float = 5.0  # how long in-flight calls may take to finish once stopping
     drain_notice_s: float = 0.0  # keep serving this long after reporting NOT_SERVING, so health checks notice
+    memory_trim_s: float = 0.0  # hand freed heap back to the OS this often while serving (0: never)
     tls_cert: bytes | None = None
     tls_key: bytes | None = None
     tls_client_ca: bytes | None = None
@@ -145,9 +147,14 @@ async def run_worker(decider: Decider, cfg: WorkerConfig, ready: asyncio.Event |
     for sig in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop.set)
+    trimmer = MemoryTrimmer(cfg.memory_trim_s)
+    trimmer.start()
     if ready is not None:
         ready.set()
-    await stop.wait()
+    try:
+        await stop.wait()
+    finally:
+        trimmer.stop()
     # Drain: report NOT_SERVING so health checks move traffic (still answering meanwhile), then refuse
     # new calls and let in-flight ones finish.
     await health_servicer.enter_graceful_shutdown()
