@@ -112,3 +112,32 @@ def test_serve_refuses_bad_config_with_exit_1(tmp_path: Path, run_cli: Callable[
     result = run_cli("serve", "--config", str(path), "--workers", "1")
     assert result.exit_code == 1
     assert message in result.output
+
+
+def test_the_policy_folder_is_read_once_for_policies_and_tenant_caps(tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """With budgets on, the budget hook's per-tenant caps come from the data the policy set loaded:
+    reading the folder a second time doubled the start-up cost of a large catalog."""
+    import shutil
+
+    from agentgov.engine.config import build as config_build
+    from agentgov.engine.hooks.budget.hook import BudgetHook
+
+    policies = tmp_path / "policies"
+    shutil.copytree(POLICIES, policies, ignore=shutil.ignore_patterns("tests", "examples"))
+    (policies / "agentgov" / "budgets").mkdir()
+    (policies / "agentgov" / "budgets" / "data.yaml").write_text("per-subject: {acme: {requests: 3}}\n")
+    reads: list[object] = []
+    real = config_build.discover
+
+    def counted(roots: list[Path]) -> object:
+        reads.append(roots)
+        return real(roots)
+
+    monkeypatch.setattr(config_build, "discover", counted)
+    governor = build_governor(load_config(write(tmp_path, (
+        f"policy: {{paths: [{policies}]}}\nidentity: {{required: false}}\n"
+        "budgets: {store: sqlite, limits: [{name: per-subject, key: subject, window: 1h, requests: 50}]}\n"))))
+    budget = next(slot.hook for slot in governor.hooks if isinstance(slot.hook, BudgetHook))
+    assert budget.settings.tenant_caps == {"per-subject": {"acme": {"requests": 3}}}
+    assert len(reads) == 1

@@ -108,23 +108,31 @@ def test_a_refused_request_appears_live_with_its_detail(signed_in: WebDriver, st
     screenshot(browser, "decision")
 
 
-def test_a_pending_call_is_approved_in_the_console_and_the_retry_passes(signed_in: WebDriver,
-                                                                       stack: LocalStack) -> None:
-    browser = signed_in
+def approve_in_console(browser: WebDriver, stack: LocalStack, amount: int, order: str) -> str:
+    """sam's refund waits for approval; olivia (signed in) approves it on the approvals page."""
     sam = bearer(stack.keys.token("sam", ["support"], "acme"))
-    status, _, answer = send(stack, "/mcp", refund(480, "K-1"), sam)
+    status, _, answer = send(stack, "/mcp", refund(amount, order), sam)
     assert status == 403
-    approval_id = answer["error"]["data"]["approval_id"]
+    approval_id: str = answer["error"]["data"]["approval_id"]
     browser.get(stack.console_url + "/approvals")
     row = f'#approval-rows tr[data-approval-id="{approval_id}"]'
     wait(browser).until(ec.presence_of_element_located((By.CSS_SELECTOR, row)))
     shown = text_of(browser, row)
     assert "payments.refund" in shown
-    assert '"amount_usd":480' in shown.replace(" ", "")  # the approver sees the exact call
+    assert f'"amount_usd":{amount}' in shown.replace(" ", "")  # the approver sees the exact call
     screenshot(browser, "approvals")
     click(browser, row + " button.approve")
     wait(browser).until(ec.presence_of_element_located((By.ID, "approval-notice")))
     assert f"{approval_id} approved by olivia" in text_of(browser, "#approval-notice")
+    return approval_id
+
+
+def test_a_pending_call_is_approved_in_the_console_and_the_retry_passes(signed_in: WebDriver,
+                                                                       stack: LocalStack) -> None:
+    browser = signed_in
+    sam = bearer(stack.keys.token("sam", ["support"], "acme"))
+    approval_id = approve_in_console(browser, stack, 480, "K-1")
+    row = f'#approval-rows tr[data-approval-id="{approval_id}"]'
     assert send(stack, "/mcp", refund(480, "K-1"), sam)[0] == 200  # the agent's retry passes, once
     assert send(stack, "/mcp", refund(480, "K-1"), sam)[0] == 403
     wait(browser).until(lambda _: text_of(browser, row + " td.status") == "used")
@@ -178,6 +186,7 @@ def test_refusals_are_charted(signed_in: WebDriver, stack: LocalStack) -> None:
 
 def test_verify_runs_from_the_audit_page(signed_in: WebDriver, stack: LocalStack) -> None:
     browser = signed_in
+    approve_in_console(browser, stack, 210, "V-1")  # so the approvals chain exists, whatever ran before
     browser.get(stack.console_url + "/audit")
     assert "-w0" in browser.page_source  # the worker's chain is listed
     browser.find_element(By.ID, "run-verify").click()

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 from agentgov.engine.approvals.evidence import record
 from agentgov.engine.approvals.links import LinkKeyError
@@ -126,7 +128,7 @@ def build_governor(cfg: Config) -> Governor:
         allow_truncated_body=bool(cfg.allow_truncated_body), mcp_paths=tuple(cfg.mcp_paths),
         input_format=cfg.input_format, can_redact=bool(cfg.ext_proc), max_batch=cfg.max_batch,
         tracing=_tracing(cfg)),
-        hooks=build_hooks(cfg), approvals=_approvals(cfg))
+        hooks=build_hooks(cfg, policy.data if cfg.bundle is None else None), approvals=_approvals(cfg))
     build = reload_builder(cfg.engine, rule=cfg.rule, reader=_reader(cfg))
     for name, settings, activate in (("active", cfg.bundle, governor.swap), ("shadow", cfg.shadow, governor.set_shadow)):
         if settings is None:
@@ -176,9 +178,11 @@ def _approvals(cfg: Config) -> ApprovalStage | None:
     return ApprovalStage(settings, open_approval_store(settings.store, cfg.base), notifier, recorder)
 
 
-def build_hooks(cfg: Config) -> list[HookSlot]:
+def build_hooks(cfg: Config, policy_data: Mapping[str, Any] | None = None) -> list[HookSlot]:
     """The configured hooks after identity, in order. Built-ins: `pii` (unless `pii.enabled: false`)
-    `tools_list` and `model_tools`; third-party hooks from the entry-point group `agentgov.hooks`."""
+    `tools_list` and `model_tools`; third-party hooks from the entry-point group `agentgov.hooks`.
+    `policy_data`: the data document the policy set loaded from `policy.paths` (the budget hook's
+    per-tenant caps are read from it; without it the folders are read again)."""
     builtins: dict[str, Hook] = {}
     pii = dict(cfg.pii)
     enabled = pii.pop("enabled", True)
@@ -197,7 +201,7 @@ def build_hooks(cfg: Config) -> list[HookSlot]:
             if cfg.engine != "opa" and cfg.bundle is None:
                 # A remote OPA's data is not here: its tenants get the configured caps. A bundle's
                 # caps are read when it is activated (BudgetHook.check_policy_data).
-                data = discover([cfg.base / p for p in cfg.paths]).data
+                data = policy_data if policy_data is not None else discover([cfg.base / p for p in cfg.paths]).data
                 budget = replace(budget, tenant_caps=tenant_caps_from_data(data, budget.limits))
         except BudgetConfigError as exc:
             raise cfg.problem(str(exc)) from None
