@@ -27,7 +27,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("base", ("agentgov", "agentgov.engine", "agentgov.engine.errors", "agentgov.engine.keys",
               "agentgov.engine.model", "agentgov.engine.metrics", "agentgov.engine.protocols",
               "agentgov.engine.proto", "agentgov.engine.policy_input", "agentgov.engine.yamldoc",
-              "agentgov.engine.gc_pause",
+              "agentgov.engine.gc_pause", "agentgov.engine.worker_thread",
               "agentgov.engine.telemetry")),
     ("engines", ("agentgov.engine.backends", "agentgov.engine.policy", "agentgov.engine.bundles")),
     ("hooks", ("agentgov.engine.hooks",)),

@@ -33,6 +33,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from agentgov.engine.hooks.audit.record import GENESIS, canonical, chained
+from agentgov.engine.worker_thread import WorkerThread
 
 FILE_PATTERN = re.compile(r"^(?P<chain>[A-Za-z0-9_.-]+)-(?P<first>\d{12})\.jsonl$")
 CHECKPOINTS_SUFFIX = ".checkpoints.jsonl"
@@ -102,6 +103,10 @@ class ChainWriter:
     _sync_wanted: asyncio.Event | None = None
     _syncer: asyncio.Task[None] | None = None
     _sync_failed: str = ""  # set when an fsync behind the writes failed: later appends are refused
+    # The threads the flusher's writes and (durability "write") the syncer's fsyncs run on: two, so an
+    # fsync never holds up the next write.
+    _write_thread: WorkerThread = field(default_factory=lambda: WorkerThread("agentgov-audit-write"))
+    _sync_thread: WorkerThread = field(default_factory=lambda: WorkerThread("agentgov-audit-sync"))
 
     # --- lifecycle --------------------------------------------------------------------------------
 
@@ -147,6 +152,8 @@ class ChainWriter:
         if self._syncer is not None and self._sync_wanted is not None:
             self._sync_wanted.set()
             await self._syncer
+        self._write_thread.close()
+        self._sync_thread.close()
         if self._checkpointer is not None:
             self._checkpointer.cancel()
         await asyncio.to_thread(self._write_checkpoint)
@@ -230,7 +237,7 @@ class ChainWriter:
             batch, self._pending = self._pending, []
             if batch:
                 try:
-                    await asyncio.to_thread(self._write, [p.line for p in batch])
+                    await self._write_thread.run(self._write, [p.line for p in batch])
                 except Exception as exc:  # every waiting decision learns it was not recorded
                     for p in batch:
                         if not p.done.done():
@@ -256,7 +263,7 @@ class ChainWriter:
             target = self._written
             if target != self._synced:
                 try:
-                    await asyncio.to_thread(self._sync)
+                    await self._sync_thread.run(self._sync)
                 except OSError as exc:
                     self._sync_failed = exc.strerror or type(exc).__name__
                     log.error("audit fsync failed (%s): refusing decisions until restarted", self._sync_failed)

@@ -13,12 +13,12 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
 from agentgov.engine.hooks.budget.limits import Charge
+from agentgov.engine.worker_thread import WorkerThread
 
 PURGE_AFTER_S = 40 * 86400  # settled usage older than the longest calendar window is dropped
 
@@ -174,7 +174,7 @@ class SqliteStore:
     synchronous: str = "normal"  # or "full": each batch's commit is fsynced (budgets.sqlite_synchronous)
     checkpoint_every_s: float = 0.5
     purge_every_s: float = 60.0
-    _executor: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(1, "agentgov-budget"))
+    _thread: WorkerThread = field(default_factory=lambda: WorkerThread("agentgov-budget"))  # every SQLite call
     _db: sqlite3.Connection | None = None
     _queue: list[_Write] = field(default_factory=list)
     _writing: bool = False
@@ -217,7 +217,7 @@ class SqliteStore:
 
     async def _run(self, fn: Any, *args: Any) -> Any:
         try:
-            return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+            return await self._thread.run(fn, *args)
         except sqlite3.Error as exc:
             raise StoreError(f"sqlite {self.path}: {exc}") from exc
 
@@ -237,7 +237,7 @@ class SqliteStore:
         if not batch:
             self._writing = False
             return
-        written = loop.run_in_executor(self._executor, self._commit, [w.apply for w in batch])
+        written = self._thread.run(self._commit, [w.apply for w in batch])
 
         def finished(future: asyncio.Future[list[Any]]) -> None:
             error = future.exception()
@@ -385,7 +385,7 @@ class SqliteStore:
                 self._db.close()
                 self._db = None
         await self._run(shut)
-        self._executor.shutdown(wait=False)
+        self._thread.close()
         self._stop.set()
         if self._maintenance is not None:
             await asyncio.to_thread(self._maintenance.join, 5)
