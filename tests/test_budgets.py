@@ -475,3 +475,28 @@ def test_redis_releases_a_reservation_of_zero_tokens(redis_server: RedisServer) 
             await store.close()
 
     assert asyncio.run(run()) == (True, True, 1)
+
+
+def test_a_redis_that_lost_its_scripts_still_reserves_exactly(redis_server: RedisServer) -> None:
+    """Reservations run as EVALSHA: after a restart or SCRIPT FLUSH the server no longer knows the
+    script (NOSCRIPT), and the next reservation loads it again instead of failing the request."""
+    from agentgov.engine.hooks.budget.limits import Charge
+    from agentgov.engine.hooks.budget.redis_store import RedisStore
+
+    subprocess.run(["redis-cli", "-p", str(redis_server.port), "FLUSHALL"], check=True, capture_output=True)
+    limit = Limit("scripted", "subject", "day", requests=2)
+    zone, now = ZoneInfo("UTC"), time.time()
+    store = RedisStore(redis_server.url)
+
+    async def run() -> list[bool]:
+        admitted = []
+        for i in range(3):
+            if i == 1:
+                subprocess.run(["redis-cli", "-p", str(redis_server.port), "SCRIPT", "FLUSH"], check=True,
+                               capture_output=True)
+            charge = Charge(limit, period(limit, "alice", now, zone), 1, 0, 0.0)
+            admitted.append((await store.reserve(f"s{i}", [charge], now, None)).admitted)
+        await store.close()
+        return admitted
+
+    assert asyncio.run(run()) == [True, True, False]  # the cap still holds across the reload
