@@ -484,10 +484,12 @@ def targets(by_name: dict[str, Result], grpc_floor: float) -> list[str]:
 # and this machine's numbers; printed only for a target the run did not meet.
 _FULL_OBSTACLE = (
     "on one core the full pipeline is Python per decision. The profile (`--profile`, summarised below the "
-    "table) has the event loop and aiohttp at ~23% of the active samples, the runner and its stages ~14%, the "
-    "audit record ~9%, the policy call ~9%, the budget hook ~5% and the PII scan ~1.4% on the event loop, "
-    "plus the background threads that write the budget batches and fsync the audit log. No one stage would "
-    "close the gap: the gRPC floor does nothing per check.")
+    "table; 2026-12-04, third round) has uvloop and the interpreter at ~21% of the active samples, the runner "
+    "and its stages ~11%, the policy call ~9%, the transport ~6%, the audit record ~5%, the hand-offs to the "
+    "budget and audit threads ~4%, the budget hook ~3.5% and the PII scan ~1.7% on the event loop. The SQLite "
+    "batches and the audit writes run on threads of their own (about 4.5 decisions per hand-off at "
+    "saturation), but their Python takes the interpreter lock on the same core. No one stage would close the "
+    "gap: the gRPC floor does nothing per check.")
 OBSTACLES = (
     _FULL_OBSTACLE,
     _FULL_OBSTACLE,
@@ -495,15 +497,18 @@ OBSTACLES = (
     "audit write + fsync takes 0.26 ms at the median, but this VM's shared disk stalls an fsync now and then for "
     "17-115 ms, and the decisions waiting on it (and those queued behind it) make the p99: after.audit p99 9-11 ms, "
     "decide() p99 11-13 ms. The next row answers once the record is written (fsynced behind): in process "
-    "decide() p99 2.9 ms, after.audit p99 0.6 ms.",
+    "decide() p99 2.9 ms, after.audit p99 0.6 ms. The stalls come and go: runs on quieter moments meet it.",
     "the budget's store round trip and the hand-offs to the writer threads remain; see the row above.",
     "Envoy's own HTTP ext_authz call costs ~40% of the HTTP floor; regorus and the Python per check (parsing, the "
-    "input document, the answer) the rest.",
+    "input document, the answer) the rest. The floor itself moves against everything else from one machine to "
+    "the next: the do-nothing HTTP authorizer ran 2.9x the gRPC floor on the machine of 2026-12-04's first runs "
+    "(agentgov 0.44x, met) and 3.9x on the third round's, where the same code measured 0.37x.",
     "the one cedarpy call per decision costs ~105 us in process: Cedar's own work ~70 us (it builds the request "
     "and its context from JSON on every call, ~35 us by its metrics, and evaluates in ~30 us) plus ~35 us in "
     "cedarpy's Python wrapper (JSON out and back), where regorus runs a compiled program on an input in ~40 us. "
     "The context is cut down to the attributes the policies name and the principal's entities are kept per "
-    "caller (this round), which took a Cedar decision from ~400 to ~325 us of CPU in process (Rego ~200 us).",
+    "caller (2026-12-04, second round), which took a Cedar decision from ~400 to ~325 us of CPU in process "
+    "(Rego ~200 us). Within one machine the ratio sits at the target: 0.77-0.81x across the day's runs.",
     "40x of this LiteLLM (its regex content filter rather than Presidio, 2 workers) would need agentgov near "
     "the HTTP floor itself.",
     "see the first row.",
@@ -511,7 +516,8 @@ OBSTACLES = (
     "by every worker on a node); the anonymous part (the second figure in the table) is what each further worker "
     "adds. Of what a worker imports, Envoy's and gRPC's generated protobuf modules (~12 MB), prometheus_client "
     "(~8 MB) and jsonschema for the configuration (~7 MB) are the largest; aiohttp (~16 MB) is no longer loaded "
-    "unless the Data API, an audit sink or a remote bundle needs it.",
+    "unless the Data API, an audit sink or a remote bundle needs it. Freed heap goes back to the OS every "
+    "`server.memory_trim_s` (the later rows no longer grow to 110-130 MB).",
 )
 
 

@@ -32,6 +32,9 @@ STAGES: list[tuple[str, str]] = [
     ("engine/metrics", "metrics"),
     ("engine/telemetry/", "tracing"),
     ("engine/server/", "transport and answers"),
+    # engine/worker_thread.py: on the event loop, handing a batch to the budget or audit thread; on
+    # those threads, waiting for the next batch (or for the interpreter lock).
+    ("engine/worker_thread", "thread hand-off (queue, waiting for work or the interpreter lock)"),
     ("engine/", "other agentgov"),
 ]
 _FRAME = re.compile(r"^(?P<fn>.*?) \((?P<path>[^()]*?)(?::\d+)?\)$")

@@ -500,3 +500,23 @@ def test_a_redis_that_lost_its_scripts_still_reserves_exactly(redis_server: Redi
         return admitted
 
     assert asyncio.run(run()) == [True, True, False]  # the cap still holds across the reload
+
+
+def test_a_reservation_on_a_closed_sqlite_store_is_refused_not_left_waiting(tmp_path: Path) -> None:
+    """A write that reaches the store after it closed (a request still in flight at shutdown) gets
+    a store error, which the budget hook turns into a deny, instead of waiting forever."""
+    from agentgov.engine.hooks.budget.limits import Charge
+    from agentgov.engine.hooks.budget.store import SqliteStore, StoreError
+
+    limit = Limit("closed", "subject", "day", requests=5)
+    zone, now = ZoneInfo("UTC"), time.time()
+    store = SqliteStore(tmp_path / "b.sqlite3")
+
+    async def run() -> None:
+        charge = Charge(limit, period(limit, "alice", now, zone), 1, 0, 0.0)
+        assert (await store.reserve("before", [charge], now, None)).admitted
+        await store.close()
+        with pytest.raises(StoreError, match="closed"):
+            await asyncio.wait_for(store.reserve("after", [charge], now, None), 10)
+
+    asyncio.run(run())

@@ -237,7 +237,14 @@ class SqliteStore:
         if not batch:
             self._writing = False
             return
-        written = self._thread.run(self._commit, [w.apply for w in batch])
+        try:
+            written = self._thread.run(self._commit, [w.apply for w in batch])
+        except RuntimeError as exc:  # the store was closed: refuse (a deny upstream), never leave a wait
+            for write in batch:
+                if not write.done.done():
+                    write.done.set_exception(StoreError(f"sqlite {self.path}: {exc}"))
+            self._writing = False
+            return
 
         def finished(future: asyncio.Future[list[Any]]) -> None:
             error = future.exception()
