@@ -214,3 +214,34 @@ def test_audiences_are_a_list_never_a_string_read_letter_by_letter(tmp_path: Pat
                                                           "jwks_file": "j.json"}]}}))
     with pytest.raises(ConfigError, match=r"identity.issuers\[0\].audiences"):
         build_governor(load_config(path))
+
+
+def test_a_caller_arriving_while_the_refetch_thread_finishes_does_not_fetch_again(tmp_path: Path) -> None:
+    """The refetch thread updates the key set before the event loop hears it is done: a caller that
+    arrives in between waits for that refetch and uses it, instead of starting another."""
+    from agentgov.engine.hooks.identity import KeySet
+
+    keys = DemoKeys()
+    (tmp_path / "jwks.json").write_text(json.dumps(keys.jwks()))
+    keyset = KeySet(Issuer(DEMO_ISSUER, (DEMO_AUDIENCE,), jwks_file=str(tmp_path / "jwks.json"),
+                           refetch_interval_s=0.0))
+    fetched = threading.Event()
+    fetches: list[float] = []
+    real = keyset.refresh
+
+    def refresh() -> None:
+        real()
+        fetches.append(time.monotonic())
+        fetched.set()
+
+    keyset.refresh = refresh  # type: ignore[method-assign]
+
+    async def scenario() -> None:
+        first = asyncio.create_task(keyset.refresh_async())
+        await asyncio.sleep(0)  # the first caller is now waiting on its thread
+        assert fetched.wait(10)  # that thread has fetched; the loop has not yet heard
+        second = asyncio.create_task(keyset.refresh_async())
+        await asyncio.gather(first, second)
+
+    asyncio.run(scenario())
+    assert len(fetches) == 1

@@ -84,6 +84,10 @@ class KeySet:
         self._keys: dict[str, PyJWK] = {}
         self._loaded_at = 0.0
         self._refreshing: asyncio.Lock | None = None
+        # Refreshes finished, counted on the event loop. Not `_loaded_at`: the refresh thread sets that
+        # as soon as it has fetched, so a caller arriving in between took it for its own starting
+        # point and fetched again (a burst of unknown kids fetched twice under load).
+        self._refreshed = 0
         try:
             self._load()
         except (OSError, ValueError, jwt.PyJWTError) as exc:
@@ -128,11 +132,14 @@ class KeySet:
         """`refresh` in a thread, once for all callers waiting at the same moment."""
         if self._refreshing is None:
             self._refreshing = asyncio.Lock()
-        started = self._loaded_at
+        seen = self._refreshed
         async with self._refreshing:
-            if self._loaded_at != started or not self.refetch_due():
+            if self._refreshed != seen or not self.refetch_due():
                 return  # another caller refreshed while this one waited
-            await asyncio.to_thread(self.refresh)
+            try:
+                await asyncio.to_thread(self.refresh)
+            finally:
+                self._refreshed += 1
 
 
 class IdentityVerifier:
