@@ -479,27 +479,97 @@ def test_redis_releases_a_reservation_of_zero_tokens(redis_server: RedisServer) 
 
 def test_a_redis_that_lost_its_scripts_still_reserves_exactly(redis_server: RedisServer) -> None:
     """Reservations run as EVALSHA: after a restart or SCRIPT FLUSH the server no longer knows the
-    script (NOSCRIPT), and the next reservation loads it again instead of failing the request."""
+    script (NOSCRIPT), and the calls it refused load it and go again, a whole burst of them too."""
     from agentgov.engine.hooks.budget.limits import Charge
     from agentgov.engine.hooks.budget.redis_store import RedisStore
 
     subprocess.run(["redis-cli", "-p", str(redis_server.port), "FLUSHALL"], check=True, capture_output=True)
-    limit = Limit("scripted", "subject", "day", requests=2)
+    limit = Limit("scripted", "subject", "day", requests=4)
     zone, now = ZoneInfo("UTC"), time.time()
     store = RedisStore(redis_server.url)
+    charge = Charge(limit, period(limit, "alice", now, zone), 1, 0, 0.0)
+
+    async def run() -> tuple[bool, list[bool]]:
+        first = (await store.reserve("s0", [charge], now, None)).admitted
+        subprocess.run(["redis-cli", "-p", str(redis_server.port), "SCRIPT", "FLUSH"], check=True,
+                       capture_output=True)
+        burst = await asyncio.gather(*(store.reserve(f"s{i}", [charge], now, None) for i in range(1, 6)))
+        await store.close()
+        return first, [r.admitted for r in burst]
+
+    first, burst = asyncio.run(run())
+    assert first
+    assert sorted(burst) == [False, False, True, True, True]  # the cap of 4 holds across the reload
+
+
+def test_redis_reservations_arriving_together_share_one_round_trip(redis_server: RedisServer,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """Like the SQLite store's batches: the calls of one event-loop turn go out in one pipeline,
+    each script still whole and exact on the server."""
+    from agentgov.engine.hooks.budget.limits import Charge
+    from agentgov.engine.hooks.budget.redis_store import RedisStore
+
+    subprocess.run(["redis-cli", "-p", str(redis_server.port), "FLUSHALL"], check=True, capture_output=True)
+    limit = Limit("together", "subject", "day", requests=7)
+    zone, now = ZoneInfo("UTC"), time.time()
+    store = RedisStore(redis_server.url)
+    sizes: list[int] = []
+    real = RedisStore._pipeline
+
+    async def counted(self: RedisStore, batch: list[Any]) -> list[Any]:
+        sizes.append(len(batch))
+        return await real(self, batch)
+
+    monkeypatch.setattr(RedisStore, "_pipeline", counted)
+    charge = Charge(limit, period(limit, "alice", now, zone), 1, 0, 0.0)
 
     async def run() -> list[bool]:
-        admitted = []
-        for i in range(3):
-            if i == 1:
-                subprocess.run(["redis-cli", "-p", str(redis_server.port), "SCRIPT", "FLUSH"], check=True,
-                               capture_output=True)
-            charge = Charge(limit, period(limit, "alice", now, zone), 1, 0, 0.0)
-            admitted.append((await store.reserve(f"s{i}", [charge], now, None)).admitted)
+        results = await asyncio.gather(*(store.reserve(f"t{i}", [charge], now, None) for i in range(20)))
         await store.close()
-        return admitted
+        return [r.admitted for r in results]
 
-    assert asyncio.run(run()) == [True, True, False]  # the cap still holds across the reload
+    admitted = asyncio.run(run())
+    assert sum(admitted) == 7
+    assert sizes == [20]
+
+
+def test_a_redis_that_stops_answering_mid_batch_fails_every_call_in_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A pipeline whose connection fails (here: a server that accepts and never answers, past the
+    client's 1 s timeout), or that is cancelled at shutdown, answers every waiting call with a store
+    error (a deny by default), never a call left waiting."""
+    import socket
+
+    from agentgov.engine.hooks.budget.limits import Charge
+    from agentgov.engine.hooks.budget.redis_store import RedisStore
+    from agentgov.engine.hooks.budget.store import StoreError
+
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)
+    limit = Limit("silent", "subject", "day", requests=5)
+    zone, now = ZoneInfo("UTC"), time.time()
+    charge = Charge(limit, period(limit, "alice", now, zone), 1, 0, 0.0)
+    try:
+        store = RedisStore(f"redis://127.0.0.1:{silent.getsockname()[1]}/0")
+
+        async def timed_out() -> list[BaseException | object]:
+            return await asyncio.wait_for(asyncio.gather(
+                *(store.reserve(f"u{i}", [charge], now, None) for i in range(3)), return_exceptions=True), 20)
+
+        assert all(isinstance(r, StoreError) for r in asyncio.run(timed_out()))
+
+        async def cancelled() -> list[BaseException | object]:
+            calls = asyncio.gather(*(store.reserve(f"v{i}", [charge], now, None) for i in range(3)),
+                                   return_exceptions=True)
+            await asyncio.sleep(0.2)  # the pipeline is out, waiting for an answer that will not come
+            assert store._sending is not None
+            store._sending.cancel()
+            return await asyncio.wait_for(calls, 10)
+
+        results = asyncio.run(cancelled())
+        assert all(isinstance(r, StoreError) and "closing" in str(r) for r in results)
+    finally:
+        silent.close()
 
 
 def test_a_reservation_on_a_closed_sqlite_store_is_refused_not_left_waiting(tmp_path: Path) -> None:

@@ -12,11 +12,14 @@ tenant, by default), so a tenant's limits stay atomic together while tenants spr
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
 from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import redis.asyncio as aioredis
-from redis.exceptions import RedisClusterException, RedisError
+from redis.exceptions import NoScriptError, RedisClusterException, RedisError
 
 from agentgov.engine.hooks.budget.cluster_url import redact
 from agentgov.engine.hooks.budget.limits import Charge
@@ -133,6 +136,16 @@ return #buckets
 """
 
 
+@dataclass
+class _Call:
+    """One script call waiting for the next pipeline."""
+
+    script: str
+    keys: list[str]
+    args: list[Any]
+    done: asyncio.Future[Any]
+
+
 class RedisStore:
     """One Redis server (or any Redis whose keys all live in one slot). The cluster store overrides
     where keys live (`_prefix`, `_groups`), how a script reaches its shard (`_run`) and how a
@@ -141,7 +154,9 @@ class RedisStore:
     def __init__(self, url: str) -> None:
         self.url = url
         self._redis: Any = None
-        self._scripts: dict[str, Any] = {}  # script text -> redis-py's Script (EVALSHA, loaded on NOSCRIPT)
+        self._shas: dict[str, str] = {}  # script text -> its SHA-1, for EVALSHA
+        self._queue: list[_Call] = []
+        self._sending: asyncio.Task[None] | None = None
 
     def _client(self) -> Any:
         if self._redis is None:
@@ -171,12 +186,66 @@ class RedisStore:
         """Drop that record once the reservation is released."""
 
     async def _run(self, script: str, keys: Sequence[str], args: Sequence[Any], *, writes: bool) -> Any:
-        # EVALSHA: the ~2.5 KB script is not sent, nor hashed by the server, on every reservation.
+        """The script's answer. Every call that arrives while a pipeline is out (or within one
+        event-loop turn when none is) goes out in the next one: one round trip and one pass through
+        redis-py for the batch, as the SQLite store batches its transactions. Each script still runs
+        whole on the server (Redis runs one script at a time), so each reservation stays
+        all-or-nothing and exact against what ran before it."""
+        loop = asyncio.get_running_loop()
+        call = _Call(script, list(keys), list(args), loop.create_future())
+        self._queue.append(call)
+        if self._sending is None:
+            self._sending = loop.create_task(self._send_batches())
+        return await call.done
+
+    async def _send_batches(self) -> None:
+        try:
+            await asyncio.sleep(0)  # the rest of this event-loop turn joins the first batch
+            while self._queue:
+                batch, self._queue = self._queue, []
+                try:
+                    results = await self._pipeline(batch)
+                except Exception as exc:  # the connection failed: each call learns it, as it would alone
+                    results = [exc] * len(batch)
+                except BaseException:  # cancelled (the worker is stopping): nobody is left waiting
+                    for call in batch + self._queue:
+                        if not call.done.done():
+                            call.done.set_exception(ConnectionError("the budget store is closing"))
+                    self._queue = []
+                    raise
+                for call, result in zip(batch, results, strict=True):
+                    if call.done.done():
+                        continue
+                    if isinstance(result, BaseException):
+                        call.done.set_exception(result)
+                    else:
+                        call.done.set_result(result)
+        finally:
+            self._sending = None
+
+    async def _pipeline(self, batch: list[_Call]) -> list[Any]:
+        """EVALSHA for each call (the ~2.5 KB script is neither sent nor hashed by the server each
+        time); calls the server answered NOSCRIPT (restarted, SCRIPT FLUSH) did not run: the script
+        is loaded and they go again."""
         client = self._client()
-        runner = self._scripts.get(script)
-        if runner is None:
-            runner = self._scripts[script] = client.register_script(script)
-        return await runner(keys=list(keys), args=list(args), client=client)  # this client, after a reopen too
+        results = await self._evalsha(client, batch)
+        missing = [i for i, result in enumerate(results) if isinstance(result, NoScriptError)]
+        if missing:
+            for script in {batch[i].script for i in missing}:
+                await client.script_load(script)
+            for i, result in zip(missing, await self._evalsha(client, [batch[i] for i in missing]), strict=True):
+                results[i] = result
+        return results
+
+    async def _evalsha(self, client: Any, calls: list[_Call]) -> list[Any]:
+        pipe = client.pipeline(transaction=False)
+        for call in calls:
+            sha = self._shas.get(call.script)
+            if sha is None:
+                sha = self._shas[call.script] = hashlib.sha1(call.script.encode()).hexdigest()  # noqa: S324 - Redis' script id
+            pipe.evalsha(sha, len(call.keys), *call.keys, *call.args)
+        results: list[Any] = await pipe.execute(raise_on_error=False)
+        return results
 
     # --- the store interface ---------------------------------------------------------------------
 
@@ -290,6 +359,8 @@ class RedisStore:
         return removed
 
     async def close(self) -> None:
+        if self._sending is not None:  # let the calls in flight be answered
+            await asyncio.wait({self._sending})
         if self._redis is not None:
             await self._redis.aclose()
             self._redis = None
