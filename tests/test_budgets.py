@@ -588,5 +588,7 @@ def test_a_reservation_on_a_closed_sqlite_store_is_refused_not_left_waiting(tmp_
         await store.close()
         with pytest.raises(StoreError, match="closed"):
             await asyncio.wait_for(store.reserve("after", [charge], now, None), 10)
+        with pytest.raises(StoreError, match="closed"):  # a read (the usage report) too
+            await asyncio.wait_for(store.usage(now), 10)
 
     asyncio.run(run())

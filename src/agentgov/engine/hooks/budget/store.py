@@ -217,7 +217,11 @@ class SqliteStore:
 
     async def _run(self, fn: Any, *args: Any) -> Any:
         try:
-            return await self._thread.run(fn, *args)
+            call = self._thread.run(fn, *args)
+        except RuntimeError as exc:  # the store was closed
+            raise StoreError(f"sqlite {self.path}: {exc}") from exc
+        try:
+            return await call
         except sqlite3.Error as exc:
             raise StoreError(f"sqlite {self.path}: {exc}") from exc
 
