@@ -42,8 +42,8 @@ log = logging.getLogger("agentgov.rego")
 
 def data_json(data: Mapping[str, Any]) -> str:
     """Policy data as the JSON text the engines load: orjson (a 20,000-tool catalog encodes in a
-    tenth of the time, and a reload builds its engines on the event loop); the standard encoder for
-    what orjson refuses (integers beyond 64 bits)."""
+    tenth of the time, and holds the GIL that much less beside a serving event loop on a reload);
+    the standard encoder for what orjson refuses (integers beyond 64 bits)."""
     try:
         return orjson.dumps(dict(data), option=orjson.OPT_NON_STR_KEYS).decode()
     except (TypeError, orjson.JSONEncodeError):

@@ -128,7 +128,7 @@ def build_governor(cfg: Config) -> Governor:
         allow_truncated_body=bool(cfg.allow_truncated_body), mcp_paths=tuple(cfg.mcp_paths),
         input_format=cfg.input_format, can_redact=bool(cfg.ext_proc), max_batch=cfg.max_batch,
         tracing=_tracing(cfg)),
-        hooks=build_hooks(cfg, policy.data if cfg.bundle is None else None), approvals=_approvals(cfg))
+        hooks=build_hooks(cfg, policy.data), approvals=_approvals(cfg))
     build = reload_builder(cfg.engine, rule=cfg.rule, reader=_reader(cfg))
     for name, settings, activate in (("active", cfg.bundle, governor.swap), ("shadow", cfg.shadow, governor.set_shadow)):
         if settings is None:

@@ -107,11 +107,8 @@ def _read(path: Path) -> str:
 def _parse_data(path: Path, problems: list[Problem]) -> dict[str, Any] | None:
     text = _read(path)
     try:
-        if path.suffix == ".json":
-            with gc_paused():
-                doc = json.loads(text)
-        else:
-            doc = load_yaml(text)
+        with gc_paused():
+            doc = json.loads(text) if path.suffix == ".json" else load_yaml(text)
     except json.JSONDecodeError as exc:
         problems.append(Problem(str(path), exc.lineno, exc.colno, f"invalid JSON: {exc.msg}", "load_error"))
         return None

@@ -215,11 +215,15 @@ class SqliteStore:
             raise
         return db
 
-    async def _run(self, fn: Any, *args: Any) -> Any:
+    def _hand_over(self, fn: Any, *args: Any) -> asyncio.Future[Any]:
+        """`fn(*args)` on the store's thread; a store error once the store is closed (a deny upstream)."""
         try:
-            call = self._thread.run(fn, *args)
-        except RuntimeError as exc:  # the store was closed
+            return self._thread.run(fn, *args)
+        except RuntimeError as exc:
             raise StoreError(f"sqlite {self.path}: {exc}") from exc
+
+    async def _run(self, fn: Any, *args: Any) -> Any:
+        call = self._hand_over(fn, *args)
         try:
             return await call
         except sqlite3.Error as exc:
@@ -242,11 +246,11 @@ class SqliteStore:
             self._writing = False
             return
         try:
-            written = self._thread.run(self._commit, [w.apply for w in batch])
-        except RuntimeError as exc:  # the store was closed: refuse (a deny upstream), never leave a wait
+            written = self._hand_over(self._commit, [w.apply for w in batch])
+        except StoreError as exc:  # closed: every write in the batch is refused, none left waiting
             for write in batch:
                 if not write.done.done():
-                    write.done.set_exception(StoreError(f"sqlite {self.path}: {exc}"))
+                    write.done.set_exception(exc)
             self._writing = False
             return
 
